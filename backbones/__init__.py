@@ -1,0 +1,29 @@
+"""Video pose transformer backbones, each in rectangle, single (HoT) and hierarchical (H2OT) variants.
+
+    import backbones
+    backbones.names()
+    model = backbones.create("mixste", variant="hierarchical", frames=243)
+    model.token_profile
+
+This package never imports the harness (``bench``): models know nothing of how they are measured.
+"""
+
+from . import mixste  # noqa: F401  (registers)
+from .registry import VARIANTS, BackboneSpec, VariantSpec, create, names, register, spec, unregister
+from .tokens import PRUNERS, RECOVERERS, format_schedule, parse_schedule, resolve_schedule
+
+__all__ = [
+    "PRUNERS",
+    "RECOVERERS",
+    "VARIANTS",
+    "BackboneSpec",
+    "VariantSpec",
+    "create",
+    "format_schedule",
+    "names",
+    "parse_schedule",
+    "register",
+    "resolve_schedule",
+    "spec",
+    "unregister",
+]

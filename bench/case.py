@@ -1,0 +1,105 @@
+"""A case: one point of the benchmark matrix, fully resolved before it is measured."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch.nn as nn
+
+import backbones
+from backbones.tokens import format_schedule, parse_schedule, resolve_schedule
+
+from .errors import UsageError
+
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass(frozen=True)
+class Case:
+    """(backbone, variant, frames, batch, device, dtype, size, schedule, pruner, recoverer).
+
+    Empty ``schedule``/``pruner``/``recoverer`` and ``size``/``frames`` of None mean the backbone's
+    defaults; :meth:`resolve` fills them in so that records always say what was measured.
+    """
+
+    backbone: str
+    variant: str = "rectangle"
+    frames: int | None = None
+    batch: int = 1
+    device: str = "cpu"
+    dtype: str = "float32"
+    size: str | None = None
+    schedule: str = ""  # "BLOCK:KEEP,..." with KEEP a count (resolved) or a ratio of T
+    pruner: str = ""
+    recoverer: str = ""
+
+    @property
+    def case_id(self) -> str:
+        """A display id, unique within a run; never parse it back into fields."""
+        parts = [self.backbone, self.variant, f"T{self.frames}", f"B{self.batch}", str(self.size)]
+        if self.variant != "rectangle":
+            parts += [self.schedule, f"{self.pruner}+{self.recoverer or '-'}"]
+        return "/".join(parts + [self.device, self.dtype])
+
+    def resolve(self) -> Case:
+        """Fill in the backbone's defaults and turn ratios into token counts; UsageError if invalid."""
+        try:
+            spec = backbones.spec(self.backbone)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if self.variant not in backbones.VARIANTS:
+            raise UsageError(f"unknown variant {self.variant!r}; choose from {', '.join(backbones.VARIANTS)}")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+        if self.batch < 1:
+            raise UsageError(f"batch must be >= 1, got {self.batch}")
+        frames = self.frames or spec.frames
+        size = self.size or spec.default_size
+        if size not in spec.sizes:
+            raise UsageError(f"unknown size {size!r} for {self.backbone}; choose from {', '.join(spec.sizes)}")
+        reason = spec.valid_frames(frames)
+        if reason:
+            raise UsageError(f"{self.backbone} cannot take {frames} frames: {reason}")
+        v = spec.variants[self.variant]
+        if self.variant == "rectangle" and (self.schedule or self.pruner or self.recoverer):
+            raise UsageError("the rectangle variant takes no schedule, pruner or recoverer")
+        try:
+            stages = parse_schedule(self.schedule) if self.schedule else v.schedule
+            # depth is checked when the model is built; here only the token counts are resolved
+            schedule = format_schedule(resolve_schedule(stages, frames, depth=10**6))
+        except ValueError as e:
+            raise UsageError(f"bad schedule {self.schedule!r}: {e}") from None
+        pruner = self.pruner or (v.pruner or "")
+        recoverer = self.recoverer or (v.recoverer or "")
+        if self.variant == "rectangle":
+            pruner = recoverer = ""
+        if spec.pipeline == "seq2frame":
+            recoverer = ""
+        if pruner and pruner not in backbones.PRUNERS:
+            raise UsageError(f"unknown pruner {pruner!r}; choose from {', '.join(backbones.PRUNERS)}")
+        if recoverer and recoverer not in backbones.RECOVERERS:
+            raise UsageError(f"unknown recoverer {recoverer!r}; choose from {', '.join(backbones.RECOVERERS)}")
+        return replace(self, frames=frames, size=size, schedule=schedule, pruner=pruner, recoverer=recoverer)
+
+    @property
+    def pipeline(self) -> str:
+        return backbones.spec(self.backbone).pipeline
+
+    def build(self) -> nn.Module:
+        """The model of this (resolved) case, on CPU in float32; UsageError if it cannot be built."""
+        c = self.resolve()
+        kw: dict[str, Any] = {}
+        if c.variant != "rectangle":
+            kw.update(schedule=parse_schedule(c.schedule), pruner=c.pruner, recoverer=c.recoverer or None)
+        try:
+            return backbones.create(c.backbone, variant=c.variant, frames=c.frames, size=c.size, **kw)
+        except ValueError as e:
+            raise UsageError(f"{c.backbone} {c.variant}: {e}") from None
+
+    def fields(self) -> dict[str, Any]:
+        """The case's columns of a record (SPEC section 6)."""
+        d = asdict(self)
+        d["case_id"] = self.case_id
+        d["pipeline"] = self.pipeline
+        return d

@@ -1,0 +1,158 @@
+"""The command line: argparse subcommands that only parse and call library functions (SPEC section 7).
+
+Exit codes: 0 ok, 1 regression found (gate), 2 bad input. A user mistake is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import UsageError
+
+METRIC_GROUPS = ("params", "flops", "latency", "memory", "train")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _csv(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _metrics(text: str) -> list[str]:
+    items = _csv(text)
+    bad = [m for m in items if m not in METRIC_GROUPS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown metric {bad[0]!r}; choose from {', '.join(METRIC_GROUPS)}")
+    return items
+
+
+def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    """Import the implementing module only when its command runs (keeps `--help` and `list` fast)."""
+
+    def call(args: argparse.Namespace) -> int:
+        return int(getattr(importlib.import_module(f"bench.{module}"), func)(args) or 0)
+
+    return call
+
+
+def _executor_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("execution")
+    g.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
+                   help="inline: this process; local: a fresh subprocess per case (default); slurm: submitit job array")
+    g.add_argument("--workers", type=int, default=1, help="local executor: cases run at once (default 1)")
+    g.add_argument("--shard", default=None, metavar="i/n", help="run only the i-th of n deterministic slices")
+    g.add_argument("--resume", action="store_true", help="skip cases already finished in --out")
+    g.add_argument("--slurm-partition", default=None)
+    g.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES")
+    g.add_argument("--slurm-gpus", type=int, default=0)
+    g.add_argument("--slurm-cpus", type=int, default=4)
+    g.add_argument("--slurm-mem", type=int, default=32, metavar="GB")
+    g.add_argument("--slurm-account", default=None)
+    g.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch option, repeatable (e.g. --slurm-extra constraint=a100)")
+    g.add_argument("--slurm-folder", default=None, help="where submitit writes job logs (default: <out>/slurm)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vptbench", description="Efficiency benchmarks of video pose transformers and their token-pruned variants.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"vptbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="backbones, variants and default schedules")
+    p.add_argument("--json", action="store_true", help="print as JSON")
+    p.set_defaults(func=_lazy("commands", "cmd_list"))
+
+    p = sub.add_parser("profile", help="measure one case and print it")
+    p.add_argument("backbone")
+    p.add_argument("--variant", default="rectangle")
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--size", default=None)
+    p.add_argument("--schedule", default="", metavar="BLOCK:KEEP,...")
+    p.add_argument("--pruner", default="")
+    p.add_argument("--recoverer", default="")
+    p.add_argument("--metrics", type=_metrics, default=list(METRIC_GROUPS))
+    p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
+    p.set_defaults(func=_lazy("commands", "cmd_profile"))
+
+    p = sub.add_parser("run", help="measure a matrix of cases (default: the 'paper' preset) and report")
+    p.add_argument("--preset", default=None, help="smoke | paper | scaling (default: paper)")
+    p.add_argument("--backbones", type=_csv, default=None)
+    p.add_argument("--variants", type=_csv, default=None)
+    p.add_argument("--frames", type=_ints, default=None)
+    p.add_argument("--batch", type=_ints, default=None)
+    p.add_argument("--size", default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default=None)
+    p.add_argument("--metrics", type=_metrics, default=None)
+    p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    _executor_options(p)
+    p.set_defaults(func=_lazy("commands", "cmd_run"))
+
+    p = sub.add_parser("accuracy", help="train/evaluate variants and record MPJPE, P-MPJPE, MPJVE")
+    p.add_argument("--preset", default=None, help="smoke (default) | full")
+    p.add_argument("--backbones", type=_csv, default=None)
+    p.add_argument("--variants", type=_csv, default=None)
+    p.add_argument("--frames", type=int, default=None)
+    p.add_argument("--size", default=None)
+    p.add_argument("--data", choices=("synthetic", "h36m"), default="synthetic")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--checkpoint", default=None, help="evaluate this checkpoint instead of training")
+    p.add_argument("--out", default=None)
+    _executor_options(p)
+    p.set_defaults(func=_lazy("accuracy", "cmd_accuracy"))
+
+    p = sub.add_parser("report", help="tables and plots of a run, joined with accuracy")
+    p.add_argument("run_dir")
+    p.add_argument("--accuracy", nargs="*", default=None, metavar="SRC",
+                   help="accuracy records (run dirs or records.jsonl) or 'reported' (the papers' table)")
+    p.add_argument("--out", default=None, help="default: reports/<run_id>")
+    p.set_defaults(func=_lazy("report", "cmd_report"))
+
+    p = sub.add_parser("gate", help="compare a run with a baseline; exit 1 on an efficiency regression")
+    p.add_argument("--baseline", required=True)
+    p.add_argument("--current", required=True)
+    p.add_argument("--rules", default=None, help="TOML file of per-metric/backbone tolerances")
+    p.set_defaults(func=_lazy("gate", "cmd_gate"))
+
+    p = sub.add_parser("merge", help="combine shard run directories into one run")
+    p.add_argument("run_dirs", nargs="+")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_lazy("executors", "cmd_merge"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        print(f"vptbench {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vptbench: interrupted; records written so far are kept (use --resume)", file=sys.stderr)
+        return 130
