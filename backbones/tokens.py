@@ -73,12 +73,12 @@ def resolve_schedule(
     for block, keep in schedule:
         if isinstance(keep, bool) or not isinstance(block, int):
             raise ValueError(f"schedule stage ({block!r}, {keep!r}): block must be an integer")
+        if not 0 <= block < depth:
+            raise ValueError(f"schedule block {block} is outside the depth {depth} (blocks 0..{depth - 1})")
         if block <= last_block:
             raise ValueError(
                 f"schedule blocks must be strictly increasing, got block {block} after block {last_block}"
             )
-        if not 0 <= block < depth:
-            raise ValueError(f"schedule block {block} is outside the depth {depth} (blocks 0..{depth - 1})")
         if isinstance(keep, float) and not keep.is_integer():
             if not 0.0 < keep < 1.0:
                 raise ValueError(f"schedule keep ratio {keep} must lie in (0, 1)")
