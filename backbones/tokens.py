@@ -128,18 +128,21 @@ def select_tps(batch: int, tokens: int, keep: int, device: torch.device | None =
 def dpc_knn_scores(feat: torch.Tensor, k: int = 2) -> torch.Tensor:
     """Density-peaks score of every token (B, T, C) -> (B, T): local density x distance to denser.
 
-    Density is exp(-mean squared distance to the k nearest neighbours); the distance term is the
+    Density is exp(-mean squared distance to the k nearest tokens); the distance term is the
     distance to the nearest token of higher density (the largest distance for the densest token).
     Cluster centres score highest, so top-k picks one representative per cluster (DPC-kNN).
     """
-    feat = feat.float()
+    # Double precision: densities of close tokens differ far below float32's resolution near 1.
+    feat = feat.double()
     c = feat.shape[-1]
     dist = torch.cdist(feat, feat) / math.sqrt(c)  # (B, T, T)
-    knn = dist.topk(min(k + 1, dist.shape[-1]), dim=-1, largest=False).values[..., 1:]  # skip self
+    # As in HoT, the k nearest include the token itself (distance 0): k=2 means "self + nearest".
+    knn = dist.topk(min(k, dist.shape[-1]), dim=-1, largest=False).values
     density = torch.exp(-(knn**2).mean(dim=-1))
-    # Break exact ties by position so the choice is deterministic (HoT adds random noise).
+    # Mutual nearest neighbours have equal densities: break such ties by position, so the choice is
+    # deterministic (HoT adds random noise instead).
     t = density.shape[-1]
-    density = density + torch.arange(t, device=feat.device, dtype=density.dtype) * 1e-9
+    density = density + torch.arange(t, device=feat.device, dtype=density.dtype) * 1e-12
     denser = density[:, None, :] > density[:, :, None]  # [b, i, j]: j is denser than i
     dmax = dist.flatten(1).max(dim=-1).values[:, None, None]
     delta = torch.where(denser, dist, dmax).min(dim=-1).values
