@@ -1,0 +1,526 @@
+"""The report's figures, drawn from a run's summary (one row per case) and its per-block records.
+
+Each figure is saved as PNG (embedded in the HTML page) and SVG (for papers). Conventions shared by
+all of them: one colour per backbone family, one marker per variant (rectangle o, single s,
+hierarchical ^), filled markers for values measured here and hollow ones for values reported in the
+papers. Nothing here runs a model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never open a window (CI, SLURM nodes)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
+from matplotlib.colors import BoundaryNorm  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
+
+VARIANT_ORDER = ("rectangle", "single", "hierarchical")
+MARKERS = {"rectangle": "o", "single": "s", "hierarchical": "^"}
+LINESTYLES: dict[str, Any] = {"rectangle": "-", "single": "--", "hierarchical": ":"}
+# Fixed colours for the four shipped backbones so that every report reads the same way.
+FAMILY_COLOURS = {"mixste": "#1f77b4", "motionbert": "#ff7f0e", "mhformer": "#2ca02c", "motionagformer": "#d62728"}
+_EXTRA_COLOURS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+
+STYLE: dict[str, Any] = {
+    "font.size": 11,
+    "axes.titlesize": 12,
+    "axes.labelsize": 11,
+    "legend.fontsize": 10,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "svg.fonttype": "none",  # text stays text in the SVG (searchable, editable)
+}
+
+
+def colour(backbone: str, known: list[str] | None = None) -> str:
+    """The colour of a backbone family (user backbones get the next free colour)."""
+    if backbone in FAMILY_COLOURS:
+        return FAMILY_COLOURS[backbone]
+    others = sorted(b for b in (known or [backbone]) if b not in FAMILY_COLOURS)
+    i = others.index(backbone) if backbone in others else 0
+    return _EXTRA_COLOURS[i % len(_EXTRA_COLOURS)]
+
+
+def marker(variant: str) -> str:
+    return MARKERS.get(variant, "D")
+
+
+def _variant_rank(variant: str) -> int:
+    return VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+
+
+def plain_log_axis(axis: Axis) -> None:
+    """Log scale with plain tick labels at 1-2-5 steps (10, 20, 50, 100...), not bare powers of ten."""
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_locator(NullLocator())
+
+
+def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    """Write ``name``.png and ``name``.svg into ``out_dir``; closes the figure."""
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    fig.savefig(paths[0], dpi=120)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+def render_all(
+    summary: pd.DataFrame, blocks: pd.DataFrame, reported: pd.DataFrame | None, out_dir: Path
+) -> dict[str, list[Path]]:
+    """Every figure the data allows, name -> written files; :func:`missing` says why one is absent.
+
+    An empty chart says nothing, so a figure without data is left out rather than drawn blank.
+    """
+    out: dict[str, list[Path]] = {}
+    with plt.rc_context(STYLE):  # type: ignore[arg-type]  # the stubs want Literal keys
+        if not _accuracy_points(summary, reported).empty:
+            out["efficiency_accuracy"] = save(efficiency_accuracy(summary, reported), out_dir, "efficiency_accuracy")
+        if summary["frames"].nunique() > 1:
+            out["scaling"] = save(scaling(summary), out_dir, "scaling")
+        if not blocks.empty:
+            out["hourglass"] = save(hourglass(blocks), out_dir, "hourglass")
+            out["flops_per_block"] = save(flops_per_block(blocks, summary), out_dir, "flops_per_block")
+    return out
+
+
+WHY_MISSING = {
+    "efficiency_accuracy": "no accuracy value matches a case of this run (pass --accuracy reported for the "
+    "papers' values at their canonical T and size, or the run directory of `vptbench accuracy`)",
+    "scaling": "the run has one sequence length; run several --frames to see costs scale",
+    "hourglass": "the run has no per-block FLOPs (flops_block records come with --metrics flops)",
+    "flops_per_block": "the run has no per-block FLOPs (flops_block records come with --metrics flops)",
+}
+
+
+def missing(written: dict[str, list[Path]]) -> dict[str, str]:
+    """Figures that :func:`render_all` left out, with the reason to show the reader."""
+    return {name: why for name, why in WHY_MISSING.items() if name not in written}
+
+
+# --------------------------------------------------------------------------- efficiency vs accuracy
+
+
+def _accuracy_points(summary: pd.DataFrame, reported: pd.DataFrame | None) -> pd.DataFrame:
+    """Points (backbone, variant, frames, size, kind, gflops, fps, mpjpe, hollow) to plot.
+
+    Measured MPJPE (synthetic, h36m) pairs with this run's paper-protocol GFLOPs and FPS. Reported
+    MPJPE is plotted hollow: against the paper's own GFLOPs when the table gives them (the paper's
+    figure, point for point), and against this run's FPS (papers' FPS came from other hardware).
+    """
+    cols = ["backbone", "variant", "frames", "size", "kind", "gflops", "fps", "mpjpe", "hollow"]
+    pts: list[dict] = []
+    for method in ("h36m", "synthetic"):
+        col = f"mpjpe_{method}"
+        if col not in summary:
+            continue
+        for r in summary[summary[col].notna()].itertuples(index=False):
+            pts.append(
+                {
+                    "backbone": r.backbone,
+                    "variant": r.variant,
+                    "frames": r.frames,
+                    "size": r.size,
+                    "kind": "synthetic" if method == "synthetic" else "h36m",
+                    "gflops": r.gflops_paper,
+                    "fps": r.fps,
+                    "mpjpe": getattr(r, col),
+                    "hollow": False,
+                }
+            )
+    if reported is not None and not reported.empty:
+        rep = reported[(reported["metric"] == "mpjpe") & reported["value"].notna()]
+        for r in rep.itertuples(index=False):
+            match = summary[
+                (summary["backbone"] == r.backbone)
+                & (summary["variant"] == r.variant)
+                & (summary["frames"] == r.frames)
+                & ((summary["size"] == r.size) | (r.size == ""))
+            ]
+            if match.empty:
+                continue  # the report is about this run: papers' points only where the run has the case
+            gflops = r.gflops_paper if _real(r.gflops_paper) else match["gflops_paper"].mean()
+            pts.append(
+                {
+                    "backbone": r.backbone,
+                    "variant": r.variant,
+                    "frames": r.frames,
+                    "size": r.size or match["size"].iloc[0],
+                    "kind": "h36m",
+                    "gflops": gflops,
+                    "fps": match["fps"].mean(),
+                    "mpjpe": r.value,
+                    "hollow": True,
+                }
+            )
+    return pd.DataFrame(pts, columns=cols)
+
+
+def _real(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def efficiency_accuracy(summary: pd.DataFrame, reported: pd.DataFrame | None) -> Figure:
+    """GFLOPs (paper) vs MPJPE and FPS vs MPJPE, arrows rectangle -> single -> hierarchical.
+
+    Human3.6M numbers (measured or reported) and synthetic-data numbers are on different scales, so
+    each gets its own row of panels.
+    """
+    pts = _accuracy_points(summary, reported)
+    kinds = [k for k in ("h36m", "synthetic") if (pts["kind"] == k).any()]
+    nrows = max(1, len(kinds))
+    fig, axes = plt.subplots(nrows, 2, figsize=(13, 4.8 * nrows), squeeze=False)
+    backbones = sorted(set(summary["backbone"]) | set(pts["backbone"]))
+    panels = (
+        ("gflops", "GFLOPs per clip, paper protocol (lower is cheaper)"),
+        ("fps", "FPS, output frames/s in this run (higher is faster)"),
+    )
+    if not kinds:
+        for ax, (_, xlabel) in zip(axes[0], panels, strict=True):
+            ax.text(
+                0.5,
+                0.5,
+                "no accuracy values to plot:\npass --accuracy reported, or the run dir of `vptbench accuracy`",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+            )
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("MPJPE (mm)")
+    for row, kind in zip(axes, kinds, strict=False):
+        sub = pts[pts["kind"] == kind]
+        data_name = "Human3.6M, protocol 1" if kind == "h36m" else "synthetic motion"
+        for ax, (xcol, xlabel) in zip(row, panels, strict=True):
+            xs = sub[xcol].dropna()
+            if len(xs) and xs.min() > 0 and xs.max() / xs.min() > 10:
+                ax.set_xscale("log")  # MHFormer's ~10 GFLOPs and MixSTE's ~300 on one axis
+                plain_log_axis(ax.xaxis)
+            _scatter_with_arrows(ax, sub, xcol, backbones)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel("MPJPE (mm, lower is better)")
+            ax.set_title(f"{'Cost' if xcol == 'gflops' else 'Speed'} vs accuracy: {data_name}")
+            if xs.empty:
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"no {'GFLOPs' if xcol == 'gflops' else 'FPS'} measured for these cases",
+                    ha="center",
+                    va="center",
+                    transform=ax.transAxes,
+                )
+    _legend(
+        fig,
+        backbones,
+        sorted(set(summary["variant"]) | set(pts["variant"]), key=_variant_rank),
+        hollow=bool(pts["hollow"].any()),
+        filled=bool((~pts["hollow"]).any()),
+    )
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    return fig
+
+
+def _scatter_with_arrows(ax: Axes, pts: pd.DataFrame, xcol: str, backbones: list[str]) -> None:
+    pts = pts.dropna(subset=[xcol, "mpjpe"])
+    log = ax.get_xscale() == "log"
+    for (backbone, _size, frames, hollow), g in pts.groupby(["backbone", "size", "frames", "hollow"]):
+        g = g.assign(_r=g["variant"].map(_variant_rank)).sort_values("_r")
+        c = colour(str(backbone), backbones)
+        for r in g.itertuples(index=False):
+            ax.scatter(
+                getattr(r, xcol),
+                r.mpjpe,
+                s=80,
+                marker=marker(r.variant),
+                zorder=3,
+                linewidths=1.8,
+                facecolors="white" if hollow else c,
+                edgecolors=c,
+            )
+        xy = list(zip(g[xcol], g["mpjpe"], strict=True))
+        for a, b in zip(xy, xy[1:], strict=False):
+            ax.annotate(
+                "",
+                xy=b,
+                xytext=a,
+                zorder=2,
+                arrowprops={
+                    "arrowstyle": "-|>",
+                    "color": c,
+                    "lw": 1.4,
+                    "alpha": 0.85,
+                    "mutation_scale": 14,
+                    "linestyle": "--" if hollow else "-",
+                    "shrinkA": 7,
+                    "shrinkB": 7,
+                },
+            )
+        if hollow and (~pts["hollow"] & (pts["backbone"] == backbone)).any():
+            continue  # the filled twin already carries the name
+        # Name the family above or below its first point, away from where its arrow heads, so that
+        # name and arrow never cross (beside the point, names ran into the axis at the edges).
+        multi_t = pts[pts["backbone"] == backbone]["frames"].nunique() > 1
+        label = f"{backbone}" + (f" T={frames}" if multi_t else "")
+        below = len(xy) > 1 and xy[1][1] > xy[0][1]
+        ax.annotate(
+            label,
+            xy=xy[0],
+            xytext=(0, -11 if below else 11),
+            textcoords="offset points",
+            ha="center",
+            va="top" if below else "bottom",
+            fontsize=9.5,
+            color=c,
+            fontweight="bold",
+        )
+    # Room for the names around the outermost points.
+    lo, hi = ax.get_xlim()
+    if log:
+        ax.set_xlim(lo / 1.5, hi * 1.5)
+    else:
+        pad = 0.1 * (hi - lo)
+        ax.set_xlim(lo - pad, hi + pad)
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo))
+
+
+def _legend(fig: Figure, backbones: list[str], variants: list[str], hollow: bool, filled: bool) -> None:
+    """Three legend blocks at the right: colour = backbone, marker = variant, fill = where MPJPE came from."""
+    fam = [Line2D([], [], color=colour(b, backbones), marker="o", linestyle="-", label=b) for b in backbones]
+    var = [Line2D([], [], color="0.35", marker=marker(v), linestyle="", markersize=8, label=v) for v in variants]
+    src = []
+    if filled:
+        src.append(
+            Line2D(
+                [],
+                [],
+                color="0.35",
+                marker="o",
+                markerfacecolor="0.35",
+                linestyle="",
+                markersize=8,
+                label="measured here",
+            )
+        )
+    if hollow:
+        src.append(
+            Line2D(
+                [],
+                [],
+                color="0.35",
+                marker="o",
+                markerfacecolor="white",
+                linestyle="",
+                markersize=8,
+                label="reported in paper",
+            )
+        )
+    y = 0.95
+    for title, handles in (("backbone", fam), ("variant", var), ("MPJPE", src)):
+        if not handles:
+            continue
+        leg = fig.legend(
+            handles=handles, title=title, loc="upper left", bbox_to_anchor=(0.83, y), frameon=False, alignment="left"
+        )
+        fig.add_artist(leg)
+        y -= (0.45 + 0.24 * len(handles)) / fig.get_figheight()  # title + entries, in inches
+
+
+# --------------------------------------------------------------------------- scaling
+
+
+def _scaling_slice(summary: pd.DataFrame) -> pd.DataFrame:
+    """One batch, device and dtype per backbone (the smallest batch, the most common device), so
+    that each line is a single quantity varying with T."""
+    parts = []
+    for _, g in summary.groupby("backbone"):
+        g = g[g["batch"] == g["batch"].min()]
+        dev = (g["device"].astype(str) + "|" + g["dtype"].astype(str)).mode().iloc[0]
+        parts.append(g[(g["device"].astype(str) + "|" + g["dtype"].astype(str)) == dev])
+    return pd.concat(parts) if parts else summary
+
+
+def scaling(summary: pd.DataFrame) -> Figure:
+    """GFLOPs, latency and peak inference memory against the sequence length T, log-log.
+
+    One line per (backbone, variant, size, pruner, recoverer): schedules given as ratios resolve to
+    other token counts at each T, so the schedule text is not what ties the points of a line
+    together. Where a line would hold two cases at one T (a sweep of custom schedules), the first
+    is drawn. Panels of metrics the run did not measure are left out.
+    """
+    data = _scaling_slice(summary)
+    cuda = data["device"].astype(str).str.startswith("cuda").any()
+    mem_col = "peak_mem_alloc_inference_mib" if cuda else "peak_rss_inference_mib"
+    mem_label = "Peak memory, inference (MiB, CUDA alloc)" if cuda else "Peak memory, inference (MiB, CPU RSS)"
+    flops_col = "gflops_paper" if data["gflops_paper"].notna().any() else "gflops_fvcore"
+    panels = [
+        (col, label)
+        for col, label in (
+            (flops_col, f"GFLOPs per clip ({flops_col.split('_')[1]})"),
+            ("latency_ms", "Latency per forward (ms, median)"),
+            (mem_col, mem_label),
+        )
+        if col in data and data[col].notna().any()
+    ] or [(flops_col, "GFLOPs per clip")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.6), squeeze=False)
+    backbones = sorted(data["backbone"].unique())
+    keys = ["backbone", "variant", "size", "pruner", "recoverer"]
+    for ax, (col, ylabel) in zip(axes[0], panels, strict=True):
+        for (backbone, variant, *_), g in data.groupby(keys):
+            g = g.dropna(subset=[col]).drop_duplicates("frames").sort_values("frames")
+            if g.empty:
+                continue
+            ax.plot(
+                g["frames"],
+                g[col],
+                color=colour(str(backbone), backbones),
+                marker=marker(str(variant)),
+                linestyle=LINESTYLES.get(str(variant), "-."),
+                linewidth=1.6,
+                markersize=5,
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        plain_log_axis(ax.yaxis)
+        ticks = sorted(data["frames"].unique())  # the measured lengths themselves, not powers of ten
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("sequence length T (frames)")
+        ax.set_ylabel(ylabel)
+    batches = sorted(data["batch"].unique())
+    devices = sorted(set(data["device"].astype(str)))
+    fig.suptitle(f"Cost vs sequence length (batch {'/'.join(map(str, batches))}, {', '.join(devices)})")
+    handles = [Line2D([], [], color=colour(b, backbones), linewidth=2.5, label=b) for b in backbones]
+    handles += [
+        Line2D([], [], color="0.3", marker=marker(v), linestyle=LINESTYLES.get(v, "-."), label=v)
+        for v in sorted(data["variant"].unique(), key=_variant_rank)
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+# --------------------------------------------------------------------------- per-block views
+
+
+def _block_slice(blocks: pd.DataFrame, backbone: str) -> pd.DataFrame:
+    """The per-block records of one backbone at one setting: its longest T, first size, smallest batch."""
+    b = blocks[blocks["backbone"] == backbone]
+    b = b[b["frames"] == b["frames"].max()]
+    b = b[b["size"] == sorted(b["size"].astype(str))[0]]
+    return b[b["batch"] == b["batch"].min()]
+
+
+def _case_label(g: pd.DataFrame, many: bool) -> str:
+    r = g.iloc[0]
+    return f"{r['variant']} {r['schedule']}" if many and r["schedule"] else str(r["variant"])
+
+
+def _panel_grid(n: int, width: float = 6.2, height: float = 3.9) -> tuple[Figure, list[Axes]]:
+    ncols = 1 if n == 1 else 2
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _cases_in_order(b: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
+    order = b.drop_duplicates("case_id").assign(_r=lambda d: d["variant"].map(_variant_rank))
+    for cid in order.sort_values(["_r", "schedule"])["case_id"]:
+        yield cid, b[b["case_id"] == cid].sort_values("block")
+
+
+def hourglass(blocks: pd.DataFrame) -> Figure:
+    """Tokens seen by each block, one line per variant, one panel per backbone: the hourglass shape."""
+    backbones = sorted(blocks["backbone"].unique())
+    fig, axes = _panel_grid(len(backbones))
+    seen: dict[str, Line2D] = {}
+    for ax, backbone in zip(axes, backbones, strict=True):
+        b = _block_slice(blocks, backbone)
+        many = b.drop_duplicates("case_id")["variant"].duplicated().any()
+        widths = {"rectangle": 5.0, "single": 2.6, "hierarchical": 1.6}
+        for _, g in _cases_in_order(b):
+            v = str(g["variant"].iloc[0])
+            ax.step(
+                g["block"],
+                g["tokens"],
+                where="mid",
+                marker=marker(v),
+                markersize=5,
+                label=_case_label(g, many),
+                linewidth=widths.get(v, 1.6),
+                alpha=0.45 if v == "rectangle" else 0.95,
+                color={"rectangle": "0.55", "single": "#1f77b4", "hierarchical": "#d62728"}.get(v),
+            )
+        t = int(b["frames"].iloc[0])
+        ax.set_title(f"{backbone} (T={t}, size {b['size'].iloc[0]})")
+        ax.set_xlabel("block index")
+        ax.set_ylabel("temporal tokens seen by the block")
+        ax.set_ylim(0, t * 1.08)
+        nblocks = int(b["block"].max()) + 1
+        ax.set_xticks(range(0, nblocks, 1 if nblocks <= 16 else 2))
+        for line in ax.get_lines():
+            seen.setdefault(str(line.get_label()), line)
+    fig.suptitle("The token hourglass: tokens per block")
+    # One legend for all panels, below them, so that it never hides a line.
+    fig.legend(handles=list(seen.values()), loc="lower center", ncol=min(len(seen), 4), frameon=False)
+    fig.tight_layout(rect=(0, 0.05 * (4.0 / fig.get_figheight()) * 2, 1, 1))
+    return fig
+
+
+def flops_per_block(blocks: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """fvcore GFLOPs per block stacked into one bar per variant; grey on top = outside the blocks
+    (embedding, head, recoverer): the fvcore total minus the blocks' sum."""
+    backbones = sorted(blocks["backbone"].unique())
+    fig, axes = _panel_grid(len(backbones), width=6.2, height=4.4)
+    cmap = plt.get_cmap("viridis")
+    totals = summary.set_index("case_id")["gflops_fvcore"] if "gflops_fvcore" in summary else pd.Series(dtype=float)
+    for ax, backbone in zip(axes, backbones, strict=True):
+        b = _block_slice(blocks, backbone)
+        many = b.drop_duplicates("case_id")["variant"].duplicated().any()
+        nblocks = int(b["block"].max()) + 1
+        # One colour per block (discrete, integer ticks): a block is a thing, not a continuous quantity.
+        norm = BoundaryNorm([i - 0.5 for i in range(nblocks + 1)], cmap.N)
+        labels = []
+        for x, (cid, g) in enumerate(_cases_in_order(b)):
+            bottom = 0.0
+            for blk, val in zip(g["block"], g["value"], strict=True):
+                ax.bar(x, val, bottom=bottom, width=0.6, color=cmap(norm(blk)), edgecolor="white", linewidth=0.4)
+                bottom += val
+            total = totals.get(cid, float("nan"))
+            if _real(total) and total > bottom:
+                ax.bar(x, total - bottom, bottom=bottom, width=0.6, color="0.8", edgecolor="white", linewidth=0.4)
+                bottom = total
+            ax.annotate(_short(bottom), (x, bottom), xytext=(0, 3), textcoords="offset points", ha="center", fontsize=9)
+            labels.append(_case_label(g, many))
+        ax.set_xticks(range(len(labels)), labels, rotation=0 if not many else 20)
+        ax.set_ylabel("GFLOPs per clip (fvcore)")
+        ax.set_title(f"{backbone} (T={int(b['frames'].iloc[0])}, size {b['size'].iloc[0]})")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
+        ax.grid(axis="x", visible=False)
+        cb = fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=norm), ax=ax, pad=0.02)
+        cb.set_label("block index")
+        cb.ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(nblocks, 9)))
+        cb.ax.minorticks_off()
+    fig.suptitle("FLOPs per block (fvcore); grey = outside the blocks (embedding, head, recoverer)")
+    fig.tight_layout()
+    return fig
+
+
+def _short(x: float) -> str:
+    return f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 1 else f"{x:.3g}"

@@ -1,0 +1,559 @@
+"""Reports from synthetic record sets: the join, the tables' numbers, the plots, the HTML, failures, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import pandas as pd
+import pytest
+
+from bench import cli
+from bench.errors import UsageError
+from bench.report import build_tables, read_reported, table_latex, write_report
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+# Per backbone: pipeline, size, params per variant, depth, single and hierarchical token profile as
+# fractions of T, paper GFLOPs at T=243 per variant. Shaped like the real models, not their numbers.
+BACKBONES = {
+    "mixste": (
+        "seq2seq",
+        "base",
+        {"rectangle": 33_783_811, "single": 35_000_323, "hierarchical": 33_783_811},
+        [1] * 8,
+        [1] * 3 + [1 / 3] * 5,
+        [1, 1] + [1 / 3] * 3 + [1 / 9] * 3,
+        {"rectangle": 277.4, "single": 167.5, "hierarchical": 116.6},
+    ),
+    "motionbert": (
+        "seq2seq",
+        "lite",
+        {"rectangle": 16_001_549, "single": 16_347_661, "hierarchical": 16_001_549},
+        [1] * 5,
+        [1] + [1 / 3] * 4,
+        [1, 1 / 3, 1 / 3, 1 / 9, 1 / 9],
+        {"rectangle": 131.4, "single": 63.2, "hierarchical": 52.0},
+    ),
+    "mhformer": (
+        "seq2frame",
+        "base",
+        {"rectangle": 31_516_125, "single": 31_516_125, "hierarchical": 31_516_125},
+        [1] * 6,
+        [1] + [1 / 3] * 5,
+        [1, 1 / 3, 1 / 3, 1 / 9, 1 / 9, 1 / 9],
+        {"rectangle": 9.7, "single": 5.6, "hierarchical": 4.4},
+    ),
+    "motionagformer": (
+        "seq2seq",
+        "base",
+        {"rectangle": 11_730_000, "single": 11_900_000, "hierarchical": 11_730_000},
+        [1] * 16,
+        [1] * 7 + [1 / 3] * 9,
+        [1] * 4 + [1 / 3] * 6 + [1 / 9] * 6,
+        {"rectangle": 97.0, "single": 57.3, "hierarchical": 41.5},
+    ),
+}
+SCHEDULES = {
+    "mixste": ("3:81", "2:81,5:27"),
+    "motionbert": ("1:81", "1:81,3:27"),
+    "mhformer": ("1:81", "1:81,3:27"),
+    "motionagformer": ("7:81", "4:81,10:27"),
+}
+VARIANTS = ("rectangle", "single", "hierarchical")
+
+
+def case(backbone: str, variant: str, frames: int, batch: int = 1, device: str = "cpu") -> dict:
+    pipeline, size = BACKBONES[backbone][:2]
+    schedule = "" if variant == "rectangle" else SCHEDULES[backbone][variant == "hierarchical"]
+    pruner = {"rectangle": "", "single": "tpc", "hierarchical": "tps"}[variant]
+    recoverer = (
+        "" if variant == "rectangle" or pipeline == "seq2frame" else {"single": "tra", "hierarchical": "tri"}[variant]
+    )
+    cid = f"{backbone}/{variant}/T{frames}/B{batch}/{size}/{schedule}/{device}/float32"
+    return {
+        "run_id": "synthetic-run",
+        "case_id": cid,
+        "backbone": backbone,
+        "variant": variant,
+        "pipeline": pipeline,
+        "frames": frames,
+        "batch": batch,
+        "device": device,
+        "dtype": "float32",
+        "size": size,
+        "schedule": schedule,
+        "pruner": pruner,
+        "recoverer": recoverer,
+    }
+
+
+def rec(
+    c: dict, metric: str, value: float | None, method: str = "-", status: str = "ok", error: str = "", **extra
+) -> dict:
+    units = {
+        "params": "count",
+        "flops": "GFLOPs",
+        "flops_block": "GFLOPs",
+        "latency": "ms",
+        "fps": "frames/s",
+        "clips_per_s": "clips/s",
+        "train_step": "ms",
+        "peak_rss": "MiB",
+        "peak_mem_alloc": "MiB",
+        "mpjpe": "mm",
+        "p_mpjpe": "mm",
+        "mpjve": "mm",
+    }
+    return {
+        **c,
+        "metric": metric,
+        "value": value,
+        "unit": units[metric],
+        "method": method,
+        "status": status,
+        "error": error,
+        **extra,
+    }
+
+
+def efficiency_records(c: dict) -> list[dict]:
+    """Every efficiency record of a case, with numbers that scale with T like a transformer's."""
+    b, v, t = c["backbone"], c["variant"], c["frames"]
+    _, _, params, rect_profile, single_profile, hier_profile, gflops243 = BACKBONES[b]
+    scale = t / 243
+    paper = gflops243[v] * scale
+    profile = {"rectangle": rect_profile, "single": single_profile, "hierarchical": hier_profile}[v]
+    # fvcore: blocks cost in proportion to their tokens (+ attention growing with T), plus ~8 % outside.
+    per_block = gflops243["rectangle"] * scale * 1.15 * (1 + 0.1 * scale) / len(rect_profile)
+    fvcore = per_block * sum(profile) / 0.92
+    out_frames = t if BACKBONES[b][0] == "seq2seq" else 1
+    latency = 8.0 * fvcore / (1 + 0.1 * (v != "rectangle"))
+    recs = [
+        rec(c, "params", params[v]),
+        rec(c, "flops", paper, "paper"),
+        rec(c, "flops", fvcore, "fvcore", unsupported={"aten::gelu": len(profile)}),
+        rec(c, "flops", fvcore * 1.01, "torch"),
+        rec(c, "latency", latency, "torch.utils.benchmark", threads=2),
+        rec(c, "fps", 1000.0 / latency * out_frames * c["batch"]),
+        rec(c, "clips_per_s", 1000.0 / latency * c["batch"]),
+        rec(c, "train_step", latency * 3.1),
+        rec(c, "peak_rss", 300 + 2.0 * fvcore, "process", phase="inference"),
+        rec(c, "peak_rss", 400 + 6.0 * fvcore, "process", phase="train"),
+    ]
+    for i, frac in enumerate(profile):
+        recs.append(rec(c, "flops_block", per_block * frac, "fvcore", block=i, tokens=max(1, round(t * frac))))
+    return recs
+
+
+def write_run(run_dir: Path, records: list[dict], meta: dict | None = None) -> Path:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "records.jsonl", "w") as fh:
+        for r in records:
+            fh.write(json.dumps(r) + "\n")
+    (run_dir / "meta.json").write_text(
+        json.dumps(
+            meta
+            if meta is not None
+            else {
+                "schema_version": 1,
+                "torch": "2.13.0",
+                "cpu_model": "Test CPU 9000",
+                "threads": 2,
+                "hostname": "ci-box",
+                "git_commit": "0123456789abcdef",
+                "git_dirty": False,
+            }
+        )
+    )
+    return run_dir
+
+
+def write_reported(path: Path, rows: list[tuple]) -> Path:
+    lines = ["backbone,variant,frames,size,metric,value,unit,gflops_paper,source"]
+    lines += [",".join(str(x) for x in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def full_run(tmp_path: Path, frames=(243,), backbones=tuple(BACKBONES)) -> Path:
+    """The realistic run: 4 backbones x 3 variants x the given lengths."""
+    records = []
+    for b in backbones:
+        for t in frames:
+            for v in VARIANTS:
+                records += efficiency_records(case(b, v, t))
+    return write_run(tmp_path / "run", records)
+
+
+# The HoT/H2OT figures as a reported table would hold them (mixste hierarchical deliberately absent).
+REPORTED_ROWS = [
+    ("mixste", "rectangle", 243, "base", "mpjpe", 40.9, "mm", 277.0, "HoT Fig. 1"),
+    ("mixste", "single", 243, "base", "mpjpe", 41.0, "mm", 168.0, "HoT Fig. 1"),
+    ("motionbert", "rectangle", 243, "lite", "mpjpe", 39.8, "mm", 131.0, "HoT Fig. 1"),
+    ("motionbert", "single", 243, "", "mpjpe", 39.8, "mm", 63.0, "HoT Fig. 1"),
+]
+
+
+@pytest.fixture(autouse=True)
+def _plots_only_where_tested(request, monkeypatch):
+    """Rendering is most of a report's time: tests of tables and joins skip it (plot tests ask for
+    ``real_plots``), which keeps this file well inside the suite's time budget on 2 cores."""
+    if "real_plots" not in request.fixturenames:
+        monkeypatch.setattr("bench.plots.render_all", lambda *a, **k: {})
+
+
+@pytest.fixture
+def real_plots() -> None:
+    """Marks a test that renders the figures for real."""
+
+
+@pytest.fixture
+def mixste_run(tmp_path: Path) -> Path:
+    records = []
+    for v in VARIANTS:
+        records += efficiency_records(case("mixste", v, 243))
+    return write_run(tmp_path / "run", records)
+
+
+def read_summary(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "summary.csv", keep_default_na=True).set_index("variant", drop=False)
+
+
+# --------------------------------------------------------------------------- the join
+
+
+def test_join_takes_accuracy_by_key_and_leaves_missing_values_blank(tmp_path, mixste_run):
+    csv = write_reported(tmp_path / "reported.csv", REPORTED_ROWS)
+    out = write_report(mixste_run, accuracy=[str(csv)], out=tmp_path / "rep")
+    s = read_summary(out)
+    assert s.loc["rectangle", "mpjpe_reported"] == pytest.approx(40.9)
+    assert s.loc["single", "mpjpe_reported"] == pytest.approx(41.0)
+    assert s.loc["single", "mpjpe_reported_change"] == pytest.approx(0.1)
+    # Nobody reported mixste hierarchical: blank, not borrowed from a neighbour or interpolated.
+    assert math.isnan(s.loc["hierarchical", "mpjpe_reported"])
+    md = (out / "index.md").read_text()
+    header = [c.strip() for c in next(line for line in md.splitlines() if line.startswith("| Variant")).split("|")]
+    hier = [c.strip() for c in next(line for line in md.splitlines() if line.startswith("| hierarchical")).split("|")]
+    assert dict(zip(header, hier, strict=True))["MPJPE reported (mm)"] == ""
+    assert "41.0" in next(line for line in md.splitlines() if line.startswith("| single"))
+
+
+def test_join_matches_frames_and_size_not_just_the_name(tmp_path, mixste_run):
+    rows = [
+        ("mixste", "rectangle", 81, "base", "mpjpe", 50.0, "mm", "", "x"),  # other T
+        ("mixste", "rectangle", 243, "tiny", "mpjpe", 60.0, "mm", "", "x"),
+    ]  # other size
+    csv = write_reported(tmp_path / "reported.csv", rows)
+    s = read_summary(write_report(mixste_run, accuracy=[str(csv)], out=tmp_path / "rep"))
+    assert s["mpjpe_reported"].isna().all()
+
+
+def test_measured_accuracy_joins_from_an_accuracy_run_and_stays_apart_from_reported(tmp_path, mixste_run):
+    acc = [
+        rec(case("mixste", v, 243), "mpjpe", val, "synthetic", steps=200, seed=0)
+        for v, val in (("rectangle", 120.0), ("single", 123.5))
+    ]
+    acc_dir = write_run(tmp_path / "acc", acc)
+    csv = write_reported(tmp_path / "reported.csv", REPORTED_ROWS)
+    out = write_report(mixste_run, accuracy=[str(acc_dir), str(csv)], out=tmp_path / "rep")
+    s = read_summary(out)
+    assert s.loc["single", "mpjpe_synthetic"] == pytest.approx(123.5)
+    assert s.loc["single", "mpjpe_synthetic_change"] == pytest.approx(3.5)
+    assert s.loc["single", "mpjpe_reported"] == pytest.approx(41.0)  # not overwritten by synthetic
+    header = next(line for line in (out / "index.md").read_text().splitlines() if line.startswith("| Variant"))
+    assert "MPJPE reported (mm)" in header and "MPJPE synthetic (mm)" in header
+
+
+def test_no_accuracy_sources_leaves_the_mpjpe_column_blank(tmp_path, mixste_run):
+    out = write_report(mixste_run, accuracy=[], out=tmp_path / "rep")
+    s = read_summary(out)
+    assert not any(c.startswith("mpjpe") for c in s.columns)
+    md = (out / "index.md").read_text()
+    assert "MPJPE (mm)" in md and "No accuracy source" in md
+
+
+# --------------------------------------------------------------------------- the numbers
+
+
+def test_table_numbers_equal_the_records(tmp_path, mixste_run):
+    out = write_report(mixste_run, accuracy=[], out=tmp_path / "rep")
+    s = read_summary(out)
+    records = [json.loads(line) for line in (mixste_run / "records.jsonl").read_text().splitlines()]
+
+    def value(variant, metric, method=None, phase=None):
+        (v,) = [
+            r["value"]
+            for r in records
+            if r["variant"] == variant
+            and r["metric"] == metric
+            and (method is None or r["method"] == method)
+            and (phase is None or r.get("phase") == phase)
+        ]
+        return v
+
+    for variant in VARIANTS:
+        assert s.loc[variant, "params"] == value(variant, "params")
+        assert s.loc[variant, "gflops_paper"] == pytest.approx(value(variant, "flops", "paper"))
+        assert s.loc[variant, "gflops_fvcore"] == pytest.approx(value(variant, "flops", "fvcore"))
+        assert s.loc[variant, "peak_rss_inference_mib"] == pytest.approx(value(variant, "peak_rss", phase="inference"))
+        assert s.loc[variant, "peak_rss_train_mib"] == pytest.approx(value(variant, "peak_rss", phase="train"))
+    # Changes against the rectangle, worked out by hand from the synthetic numbers above.
+    assert s.loc["single", "flops_change_pct"] == pytest.approx((167.5 / 277.4 - 1) * 100)
+    assert s.loc["hierarchical", "flops_change_pct"] == pytest.approx(-57.97, abs=0.01)
+    assert s.loc["single", "speedup"] == pytest.approx(value("single", "fps") / value("rectangle", "fps"))
+
+    # The Markdown table shows those numbers: params in M, GFLOPs, change %, speed-up.
+    md = (out / "index.md").read_text().splitlines()
+    single = [c.strip() for c in next(line for line in md if line.startswith("| single")).split("|")[1:-1]]
+    header = [c.strip() for c in next(line for line in md if line.startswith("| Variant")).split("|")[1:-1]]
+    row = dict(zip(header, single, strict=True))
+    assert row["Params (M)"] == "35.00"
+    assert row["GFLOPs (paper)"] == "167.5"
+    assert row["ΔFLOPs % (paper)"] == "-39.6"
+    assert row["Speed-up (×)"] == f"{s.loc['single', 'speedup']:.2f}"
+    rect = dict(
+        zip(
+            header,
+            [c.strip() for c in next(line for line in md if line.startswith("| rectangle")).split("|")[1:-1]],
+            strict=True,
+        )
+    )
+    assert rect["Params (M)"] == "33.78" and rect["GFLOPs (paper)"] == "277.4"
+    assert rect["ΔFLOPs % (paper)"] == "—"  # the rectangle is the reference, not a measured change
+
+
+def test_duplicate_records_from_a_resumed_run_keep_the_last(tmp_path):
+    c = case("mixste", "rectangle", 243)
+    records = [rec(c, "params", 1.0), rec(c, "params", 2.0e6)]
+    records += [rec(c, "fps", None, status="error", error="killed"), rec(c, "fps", 50.0)]  # redone on --resume
+    out = write_report(write_run(tmp_path / "run", records), accuracy=[], out=tmp_path / "rep")
+    s = read_summary(out)
+    assert s.loc["rectangle", "params"] == 2.0e6
+    assert s.loc["rectangle", "status"] == "ok" and s.loc["rectangle", "fps"] == 50.0
+    assert "killed" not in (out / "index.md").read_text()
+
+
+def test_latex_table_is_booktabs_and_escapes(tmp_path, mixste_run):
+    out = write_report(mixste_run, accuracy=[], out=tmp_path / "rep")
+    tex = (out / "tables" / "mixste.tex").read_text()
+    for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", r"\caption{", r"\resizebox{"):
+        assert cmd in tex
+    assert r"$\Delta$FLOPs \%" in tex
+    assert "tpc+tra" in tex and "33.78" in tex
+    assert tex.count(r"\\") == 1 + 3  # header + one row per variant
+
+
+# --------------------------------------------------------------------------- plots and HTML
+
+
+def _assert_images(files: list[Path]) -> None:
+    for f in files:
+        assert f.is_file() and f.stat().st_size > 1000, f
+        if f.suffix == ".png":
+            assert f.read_bytes()[:8] == PNG_SIGNATURE
+            img = mpimg.imread(f)
+            assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 200
+        else:
+            root = ET.parse(f).getroot()
+            assert root.tag.endswith("svg")
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> tuple[Path, float]:
+    """The realistic report, rendered once: 4 backbones x 3 variants x 2 lengths, reported MPJPE joined."""
+    import time
+
+    tmp = tmp_path_factory.mktemp("full")
+    run = full_run(tmp, frames=(81, 243))
+    csv = write_reported(tmp / "reported.csv", REPORTED_ROWS)
+    start = time.process_time()  # CPU time: wall time on a shared 2-core box says little
+    out = write_report(run, accuracy=[str(csv)], out=tmp / "rep")
+    return out, time.process_time() - start
+
+
+def test_every_plot_is_written_as_valid_png_and_svg(full_report, real_plots):
+    out, _ = full_report
+    names = ("efficiency_accuracy", "scaling", "hourglass", "flops_per_block")
+    files = [out / "plots" / f"{n}.{ext}" for n in names for ext in ("png", "svg")]
+    _assert_images(files)
+
+
+def test_report_of_a_24_case_run_is_fast(full_report, real_plots):
+    _, cpu_seconds = full_report
+    assert cpu_seconds < 10
+
+
+def test_plots_without_their_data_are_left_out_and_say_why(tmp_path, mixste_run, real_plots):
+    out = write_report(mixste_run, accuracy=[], out=tmp_path / "rep")  # one T, no accuracy
+    assert not (out / "plots" / "scaling.png").exists()
+    assert not (out / "plots" / "efficiency_accuracy.png").exists()  # an empty chart says nothing
+    _assert_images([out / "plots" / "hourglass.png", out / "plots" / "flops_per_block.svg"])
+    md = (out / "index.md").read_text()
+    assert "Cost vs sequence length: not drawn; the run has one sequence length" in md
+    assert "Efficiency vs accuracy: not drawn; no accuracy value matches" in md
+    assert "not drawn" in (out / "index.html").read_text()
+
+
+def test_html_holds_every_table_and_embeds_every_plot(full_report, real_plots):
+    out, _ = full_report
+    page = (out / "index.html").read_text()
+    for b in BACKBONES:
+        assert f"id='table-{b}'" in page
+    assert page.count("<table") == len(BACKBONES) + 1  # + the environment table
+    pngs = sorted((out / "plots").glob("*.png"))
+    assert len(pngs) == 4
+    for png in pngs:
+        assert f"data-plot='plots/{png.name}'" in page
+        assert f"plots/{png.stem}.svg" in page
+    assert page.count("src='data:image/png;base64,") == len(pngs)  # self-contained
+    assert "Test CPU 9000" in page and "ci-box" in page  # the environment from meta.json
+    assert "leaves out the attention matmuls" in page  # what the paper counter counts
+    md = (out / "index.md").read_text()
+    for png in pngs:
+        assert f"(plots/{png.name})" in md
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_failed_and_oom_cases_are_reported_and_marked(tmp_path):
+    records = []
+    for v in VARIANTS:
+        records += efficiency_records(case("mixste", v, 243))
+    big = case("mixste", "rectangle", 729)
+    records += [rec(big, "params", 33_783_811), rec(big, "flops", 832.2, "paper")]
+    records += [
+        rec(big, "latency", None, status="oom", error="CUDA out of memory. Tried to allocate 9.5 GiB"),
+        rec(big, "peak_rss", None, status="oom", error="CUDA out of memory. Tried to allocate 9.5 GiB"),
+    ]
+    ok_case = case("mixste", "single", 243)  # NVML unavailable: a skipped reading, the case still ok
+    records.append(rec(ok_case, "peak_rss", None, status="skipped", error="no NVML") | {"metric": "peak_mem_device"})
+    broken = case("mixste", "hierarchical", 729)
+    records += [
+        rec(broken, m, None, status="error", error="RuntimeError: shapes cannot be multiplied")
+        for m in ("params", "flops", "latency", "peak_rss", "train_step")
+    ]
+    out = write_report(write_run(tmp_path / "run", records), accuracy=[], out=tmp_path / "rep")
+    s = pd.read_csv(out / "summary.csv").set_index("case_id")
+    assert s.loc[big["case_id"], "status"] == "oom"
+    assert s.loc[broken["case_id"], "status"] == "error"
+    assert s.loc[ok_case["case_id"], "status"] == "ok"
+    assert "shapes cannot be multiplied" in s.loc[broken["case_id"], "failures"]
+    md = (out / "index.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| ") and "729" in line]
+    oom_row = next(r for r in rows if r.startswith("| rectangle"))
+    assert "OOM [" in oom_row and "832.2" in oom_row  # what was measured stays, what failed says why
+    assert "error [" in next(r for r in rows if r.startswith("| hierarchical"))
+    assert "Tried to allocate 9.5 GiB" in md and "shapes cannot be multiplied" in md  # the footnotes
+    assert "OOM" in (out / "index.html").read_text()
+    assert r"\textsuperscript{" in (out / "tables" / "mixste.tex").read_text()
+
+
+def test_failed_accuracy_record_marks_its_cell(tmp_path, mixste_run):
+    acc = [
+        rec(case("mixste", "rectangle", 243), "mpjpe", 100.0, "synthetic"),
+        rec(case("mixste", "single", 243), "mpjpe", None, "synthetic", status="error", error="NaN loss"),
+    ]
+    acc[1]["method"] = "-"  # as failure() writes it: the report files it under the source's data set
+    out = write_report(mixste_run, accuracy=[str(write_run(tmp_path / "acc", acc))], out=tmp_path / "rep")
+    md = (out / "index.md").read_text()
+    assert "NaN loss" in md
+    assert "error [" in next(line for line in md.splitlines() if line.startswith("| single"))
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_malformed_records_name_file_and_line(tmp_path, mixste_run):
+    path = mixste_run / "records.jsonl"
+    lines = path.read_text().splitlines()
+    lines.insert(2, '{"case_id": "x", "metric": ')
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UsageError, match=r"records\.jsonl:3:"):
+        write_report(mixste_run, accuracy=[], out=tmp_path / "rep")
+
+
+def test_missing_run_is_a_usage_error(tmp_path):
+    with pytest.raises(UsageError, match="nowhere"):
+        write_report(tmp_path / "nowhere", out=tmp_path / "rep")
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("mixste,single,243,base,mpjpe,forty,mm,,HoT", r"reported\.csv:3: value must be a number, got 'forty'"),
+        ("mixste,single,two-four-three,base,mpjpe,41,mm,,HoT", r"reported\.csv:3: frames must be an integer"),
+        ("mixste,single,243,base,mpjpe,41,mm", r"reported\.csv:3: expected 9 comma-separated fields"),
+        ("mixste,single,243,base,mpjpe,41,mm,nan,HoT", r"reported\.csv:3: gflops_paper must be finite"),
+    ],
+)
+def test_malformed_reported_table_names_file_and_line(tmp_path, row, message):
+    path = write_reported(tmp_path / "reported.csv", [REPORTED_ROWS[0]])
+    path.write_text(path.read_text() + row + "\n")
+    with pytest.raises(UsageError, match=message):
+        read_reported(path)
+
+
+def test_reported_table_without_its_columns_is_rejected(tmp_path):
+    path = tmp_path / "reported.csv"
+    path.write_text("backbone,variant,mpjpe\nmixste,single,41\n")
+    with pytest.raises(UsageError, match=r"reported\.csv:1: header lacks frames"):
+        read_reported(path)
+
+
+def test_accuracy_run_without_accuracy_records_is_rejected(tmp_path, mixste_run):
+    with pytest.raises(UsageError, match="holds no accuracy records"):
+        write_report(mixste_run, accuracy=[str(mixste_run)], out=tmp_path / "rep")
+
+
+def test_cli_reports_and_exits_2_on_bad_input(tmp_path, mixste_run, capsys):
+    out = tmp_path / "rep"
+    assert cli.main(["report", str(mixste_run), "--accuracy", "--out", str(out)]) == 0
+    assert str(out / "index.html") in capsys.readouterr().out
+
+    bad = write_reported(tmp_path / "reported.csv", [REPORTED_ROWS[0]])
+    bad.write_text(bad.read_text() + "mixste,single,243,base,mpjpe,,mm,,HoT\n")
+    assert cli.main(["report", str(mixste_run), "--accuracy", str(bad), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "reported.csv:3: value is empty" in err and "Traceback" not in err
+    assert cli.main(["report", str(tmp_path / "missing-run")]) == 2
+    assert "missing-run" in capsys.readouterr().err
+
+
+def test_tables_are_one_per_backbone_with_variants_as_rows(tmp_path):
+    from bench.report import _records_frame, summarize
+
+    run = full_run(tmp_path)
+    tables = build_tables(summarize(_records_frame(run)), {})
+    assert [t.backbone for t in tables] == sorted(BACKBONES)
+    for t in tables:
+        assert [row[0].text for row in t.rows] == list(VARIANTS)
+        assert r"\bottomrule" in table_latex(t)
+
+
+def test_plotted_points_keep_measured_and_reported_apart(tmp_path, mixste_run):
+    from bench.plots import _accuracy_points
+    from bench.report import _records_frame, load_accuracy, summarize
+
+    acc = [rec(case("mixste", "rectangle", 243), "mpjpe", 120.0, "synthetic")]
+    acc_dir = write_run(tmp_path / "acc", acc)
+    reported = load_accuracy(str(write_reported(tmp_path / "reported.csv", REPORTED_ROWS)))
+    summary = summarize(_records_frame(mixste_run), pd.concat([load_accuracy(str(acc_dir)), reported]))
+    pts = _accuracy_points(summary, reported)
+    pts = pts[pts["backbone"] == "mixste"].set_index(["variant", "hollow"])
+    # The paper's own point: its GFLOPs and MPJPE; ours: this run's GFLOPs and our MPJPE.
+    assert pts.loc[("rectangle", True), "gflops"] == 277.0 and pts.loc[("rectangle", True), "mpjpe"] == 40.9
+    assert pts.loc[("rectangle", False), "gflops"] == pytest.approx(277.4)
+    assert pts.loc[("rectangle", False), "mpjpe"] == 120.0 and pts.loc[("rectangle", False), "kind"] == "synthetic"
+    assert ("hierarchical", True) not in pts.index  # nothing reported, nothing plotted
+
+
+def test_unwritable_output_directory_is_a_usage_error(tmp_path, mixste_run):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UsageError, match="cannot write the report to"):
+        write_report(mixste_run, accuracy=[], out=blocker / "rep")
