@@ -8,7 +8,12 @@
 This package never imports the harness (``bench``): models know nothing of how they are measured.
 """
 
-from . import mixste  # noqa: F401  (registers)
+from . import (
+    mhformer,  # noqa: F401
+    mixste,  # noqa: F401  (registers)
+    motionagformer,  # noqa: F401
+    motionbert,  # noqa: F401
+)
 from .registry import VARIANTS, BackboneSpec, VariantSpec, create, names, register, spec, unregister
 from .tokens import PRUNERS, RECOVERERS, format_schedule, parse_schedule, resolve_schedule
 

@@ -1,0 +1,212 @@
+"""The three FLOP counters (fvcore, torch, paper): analytic checks, agreement, thop parity, canon."""
+
+import functools
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import backbones
+from backbones.blocks import Block
+from bench.errors import UsageError
+from bench.flops import COUNTERS, FVCORE_NON_MATMUL, FlopReport, count_all, count_flops
+
+CASES = [(name, variant) for name in backbones.names() for variant in backbones.VARIANTS]
+
+
+def _tiny(name: str, variant: str) -> tuple[nn.Module, torch.Tensor]:
+    """The tiny size of a backbone at 27 frames (its canonical length if it cannot take 27)."""
+    spec = backbones.spec(name)
+    frames = 27 if spec.valid_frames(27) is None else spec.frames
+    torch.manual_seed(0)
+    model = backbones.create(name, variant, frames=frames, size="tiny")
+    return model, torch.randn(1, frames, 17, spec.in_channels)
+
+
+@functools.cache
+def _tiny_reports(name: str, variant: str) -> dict[str, FlopReport]:
+    model, x = _tiny(name, variant)
+    return count_all(model, x)
+
+
+class OneBlock(nn.Module):
+    """A one-block model, so per-block figures of a single attention block can be checked."""
+
+    def __init__(self, dim: int, heads: int, hidden: int):
+        super().__init__()
+        self.blocks = nn.ModuleList([Block(dim, heads, hidden, qkv_bias=True)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks[0](x)
+
+
+def _block_macs(batch: int, tokens: int, dim: int, hidden: int) -> tuple[int, int]:
+    """(linear, attention) multiply-adds of one pre-norm ViT block, written out by hand."""
+    linear = batch * tokens * (dim * 3 * dim + dim * dim + dim * hidden + hidden * dim)  # qkv, proj, fc1, fc2
+    attention = 2 * batch * tokens * tokens * dim  # Q K^T and A V, summed over heads (heads x D = dim)
+    return linear, attention
+
+
+# --------------------------------------------------------------------------- analytic
+
+
+@pytest.mark.parametrize("counter", ["torch", "fvcore"])
+def test_one_block_matches_the_formula_and_scales_with_T(counter):
+    b, dim, heads, hidden, n = 2, 16, 4, 32, 10
+    model = OneBlock(dim, heads, hidden)
+    small = count_flops(model, torch.randn(b, n, dim), counter)
+    large = count_flops(model, torch.randn(b, 2 * n, dim), counter)
+    lin, att = _block_macs(b, n, dim, hidden)
+    # fvcore also counts its two LayerNorms at 5 per element; torch counts matmuls only
+    norms = 2 * 5 * b * n * dim if counter == "fvcore" else 0
+    assert small.blocks[0] * 1e9 == pytest.approx(2 * (lin + att + norms), rel=1e-9)
+    assert small.total == pytest.approx(small.blocks[0], rel=1e-9)
+
+    linear_op, attention_op = {
+        "torch": ("aten.addmm", "aten._scaled_dot_product_flash_attention_for_cpu"),
+        "fvcore": ("linear", "scaled_dot_product_attention"),
+    }[counter]
+    assert small.by_operator[linear_op] * 1e9 == pytest.approx(2 * lin, rel=1e-9)
+    assert large.by_operator[linear_op] == pytest.approx(2 * small.by_operator[linear_op], rel=1e-9)
+    assert small.by_operator[attention_op] * 1e9 == pytest.approx(2 * att, rel=1e-9)
+    assert large.by_operator[attention_op] == pytest.approx(4 * small.by_operator[attention_op], rel=1e-9)
+
+
+def test_paper_counter_leaves_attention_matmuls_out():
+    b, dim, heads, hidden, n = 2, 16, 4, 32, 10
+    model = OneBlock(dim, heads, hidden)
+    small = count_flops(model, torch.randn(b, n, dim), "paper")
+    large = count_flops(model, torch.randn(b, 2 * n, dim), "paper")
+    lin, _ = _block_macs(b, n, dim, hidden)
+    norms = 2 * 4 * b * n * dim  # thop: 2 per element, doubled for an affine LayerNorm
+    assert small.blocks[0] * 1e9 == pytest.approx(2 * (lin + norms), rel=1e-9)
+    assert large.blocks[0] == pytest.approx(2 * small.blocks[0], rel=1e-9)  # purely linear in T
+
+
+class CrossAttend(nn.Module):
+    """Attention of (B, H, Nq, D) queries over (B, H, Nk, D) keys, with value dim ``dv``."""
+
+    def __init__(self, dv: int):
+        super().__init__()
+        self.dv = dv
+
+    def forward(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        return F.scaled_dot_product_attention(q, kv, kv[..., : self.dv].contiguous())
+
+
+# Dv = D takes torch's fused CPU kernel, Dv != D its matmul fallback; both must count the same.
+@pytest.mark.parametrize("dv", [8, 5])
+@pytest.mark.parametrize("counter", ["torch", "fvcore"])
+def test_cross_attention_counts_queries_times_keys(counter, dv):
+    q, kv = torch.randn(2, 3, 7, 8), torch.randn(2, 3, 11, 8)  # Nq = 7 != Nk = 11, D = 8
+    report = count_flops(CrossAttend(dv), (q, kv), counter)
+    assert report.total * 1e9 == pytest.approx(2 * 2 * 3 * 7 * 11 * (8 + dv), rel=1e-9)
+
+
+def test_torch_counts_fused_attention_on_cpu():
+    """torch's FlopCounterMode has no formula for the fused CPU kernel (it counts 0); ours has."""
+    report = count_flops(CrossAttend(8), (torch.randn(1, 2, 9, 8), torch.randn(1, 2, 9, 8)), "torch")
+    fused = report.by_operator.get("aten._scaled_dot_product_flash_attention_for_cpu", 0.0)
+    assert fused > 0
+    assert fused * 1e9 == pytest.approx(2 * 2 * 9 * 9 * (8 + 8), rel=1e-9)
+
+
+# --------------------------------------------------------------------------- every backbone
+
+
+@pytest.mark.parametrize("name, variant", CASES)
+def test_fvcore_and_torch_agree_on_the_same_ops(name, variant):
+    """Both count matmuls, attention, convolutions and cdist; fvcore alone counts norms,
+    upsampling and adaptive pooling, so those are taken out of its total before comparing."""
+    reports = _tiny_reports(name, variant)
+    fv, th = reports["fvcore"], reports["torch"]
+    extra = sum(v for op, v in fv.by_operator.items() if op in FVCORE_NON_MATMUL)
+    assert th.total > 0
+    assert fv.total - extra == pytest.approx(th.total, rel=0.01)
+    assert fv.unsupported == {}, f"fvcore skipped ops that may have multiply-adds: {fv.unsupported}"
+
+
+@pytest.mark.parametrize("name, variant", CASES)
+def test_per_block_breakdown_follows_the_blocks(name, variant):
+    model, _ = _tiny(name, variant)
+    for counter, report in _tiny_reports(name, variant).items():
+        assert len(report.blocks) == len(model.blocks), counter
+        assert all(b > 0 for b in report.blocks), counter
+        assert sum(report.blocks) <= report.total * (1 + 1e-9), counter
+    # the hourglass: a block seeing fewer tokens than another costs less (fvcore, as reported)
+    blocks, profile = _tiny_reports(name, variant)["fvcore"].blocks, model.token_profile
+    for i in range(len(blocks)):
+        for j in range(len(blocks)):
+            if profile[j] < profile[i] and type(model.blocks[i]) is type(model.blocks[j]):
+                assert blocks[j] < blocks[i], (i, j, profile)
+
+
+@pytest.mark.parametrize("name, variant", CASES)
+def test_paper_counter_equals_thop_0_1_1(name, variant):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # thop 0.1.1 imports distutils
+        thop = pytest.importorskip("thop")
+    model, x = _tiny(name, variant)  # the same weights and input as the cached reports
+    macs, _ = thop.profile(model, inputs=(x,), verbose=False)
+    assert macs > 0
+    assert _tiny_reports(name, variant)["paper"].total == pytest.approx(2 * macs / 1e9, rel=1e-9)
+
+
+# --------------------------------------------------------------------------- contract
+
+
+def test_counting_leaves_the_model_as_it_was():
+    model, x = _tiny("mixste", "single")
+    model.train()
+    model.embed.weight.requires_grad_(False)
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    for counter in COUNTERS:
+        count_flops(model, x, counter)
+    assert model.training
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == before
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+    assert not any(hasattr(m, "total_ops") for m in model.modules())
+
+
+def test_unknown_counter_is_a_usage_error():
+    model, x = _tiny("mixste", "rectangle")
+    with pytest.raises(UsageError, match="'thop'.*fvcore, torch, paper"):
+        count_flops(model, x, "thop")
+
+
+def test_reports_carry_counter_and_note():
+    reports = _tiny_reports("mixste", "rectangle")
+    assert list(reports) == list(COUNTERS)
+    for counter, report in reports.items():
+        assert report.counter == counter
+        assert report.note and report.seconds > 0
+    assert "attention" in reports["paper"].note  # says what the published protocol leaves out
+
+
+# --------------------------------------------------------------------------- canonical (paper)
+
+
+def _paper(name: str, variant: str) -> float:
+    model = backbones.create(name, variant)
+    x = torch.randn(1, model.frames, 17, model.in_channels)
+    return count_flops(model, x, "paper").total
+
+
+@pytest.mark.slow
+def test_mixste_243_matches_the_published_gflops():
+    # HoT (Li et al., CVPR 2024), Fig. 1: MixSTE ~277 G, HoT w. MixSTE ~168 G (thop MACs x 2, batch 1)
+    rectangle, single = _paper("mixste", "rectangle"), _paper("mixste", "single")
+    assert rectangle == pytest.approx(277, rel=0.015)
+    assert single == pytest.approx(168, rel=0.015)
+    # H2OT's headline for MixSTE: -57.4 % FLOPs; the hierarchical default must land in 55-60 %
+    reduction = 1 - _paper("mixste", "hierarchical") / rectangle
+    assert 0.55 <= reduction <= 0.60
+
+
+@pytest.mark.slow
+def test_motionbert_lite_matches_the_published_gflops():
+    # HoT, Fig. 1: MotionBERT (lite) ~131 G, HoT w. MotionBERT ~63 G
+    assert _paper("motionbert", "rectangle") == pytest.approx(131, rel=0.015)
+    assert _paper("motionbert", "single") == pytest.approx(63, rel=0.015)
