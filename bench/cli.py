@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default=None)
     p.add_argument("--data", choices=("synthetic", "h36m"), default="synthetic")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--keypoints", choices=("cpn", "gt"), default="cpn", help="h36m: 2D from CPN detections or ground truth")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)

@@ -1,0 +1,435 @@
+"""Accuracy of backbones and their pruned variants: train (or load) and evaluate, record MPJPE.
+
+``vptbench accuracy`` trains every requested backbone x variant under identical conditions: the
+same data, step budget, batch size, seed (so the same initial weights of the shared layers and
+the same batches), optimiser and schedule. The protocol:
+
+- loss: MPJPE on root-relative 3D in camera coordinates, in *metres* (as VideoPose3D and HoT
+  train), on every output frame (seq2seq) or on the centre frame (seq2frame);
+- optimiser: AdamW (weight decay 0.01), linear warm-up over the first 5 % of the steps, then
+  cosine decay to zero; gradients clipped to norm 1;
+- evaluation on the test split, every test frame once: seq2seq models see consecutive clips of
+  T frames (the last one aligned to the sequence end), seq2frame models one clip centred on every
+  frame (edges padded by repetition); predictions get their root joint set to 0 (the usual
+  protocol), then MPJPE, P-MPJPE and MPJVE in mm (:mod:`bench.metrics`). No test-time flip.
+
+Every mpjpe record also carries ``mean_pose_mpjpe``: the MPJPE of always predicting the mean
+training pose, the floor a model that learned nothing would reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+import backbones
+
+from . import metrics
+from .case import Case
+from .data import Clips, PoseData
+from .errors import UsageError
+from .results import RecordWriter, failure, finish_meta, finished_case_ids, mark_done, record, write_meta
+
+METRICS = ("mpjpe", "p_mpjpe", "mpjve")
+CHECKPOINT_FORMAT = "vptbench-accuracy-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a named accuracy run trains: sizes, length, budget and data volume."""
+
+    name: str
+    size: str | None  # None: each backbone's default size
+    frames: int | None  # None: each backbone's canonical T
+    steps: int
+    batch: int
+    lr: float
+    weight_decay: float = 0.01
+    # synthetic data volume (sequences of ``sequence_frames`` frames)
+    train_sequences: int = 48
+    test_sequences: int = 12
+    sequence_frames: int = 300
+
+
+PRESETS = {
+    # Every backbone x variant in a few minutes on 2 CPU cores: tiny sizes, T = 27 (odd and a
+    # multiple of 9, so MHFormer's strided layers take it too).
+    "smoke": Preset("smoke", size="tiny", frames=27, steps=200, batch=4, lr=2e-3,
+                    train_sequences=48, test_sequences=6, sequence_frames=240),  # fmt: skip
+    # Canonical sizes and lengths, for a GPU. Sequences must exceed the longest canonical T (351).
+    "full": Preset("full", size=None, frames=None, steps=20000, batch=16, lr=2e-4,
+                   train_sequences=400, test_sequences=60, sequence_frames=600),  # fmt: skip
+}
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_data(
+    source: str, *, preset: Preset, seed: int, data_dir: str | None = None, keypoints: str = "cpn"
+) -> PoseData:
+    """The :class:`PoseData` of ``source`` ("synthetic" | "h36m") for ``preset``."""
+    if source == "synthetic":
+        from .data.synthetic import synthetic_data
+
+        return synthetic_data(seed, preset.train_sequences, preset.test_sequences, preset.sequence_frames)
+    if source == "h36m":
+        if not data_dir:
+            raise UsageError("--data h36m needs --data-dir DIR holding the VideoPose3D npz files")
+        from .data.h36m import load_h36m
+
+        return load_h36m(data_dir, keypoints=keypoints)
+    raise UsageError(f"unknown data {source!r}; choose from synthetic, h36m")
+
+
+def _synthetic_from(description: dict[str, Any]) -> PoseData:
+    """Rebuild the synthetic data a checkpoint was trained on, from its recorded description."""
+    from .data.synthetic import synthetic_data
+
+    keys = ("seed", "train_sequences", "test_sequences", "frames_per_sequence")
+    if any(k not in description for k in keys):
+        raise UsageError(f"checkpoint data description lacks {', '.join(k for k in keys if k not in description)}")
+    return synthetic_data(int(description["seed"]), int(description["train_sequences"]),
+                          int(description["test_sequences"]), int(description["frames_per_sequence"]))  # fmt: skip
+
+
+# --------------------------------------------------------------------------- train / evaluate
+
+
+def mpjpe_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Differentiable MPJPE: mean Euclidean joint distance, in the unit of the inputs."""
+    return (pred - target).norm(dim=-1).mean()
+
+
+def _lr_lambda(steps: int) -> Any:
+    warm = max(1, steps // 20)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
+
+    return f
+
+
+def train(
+    model: nn.Module,
+    clips: Clips,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    weight_decay: float,
+    seed: int,
+    device: str,
+    desc: str = "",
+    progress: bool = True,
+) -> float:
+    """Train ``model`` for ``steps`` batches of random training clips; returns the last loss (mm).
+
+    Batches are drawn by a generator seeded with ``seed`` alone, so every variant trained with
+    the same seed sees the same clips in the same order.
+    """
+    seq2frame = model.pipeline == "seq2frame"
+    centre = (clips.frames - 1) // 2
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
+    model.train()
+    running = float("nan")
+    channels = int(model.in_channels)  # type: ignore[arg-type]
+    bar = tqdm(range(steps), desc=desc, file=sys.stderr, disable=not progress, mininterval=0.5, leave=True)
+    for step in bar:
+        x, y = clips.get(rng.integers(0, len(clips), batch), channels)
+        xt = torch.from_numpy(x).to(device)
+        yt = torch.from_numpy(y).to(device) / 1000.0  # mm -> metres
+        if seq2frame:
+            yt = yt[:, centre : centre + 1]
+        loss = mpjpe_loss(model(xt), yt)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        value = float(loss.detach()) * 1000.0
+        if not math.isfinite(value):
+            raise FloatingPointError(f"training loss became {value} at step {step}")
+        running = value if step == 0 else 0.95 * running + 0.05 * value
+        if step % 10 == 0 or step == steps - 1:
+            bar.set_postfix(loss=f"{running:.1f}mm", refresh=False)
+    return running
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, clips: Clips, *, batch: int, device: str) -> list[np.ndarray]:
+    """Per-sequence predictions (L, 17, 3) in mm, root joint at 0, one per frame of every sequence.
+
+    ``clips`` must cover every frame: consecutive clips (seq2seq, any stride <= T) or clips
+    centred on every frame (seq2frame, stride 1), as :func:`evaluation_clips` makes them.
+    """
+    model.eval()
+    seq2frame = model.pipeline == "seq2frame"
+    preds = [np.full((len(s), 17, 3), np.nan, dtype=np.float64) for s in clips.sequences]
+    for lo in range(0, len(clips), batch):
+        idx = np.arange(lo, min(lo + batch, len(clips)))
+        x, _ = clips.get(idx, int(model.in_channels))  # type: ignore[arg-type]
+        out = model(torch.from_numpy(x).to(device)).float().cpu().numpy() * 1000.0  # metres -> mm
+        for k, i in enumerate(idx):
+            s, first = clips.index[i][0], clips.first[i]
+            if seq2frame:
+                preds[s][first] = out[k, 0]
+            else:
+                n = min(clips.frames, len(preds[s]) - first)
+                preds[s][first : first + n] = out[k, :n]
+    for p in preds:
+        if np.isnan(p).any():
+            raise RuntimeError("evaluation clips left frames without a prediction")
+        p[:, 0] = 0.0  # the root joint is the origin of root-relative poses
+    return preds
+
+
+def evaluation_clips(data: PoseData, frames: int, pipeline: str) -> Clips:
+    """Test clips that predict every test frame exactly once (see the module docstring)."""
+    if pipeline == "seq2frame":
+        return Clips(data.test, frames, stride=1, centred=True)
+    return Clips(data.test, frames, stride=frames, centred=False)
+
+
+def score(preds: Sequence[np.ndarray], data: PoseData) -> dict[str, float]:
+    """MPJPE, P-MPJPE (over all test frames) and MPJVE (within sequences), mm."""
+    pred = np.concatenate(list(preds))
+    target = np.concatenate([s.targets for s in data.test]).astype(np.float64)
+    velocity = [(metrics.mpjve(p, s.targets), len(s) - 1) for p, s in zip(preds, data.test, strict=True) if len(s) > 1]
+    return {
+        "mpjpe": metrics.mpjpe(pred, target),
+        "p_mpjpe": metrics.p_mpjpe(pred, target),
+        "mpjve": sum(v * n for v, n in velocity) / max(1, sum(n for _, n in velocity)),
+    }
+
+
+def mean_pose_mpjpe(data: PoseData) -> float:
+    """MPJPE (mm) on the test split of always predicting the mean training pose."""
+    target = np.concatenate([s.targets for s in data.test]).astype(np.float64)
+    return metrics.mpjpe(np.broadcast_to(data.mean_pose(), target.shape), target)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def checkpoint_path(run_dir: str | Path, case: Case) -> Path:
+    """Where the checkpoint of ``case`` goes under ``run_dir`` (a file-system-safe case id)."""
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", case.case_id).strip("_")
+    return Path(run_dir) / "checkpoints" / f"{name}.pt"
+
+
+def save_checkpoint(path: Path, model: nn.Module, case: Case, **info: Any) -> None:
+    """state_dict + the case's fields (so the model can be rebuilt) + how it was trained."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "case": dataclasses.asdict(case),
+                "state_dict": model.state_dict(), **info}, path)  # fmt: skip
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`; UsageError naming a missing key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        raise UsageError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"{path}: not a vptbench accuracy checkpoint (a {type(ckpt).__name__})")
+    for key in ("case", "state_dict"):
+        if key not in ckpt:
+            raise UsageError(f"{path}: missing key {key!r} (not a vptbench accuracy checkpoint)")
+    fields = {f.name for f in dataclasses.fields(Case)}
+    case = ckpt["case"]
+    if not isinstance(case, dict) or "backbone" not in case or set(case) - fields:
+        raise UsageError(f"{path}: key 'case' must hold the Case fields {', '.join(sorted(fields))}")
+    return ckpt
+
+
+# --------------------------------------------------------------------------- one case
+
+
+def accuracy_case(
+    case: Case,
+    *,
+    data: PoseData,
+    steps: int,
+    batch: int,
+    seed: int,
+    run_dir: str | Path,
+    run_id: str,
+    checkpoint: str | Path | None = None,
+    lr: float = 2e-3,
+    weight_decay: float = 0.01,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train ``case`` for ``steps`` (or load ``checkpoint``), evaluate it, return its records.
+
+    The model is built after seeding torch with ``seed``, so the variants of one backbone start
+    from the same weights wherever their parameters coincide. The trained model is saved under
+    ``run_dir/checkpoints`` with its case. Failures (not user mistakes) come back as records
+    with status error/oom, one per metric, so a run goes on.
+    """
+    case = case.resolve()
+    extra: dict[str, Any] = {"steps": steps, "seed": seed}
+    try:
+        torch.manual_seed(seed)
+        model = case.build().to(case.device)
+        t0 = time.perf_counter()
+        if checkpoint is not None:
+            ckpt = load_checkpoint(checkpoint)
+            try:
+                model.load_state_dict(ckpt["state_dict"])
+            except RuntimeError as e:
+                raise UsageError(f"{checkpoint}: state_dict does not fit {case.case_id}: {str(e).splitlines()[0]}") from None
+            extra.update(steps=int(ckpt.get("steps", 0)), seed=int(ckpt.get("seed", seed)),
+                         checkpoint=str(checkpoint))  # fmt: skip
+            loss = ckpt.get("train_loss")
+        else:
+            if steps < 1:
+                raise UsageError(f"--steps must be >= 1 to train, got {steps}")
+            clips = Clips(data.train, case.frames or 0, stride=1, centred=case.pipeline == "seq2frame")
+            loss = train(model, clips, steps=steps, batch=batch, lr=lr, weight_decay=weight_decay, seed=seed,
+                         device=case.device, desc=case.case_id, progress=progress)  # fmt: skip
+            path = checkpoint_path(run_dir, case)
+            save_checkpoint(path, model, case, steps=steps, seed=seed, batch=batch, lr=lr,
+                            weight_decay=weight_decay, train_loss=loss, data=data.description)  # fmt: skip
+            extra["checkpoint"] = str(path)
+        train_s = time.perf_counter() - t0
+        scores = score(predict(model, evaluation_clips(data, case.frames or 0, case.pipeline),
+                               batch=max(batch, 64), device=case.device), data)  # fmt: skip
+        extra.update(train_loss=loss, train_s=round(train_s, 2), eval_s=round(time.perf_counter() - t0 - train_s, 2))
+    except (UsageError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        status = "oom" if isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in str(e) else "error"
+        return [failure(run_id, case, m, e, status=status) | {"steps": extra["steps"], "seed": seed} for m in METRICS]
+    baseline: dict[str, Any] = {"mean_pose_mpjpe": mean_pose_mpjpe(data)}
+    return [
+        record(run_id, case, m, scores[m], method=data.method, **extra, **(baseline if m == "mpjpe" else {}))
+        for m in METRICS
+    ]
+
+
+# --------------------------------------------------------------------------- command
+
+
+def new_run_id() -> str:
+    return time.strftime("accuracy-%Y%m%d-%H%M%S")
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise UsageError(f"unknown device {device!r}; choose cpu or cuda[:N]")
+
+
+def plan_cases(args: argparse.Namespace, preset: Preset) -> list[Case]:
+    """The resolved cases of a run: backbones x variants at the preset's size and length."""
+    names = args.backbones or backbones.names()
+    variants = args.variants or list(backbones.VARIANTS)
+    cases = []
+    for name in names:
+        try:
+            spec = backbones.spec(name)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        # A user backbone without a 'tiny' size runs the smoke preset at its default size.
+        size = args.size or (preset.size if preset.size in spec.sizes else None)
+        for variant in variants:
+            cases.append(Case(name, variant, frames=args.frames or preset.frames, batch=args.batch or preset.batch,
+                              device=args.device, size=size).resolve())  # fmt: skip
+    return cases
+
+
+def cmd_accuracy(args: argparse.Namespace) -> int:
+    """``vptbench accuracy``: train/evaluate the requested cases and write accuracy records."""
+    preset_name = args.preset or "smoke"
+    if preset_name not in PRESETS:
+        raise UsageError(f"unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
+    preset = PRESETS[preset_name]
+    _check_device(args.device)
+    if args.batch is not None and args.batch < 1:
+        raise UsageError(f"--batch must be >= 1, got {args.batch}")
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    steps = args.steps or preset.steps
+    keypoints = getattr(args, "keypoints", None) or "cpn"
+
+    ckpt: dict[str, Any] | None = None
+    if args.checkpoint:
+        if args.backbones or args.variants or args.frames or args.size:
+            raise UsageError("--checkpoint defines the case; drop --backbones/--variants/--frames/--size")
+        ckpt = load_checkpoint(args.checkpoint)
+        try:
+            cases = [Case(**(ckpt["case"] | {"device": args.device})).resolve()]
+        except TypeError as e:
+            raise UsageError(f"{args.checkpoint}: bad case in checkpoint ({e})") from None
+        raw = ckpt.get("data")
+        described: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        if args.data == "synthetic" and described.get("source") == "synthetic":
+            data = _synthetic_from(described)  # the test split the checkpoint was trained next to
+        else:
+            data = load_data(args.data, preset=preset, seed=args.seed, data_dir=args.data_dir, keypoints=keypoints)
+    else:
+        cases = plan_cases(args, preset)
+        data = load_data(args.data, preset=preset, seed=args.seed, data_dir=args.data_dir, keypoints=keypoints)
+
+    run_dir = Path(args.out) if args.out else Path("results") / new_run_id()
+    run_id = run_dir.name
+    done = finished_case_ids(run_dir) if args.resume else set()
+    write_meta(run_dir, {"run_id": run_id, "kind": "accuracy", "preset": preset.name, "steps": steps,
+                         "seed": args.seed, "data": data.description})  # fmt: skip
+    rows = []
+    with RecordWriter(run_dir) as writer:
+        for case in cases:
+            if case.case_id in done:
+                print(f"skip {case.case_id} (finished in {run_dir})", file=sys.stderr)
+                continue
+            recs = accuracy_case(case, data=data, steps=steps, batch=case.batch, seed=args.seed, run_dir=run_dir,
+                                 run_id=run_id, checkpoint=args.checkpoint, lr=preset.lr,
+                                 weight_decay=preset.weight_decay)  # fmt: skip
+            writer.write_all(recs)
+            mark_done(run_dir, case.case_id)
+            rows.append(_summary_row(recs))
+    finish_meta(run_dir)
+    _print_summary(rows, run_dir)
+    return 0
+
+
+def _summary_row(recs: list[dict[str, Any]]) -> dict[str, Any]:
+    by = {r["metric"]: r for r in recs}
+    first = recs[0]
+    row: dict[str, Any] = {"backbone": first["backbone"], "variant": first["variant"], "T": first["frames"],
+                           "size": first["size"]}  # fmt: skip
+    for m in METRICS:
+        row[f"{m} (mm)"] = by[m]["value"] if by[m]["status"] == "ok" else by[m]["status"]
+    row["mean pose (mm)"] = by["mpjpe"].get("mean_pose_mpjpe")
+    row["train s"] = by["mpjpe"].get("train_s")
+    return row
+
+
+def _print_summary(rows: list[dict[str, Any]], run_dir: Path) -> None:
+    from tabulate import tabulate
+
+    if rows:
+        print(tabulate(rows, headers="keys", floatfmt=".1f"))
+    print(f"records: {run_dir / 'records.jsonl'}")
