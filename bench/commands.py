@@ -1,0 +1,257 @@
+"""``vptbench list``, ``vptbench profile`` and ``vptbench run``: parse-level checks, then the library.
+
+Every user mistake is found before anything is measured and raised as UsageError (the CLI prints
+one line and exits 2): unknown backbone, variant, pruner, recoverer, size or preset, a bad
+schedule, frames a backbone cannot take, a device this machine lacks, an unwritable or already
+used output directory, a malformed ``--shard``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as _dt
+import importlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tabulate import tabulate
+
+import backbones
+
+from .case import Case
+from .errors import UsageError
+from .measure import check_device, measure_case
+from .presets import build_matrix, get_preset
+from .results import read_meta
+from .runner import ensure_fresh, run_matrix
+
+# --------------------------------------------------------------------------- list
+
+
+@contextlib.contextmanager
+def _meta_parameters() -> Iterator[None]:
+    """Parameters registered in the block live on the meta device: shapes only, no memory, no init.
+
+    (The idea of accelerate's ``init_empty_weights``.) Unlike ``with torch.device("meta")`` it
+    leaves other tensors real, so constructors that compute with tensors (``linspace().tolist()``)
+    still work. Listing the canonical models this way takes milliseconds instead of seconds.
+    """
+    register = nn.Module.register_parameter
+
+    def to_meta(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(self, name, param)
+
+    nn.Module.register_parameter = to_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def _build_light(name: str, variant: str) -> nn.Module:
+    """The canonical model with its parameters on the meta device (see :func:`_meta_parameters`)."""
+    try:
+        with _meta_parameters():
+            return backbones.create(name, variant=variant)
+    except Exception:  # a constructor that needs real parameter values: build it for real
+        return backbones.create(name, variant=variant)
+
+
+def describe_backbones() -> list[dict[str, Any]]:
+    """Every registered backbone with its variants' default schedules resolved at canonical T."""
+    out = []
+    for name in backbones.names():
+        spec = backbones.spec(name)
+        variants = {}
+        for variant, v in spec.variants.items():
+            model: Any = _build_light(name, variant)
+            tokens = model.tokens
+            variants[variant] = {
+                "schedule": tokens.schedule_text,
+                "pruner": tokens.pruner,
+                "recoverer": tokens.recoverer,
+                "embed_kept": v.embed_kept,
+                "token_profile": list(model.token_profile),
+                "params": sum(p.numel() for p in model.parameters()),
+            }
+        out.append({
+            "name": name, "pipeline": spec.pipeline, "in_channels": spec.in_channels, "frames": spec.frames,
+            "sizes": {k: dict(kw) for k, kw in spec.sizes.items()}, "default_size": spec.default_size,
+            "source": spec.source, "variants": variants,
+        })  # fmt: skip
+    return out
+
+
+def _runs(profile: list[int]) -> str:
+    """[243, 243, 81, 81, 81] -> '243x2 81x3' (the token hourglass, compactly)."""
+    parts: list[str] = []
+    prev, count = None, 0
+    for t in [*profile, None]:
+        if t == prev:
+            count += 1
+            continue
+        if prev is not None:
+            parts.append(f"{prev}x{count}")
+        prev, count = t, 1
+    return " ".join(parts)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    info = describe_backbones()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    rows = []
+    for b in info:
+        sizes = ", ".join(f"{s}*" if s == b["default_size"] else s for s in b["sizes"])
+        for variant, v in b["variants"].items():
+            how = f"{v['pruner']}+{v['recoverer'] or '-'}" if v["pruner"] else ""
+            rows.append([b["name"], b["pipeline"], b["in_channels"], b["frames"], sizes, variant,
+                         v["schedule"], how, f"{v['params'] / 1e6:.2f}", _runs(v["token_profile"])])  # fmt: skip
+    headers = ["backbone", "pipeline", "C_in", "T", "sizes (* default)", "variant", "schedule",
+               "pruner+recoverer", "params (M)", "tokens per block"]  # fmt: skip
+    print(tabulate(rows, headers=headers))
+    print("\nschedule = BLOCK:KEEP,... at the canonical T (the registered keeps are ratios of T).")
+    return 0
+
+
+# --------------------------------------------------------------------------- profile
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    case = Case(
+        backbone=args.backbone, variant=args.variant, frames=args.frames, batch=args.batch,
+        device=args.device, dtype=args.dtype, size=args.size, schedule=args.schedule,
+        pruner=args.pruner, recoverer=args.recoverer,
+    ).resolve()
+    check_device(case.device)
+    torch.manual_seed(0)
+    model = case.build()  # UsageError for what only the model knows (e.g. a block beyond the depth)
+    if not args.json:
+        print(f"profiling {case.case_id} ...", file=sys.stderr)
+    # The effort of the preset this case would belong to: tiny sizes are smoke tests.
+    settings = get_preset("smoke" if case.size == "tiny" else "paper").settings
+    records = list(measure_case(case, args.metrics, "profile", settings=settings, model=model))
+    if args.json:
+        print(json.dumps(records))
+        return 0
+    print(format_records(case, records))
+    return 0
+
+
+def _fmt(value: Any, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "count":
+        return f"{int(value):,}"
+    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def format_records(case: Case, records: list[dict[str, Any]]) -> str:
+    """A readable summary of one case's records: the metrics, then FLOPs per block."""
+    rows = []
+    for r in records:
+        if r["metric"] == "flops_block":
+            continue
+        where = r.get("phase") or ""
+        note = r["error"] if r["status"] != "ok" else ""
+        rows.append([r["metric"], _fmt(r["value"], r["unit"]), r["unit"], r["method"], where, r["status"], note])
+    text = [case.case_id, "", tabulate(rows, headers=["metric", "value", "unit", "method", "phase", "status", "note"])]
+    blocks = [r for r in records if r["metric"] == "flops_block" and r["status"] == "ok"]
+    if blocks:
+        text += ["", tabulate([[r["block"], r["tokens"], f"{r['value']:.3f}"] for r in blocks],
+                              headers=["block", "tokens", "GFLOPs (fvcore)"])]  # fmt: skip
+    unsupported = next((r.get("unsupported") for r in records if r["metric"] == "flops" and r["method"] == "fvcore"), None)
+    if unsupported:
+        text += ["", "fvcore could not count: " + ", ".join(f"{k} x{v}" for k, v in unsupported.items())]
+    return "\n".join(text)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _executors() -> Any:
+    """bench.executors (local/Slurm executors, shards) or None where it is not installed."""
+    try:
+        return importlib.import_module("bench.executors")
+    except ImportError:
+        return None
+
+
+def default_run_id(preset: str) -> str:
+    return f"{preset}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write to --out {run_dir}: {e.strerror or e}") from None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    preset = get_preset(args.preset)
+    device = args.device or "cpu"
+    check_device(device)
+    executors = _executors()
+    executor = args.executor or ("local" if executors else "inline")
+    if executor != "inline" and executors is None:
+        raise UsageError(f"--executor {executor} is not available in this version; use --executor inline")
+    if args.shard and executors is None:
+        raise UsageError("--shard is not available in this version (it comes with bench.executors)")
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out: the run directory to continue")
+    cases = build_matrix(
+        preset, backbone_names=args.backbones, variants=args.variants, frames=args.frames,
+        batch=args.batch, size=args.size, device=device, dtype=args.dtype or "float32",
+    )
+    if args.shard:
+        cases = executors.shard(cases, args.shard)  # UsageError for a malformed i/n
+    metrics = args.metrics or list(preset.metrics)
+    run_id = default_run_id(preset.name)
+    run_dir = Path(args.out) if args.out else Path("results") / run_id
+    if args.resume:
+        run_id = read_meta(run_dir).get("run_id") or run_dir.name
+    else:
+        ensure_fresh(run_dir)
+    _check_writable(run_dir)
+    meta = {"preset": preset.name, "executor": executor, "shard": args.shard}
+
+    if executor != "inline":
+        summary = executors.run_cases(
+            cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=preset.settings,
+            meta=meta, args=args,
+        )
+    else:
+        summary = run_matrix(
+            cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=preset.settings,
+            meta=meta,
+        )
+    failed_cases = len({r["case_id"] for r in summary.failures})
+    print(
+        f"{summary.measured} case(s) measured, {summary.resumed} already done, "
+        f"{len(summary.failures)} record(s) not ok in {failed_cases} case(s): {summary.run_dir}"
+    )
+    if not args.no_report:
+        _report(summary.run_dir)
+    return 0
+
+
+def _report(run_dir: Path) -> None:
+    try:
+        from .report import write_report
+    except ImportError:
+        print("report: bench.report is not available; skipped (see `vptbench report`)", file=sys.stderr)
+        return
+    print(f"report: {write_report(run_dir)}")

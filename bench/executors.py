@@ -1,0 +1,796 @@
+"""Run a matrix of cases one process per case: here (``local``), on Slurm (``slurm``), or inline.
+
+    job = BenchJob(metrics=("params", "flops"))
+    execute(cases, "results/r1", run_id="r1", job=job, executor="local", workers=2)
+
+A *job* is the work done for one case (:class:`BenchJob`: the metrics of ``vptbench run``;
+:class:`AccuracyJob`: training and evaluation of ``vptbench accuracy``). It is a small frozen,
+picklable dataclass, so the same object runs in this process, in a fresh subprocess
+(``python -m bench.worker``) or in a Slurm job (submitit pickles it).
+
+Executors:
+
+- ``inline``: every case in this process, in order.
+- ``local`` (the default): every case in a fresh subprocess, ``workers`` at a time, so that the
+  peak memory and allocator state of one case never leak into the next. CPU threads are divided
+  among the workers (``torch.set_num_threads`` and ``OMP_NUM_THREADS`` in the child); cases on
+  ``cuda`` get one GPU per worker through ``CUDA_VISIBLE_DEVICES`` (at most one worker per GPU).
+  Workers running side by side share memory bandwidth and caches: for latency figures that
+  compare across cases keep ``workers=1``.
+- ``slurm``: one submitit job per case, submitted as one job array; ``cluster="local"`` in
+  :class:`SlurmOptions` runs the same submitit code path on this machine (tests, debugging).
+
+How records reach ``records.jsonl`` without loss or duplication, whatever runs concurrently:
+every case writes its records, flushed one by one, into its own *part* directory
+``run_dir/parts/<case>-<token>/records.jsonl`` (a fresh token per submission). When the case
+ends, the process that ran it takes an exclusive lock (``fcntl.lockf`` on ``run_dir/.lock``,
+which NFS honours), appends the whole part to ``records.jsonl``, marks the case in ``done.txt``
+and deletes the part directory, all under the lock. A part is therefore closed exactly once: if
+the job is killed before closing it (SIGKILL, the OOM killer, a time limit), the process watching
+the jobs finds the part still there, and under the same lock appends what the job had measured
+plus one ``status: error`` record per missing metric whose error names the job's log, and
+deletes the part. That case is not marked done. ``--resume`` first closes the parts left by jobs
+nobody watched (the submitting process was stopped), then, as the inline runner does
+(``bench.runner.prepare_resume``), removes the records of every unfinished case of the matrix,
+error records included, and runs those cases again: a (case, metric) is never in
+``records.jsonl`` twice. Do not resume while jobs of the same run are still running.
+
+``--shard i/n`` (:func:`shard`) picks every n-th case of the sorted case ids, starting at the
+i-th: shards are balanced (sizes differ by at most one), mix the backbones, and do not depend
+on the order in which the matrix was listed. ``vptbench merge`` (:func:`merge_runs`) combines
+shard runs; a measurement present in two sources is refused (see there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .case import Case
+from .errors import UsageError
+from .results import (
+    RecordWriter,
+    failure,
+    finish_meta,
+    finished_case_ids,
+    mark_done,
+    now,
+    read_meta,
+    read_records,
+    write_meta,
+)
+
+if TYPE_CHECKING:
+    from .data import PoseData
+    from .measure import Settings
+    from .runner import RunSummary
+
+EXECUTORS = ("inline", "local", "slurm")
+PARTS = "parts"
+
+
+# --------------------------------------------------------------------------- jobs
+
+
+class Job(Protocol):
+    """The work for one case. Implementations are frozen dataclasses so that they pickle."""
+
+    def records(self, case: Case, run_id: str, run_dir: Path) -> Iterable[dict[str, Any]]:
+        """The case's records, yielded as they are measured."""
+        ...
+
+    def expected(self, case: Case) -> list[str]:
+        """The metrics a finished case has records of: a killed job gets an error record for each one missing."""
+        ...
+
+
+@dataclass(frozen=True)
+class BenchJob:
+    """``vptbench run``: measure the metric groups of ``bench.measure`` (params, flops, ...)."""
+
+    metrics: tuple[str, ...]
+    settings: Settings | None = None
+
+    def records(self, case: Case, run_id: str, run_dir: Path) -> Iterator[dict[str, Any]]:
+        from .measure import measure_case
+
+        yield from measure_case(case, list(self.metrics), run_id, settings=self.settings)
+
+    def expected(self, case: Case) -> list[str]:
+        from .measure import group_metric
+
+        return [group_metric(g, case.device) for g in self.metrics]
+
+
+@dataclass(frozen=True)
+class AccuracyJob:
+    """``vptbench accuracy``: train (or load ``checkpoint``) and evaluate; mpjpe, p_mpjpe, mpjve.
+
+    ``data`` loads the dataset in the process that trains (e.g. ``functools.partial(load_data,
+    "synthetic", preset=..., seed=0)``), so that a job carries a recipe, not the arrays; it is
+    called once per process.
+    """
+
+    data: Callable[[], PoseData]
+    steps: int
+    seed: int = 0
+    checkpoint: str | None = None
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+
+    def records(self, case: Case, run_id: str, run_dir: Path) -> list[dict[str, Any]]:
+        from .accuracy import accuracy_case
+
+        return accuracy_case(
+            case, data=_load_once(self.data), steps=self.steps, batch=case.batch, seed=self.seed, run_dir=run_dir,
+            run_id=run_id, checkpoint=self.checkpoint, lr=self.lr, weight_decay=self.weight_decay, progress=False,
+        )  # fmt: skip
+
+    def expected(self, case: Case) -> list[str]:
+        from .accuracy import METRICS
+
+        return list(METRICS)
+
+
+_DATA: dict[Any, Any] = {}  # loader -> its data; an inline run loads the dataset once, not per case
+
+
+def _load_once(loader: Callable[[], PoseData]) -> PoseData:
+    if loader not in _DATA:
+        _DATA[loader] = loader()
+    return _DATA[loader]
+
+
+# --------------------------------------------------------------------------- shards
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """``"i/n"`` -> (i, n) with 1 <= i <= n; UsageError otherwise."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec or "")
+    i, n = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    if not m or n < 1 or not 1 <= i <= n:
+        raise UsageError(f"--shard {spec!r}: expected i/n with 1 <= i <= n, e.g. 1/4")
+    return i, n
+
+
+def shard(cases: Sequence[Case], spec: str) -> list[Case]:
+    """The i-th of n deterministic slices of ``cases`` (``spec`` = "i/n", 1-based).
+
+    Positions in the sorted list of case ids, taken every n-th from the i-th: the slices are
+    balanced, cover every case exactly once, and do not depend on the order of ``cases``. The
+    cases keep their given order within the slice. Pass resolved cases (their ids are complete).
+    """
+    i, n = parse_shard(spec)
+    ids = sorted({c.case_id for c in cases})
+    mine = set(ids[i - 1 :: n])
+    return [c for c in cases if c.case_id in mine]
+
+
+# --------------------------------------------------------------------------- parts (one per case run)
+
+
+@contextlib.contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """Exclusive lock on the run's results (processes on several hosts may append)."""
+    with open(run_dir / ".lock", "a+") as fh:
+        fcntl.lockf(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.lockf(fh, fcntl.LOCK_UN)
+
+
+def _drop_cut_line(path: Path) -> None:
+    """Cut off a last line that a killed writer left unfinished, so the next record starts a line.
+
+    Closers write whole records under the lock, so an unfinished line is never a record (readers
+    skip it too); left in place it would fuse with the next record into one malformed line.
+    """
+    if not path.is_file():
+        return
+    with open(path, "rb+") as fh:
+        end = fh.seek(0, os.SEEK_END)
+        pos = end
+        while pos > 0:
+            step = min(pos, 1 << 16)
+            fh.seek(pos - step)
+            chunk = fh.read(step)
+            if pos == end and chunk.endswith(b"\n"):
+                return
+            nl = chunk.rfind(b"\n")
+            if nl >= 0:
+                fh.truncate(pos - step + nl + 1)
+                return
+            pos -= step
+        fh.truncate(0)
+
+
+def _safe(case: Case) -> str:
+    """The case id as a file name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", case.case_id).strip("_")
+
+
+def _part_name(case: Case) -> str:
+    return f"{_safe(case)}-{uuid.uuid4().hex[:8]}"
+
+
+def _new_part(run_dir: Path, case: Case, run_id: str, expected: list[str], log: str) -> Path:
+    part = run_dir / PARTS / _part_name(case)
+    part.mkdir(parents=True)
+    info = {"case": dataclasses.asdict(case), "run_id": run_id, "expected": expected, "log": log}
+    (part / "part.json").write_text(json.dumps(info) + "\n", encoding="utf-8")
+    return part
+
+
+def _note_log(run_dir: Path, part: Path, log: str) -> None:
+    """Remember where the job's log is (known only once submitted), for closing the part later.
+
+    Under the lock, and replaced atomically: the job may be closing its part at this moment.
+    """
+    with _locked(run_dir):
+        path = part / "part.json"
+        if not path.is_file():
+            return  # the job has finished and closed its part already
+        info = json.loads(path.read_text(encoding="utf-8"))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(info | {"log": log}) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+
+def close_part(run_dir: Path, part: Path, *, why: str | None = None, status: str = "error") -> bool:
+    """Move a part's records into ``records.jsonl``, exactly once; False if it was already closed.
+
+    ``why`` None: the case finished, it is marked done. Otherwise the case failed: one failure
+    record (``status``, error ``why``) for each expected metric that has no record yet, and the
+    case stays unfinished so that ``--resume`` runs it again.
+    """
+    with _locked(run_dir):
+        if not (part / "part.json").is_file():
+            return False  # closed by the job itself (or by another watcher)
+        info = json.loads((part / "part.json").read_text(encoding="utf-8"))
+        case = Case(**info["case"])
+        recs = read_records(part) if (part / "records.jsonl").is_file() else []
+        if why is not None:
+            have = {r["metric"] for r in recs}
+            recs += [failure(info["run_id"], case, m, why, status=status) for m in info["expected"] if m not in have]
+        _drop_cut_line(run_dir / "records.jsonl")
+        with RecordWriter(run_dir) as writer:
+            writer.write_all(recs)
+        if why is None:
+            mark_done(run_dir, case.case_id)
+        shutil.rmtree(part)
+    return True
+
+
+def close_orphans(run_dir: Path) -> int:
+    """Close the parts that jobs of an earlier submission left open (they died unwatched)."""
+    n = 0
+    for part in sorted((run_dir / PARTS).glob("*/part.json")):
+        log = json.loads(part.read_text(encoding="utf-8")).get("log") or "unknown"
+        n += close_part(run_dir, part.parent, why=f"the job ended without finishing (found by --resume); log: {log}")
+    return n
+
+
+@dataclass(frozen=True)
+class CaseTask:
+    """One case to run into its part: what a subprocess or a Slurm job executes."""
+
+    case: Case
+    job: Job
+    run_id: str
+    run_dir: str
+    part: str
+    log: str = ""
+    threads: int | None = None
+    modules: tuple[str, ...] = ()  # modules registering user backbones, imported first
+
+    def __call__(self) -> dict[str, Any]:
+        import importlib
+
+        import torch
+
+        for module in self.modules:
+            importlib.import_module(module)  # a user's backbone registers itself on import
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        part, run_dir = Path(self.part), Path(self.run_dir)
+        n = 0
+        try:
+            with RecordWriter(part) as writer:
+                for rec in self.job.records(self.case, self.run_id, run_dir):
+                    writer.write(rec)
+                    n += 1
+        except BaseException as e:  # the traceback goes to the log; the record says where that is
+            text = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
+            close_part(run_dir, part, why=f"{text}; log: {_job_log() or self.log or 'this terminal'}")
+            raise
+        close_part(run_dir, part)
+        return {"case_id": self.case.case_id, "records": n}
+
+
+def run_task(task: CaseTask) -> dict[str, Any]:
+    """Module-level entry for submitit (``map_array`` wants a function)."""
+    return task()
+
+
+def _job_log() -> str:
+    """Inside a submitit job: its stderr log; elsewhere ''."""
+    if "SUBMITIT_EXECUTOR" not in os.environ and "SLURM_JOB_ID" not in os.environ:
+        return ""
+    try:
+        import submitit
+
+        return str(submitit.JobEnvironment().paths.stderr)
+    except Exception:  # not a submitit job after all
+        return ""
+
+
+def _user_modules(case: Case) -> tuple[str, ...]:
+    import backbones
+
+    try:
+        module = backbones.spec(case.backbone).build.__module__
+    except ValueError:
+        return ()
+    return () if module.split(".")[0] == "backbones" or module == "__main__" else (module,)
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """What the Slurm jobs ask for (the ``--slurm-*`` options); ``extra`` are further sbatch options.
+
+    ``cluster="local"`` runs the same submitit code path with submitit's local executor (no Slurm).
+    """
+
+    partition: str | None = None
+    time_min: int = 60
+    gpus: int = 0
+    cpus: int = 4
+    mem_gb: int = 32
+    account: str | None = None
+    extra: tuple[tuple[str, str | bool], ...] = ()
+    folder: str | None = None
+    cluster: str = "slurm"
+
+
+def slurm_options(args: argparse.Namespace) -> SlurmOptions:
+    """SlurmOptions from the CLI's ``--slurm-*`` arguments; UsageError for a malformed ``--slurm-extra``."""
+    extra: list[tuple[str, str | bool]] = []
+    for item in getattr(args, "slurm_extra", None) or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-").replace("-", "_")  # submitit writes it back as #SBATCH --key-name
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key) or (sep and not value.strip()):
+            raise UsageError(f"--slurm-extra {item!r}: expected KEY=VALUE (or a bare flag KEY), e.g. constraint=a100")
+        extra.append((key, value.strip() if sep else True))  # a bare KEY is a flag: #SBATCH --exclusive
+    for name in ("slurm_time", "slurm_cpus", "slurm_mem"):
+        if getattr(args, name, 1) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if getattr(args, "slurm_gpus", 0) < 0:
+        raise UsageError(f"--slurm-gpus must be >= 0, got {args.slurm_gpus}")
+    return SlurmOptions(
+        partition=args.slurm_partition, time_min=args.slurm_time, gpus=args.slurm_gpus, cpus=args.slurm_cpus,
+        mem_gb=args.slurm_mem, account=args.slurm_account, extra=tuple(extra), folder=args.slurm_folder,
+    )  # fmt: skip
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- execute
+
+
+@dataclass
+class Outcome:
+    """What became of the cases handed to :func:`execute`."""
+
+    finished: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # case_id -> why (naming the log)
+    skipped: list[str] = field(default_factory=list)  # finished before (--resume)
+
+
+def execute(
+    cases: Sequence[Case],
+    run_dir: str | Path,
+    *,
+    run_id: str,
+    job: Job,
+    executor: str = "local",
+    workers: int = 1,
+    slurm: SlurmOptions | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> Outcome:
+    """Run ``job`` for every case with ``executor``; records land in ``run_dir/records.jsonl``.
+
+    A failed or killed case becomes error records naming its log, and the others go on. With
+    ``resume``, cases already in ``done.txt`` are skipped and the others are measured afresh
+    (their earlier records removed). ``meta.json`` is the caller's (:func:`run_cases` writes it).
+    """
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; choose from {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    slurm = slurm or SlurmOptions()
+    if executor == "slurm":
+        _check_slurm(slurm, cases)
+    run_dir = Path(run_dir).resolve()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot write results to {run_dir}: {e.strerror or e}") from None
+    outcome = Outcome()
+    if resume:
+        from .runner import prepare_resume
+
+        closed = close_orphans(run_dir)
+        if closed and progress:
+            print(f"closed {closed} part(s) left by jobs that died unwatched", file=sys.stderr)
+        done = prepare_resume(run_dir, [c.case_id for c in cases])  # unfinished cases start afresh
+        outcome.skipped = [c.case_id for c in cases if c.case_id in done]
+        cases = [c for c in cases if c.case_id not in done]
+    if not cases:
+        return outcome
+    run = {"inline": _run_inline, "local": _run_local, "slurm": _run_slurm}[executor]
+    run(cases, run_dir, run_id, job, workers, slurm, progress, outcome)
+    with contextlib.suppress(OSError):
+        (run_dir / PARTS).rmdir()  # only when empty: open parts are evidence of jobs still to close
+    return outcome
+
+
+def _check_slurm(opts: SlurmOptions, cases: Sequence[Case]) -> None:
+    if opts.cluster == "slurm" and shutil.which("sbatch") is None:
+        raise UsageError("--executor slurm: Slurm is not available here (no sbatch on PATH); use --executor local")
+    if opts.gpus == 0 and any(c.device.startswith("cuda") for c in cases):
+        raise UsageError("--executor slurm with --device cuda needs --slurm-gpus >= 1")
+
+
+def _bar(total: int, progress: bool, desc: str) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not progress, file=sys.stderr, desc=desc, unit="case", leave=False)
+
+
+def _finish(outcome: Outcome, case: Case, why: str | None, progress: bool) -> None:
+    if why is None:
+        outcome.finished.append(case.case_id)
+        return
+    outcome.failed[case.case_id] = why
+    if progress:
+        print(f"failed: {case.case_id}: {why}", file=sys.stderr)
+
+
+def _task(case: Case, run_dir: Path, run_id: str, job: Job, log: str, threads: int | None) -> CaseTask:
+    part = _new_part(run_dir, case, run_id, list(job.expected(case)), log)
+    return CaseTask(case, job, run_id, str(run_dir), str(part), log, threads, _user_modules(case))
+
+
+def _run_inline(
+    cases: Sequence[Case], run_dir: Path, run_id: str, job: Job, workers: int, slurm: SlurmOptions,
+    progress: bool, outcome: Outcome,
+) -> None:  # fmt: skip
+    with _bar(len(cases), progress, "inline") as bar:
+        for case in cases:
+            task = _task(case, run_dir, run_id, job, "", None)
+            try:
+                task()
+                _finish(outcome, case, None, progress)
+            except (UsageError, KeyboardInterrupt):
+                raise
+            except Exception as e:  # the task closed its part with an error record; the others go on
+                _finish(outcome, case, f"{type(e).__name__}: {e}", progress)
+            bar.update()
+
+
+# ---- local: a fresh subprocess per case
+
+
+def _gpu_ids() -> list[str]:
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [s.strip() for s in visible.split(",") if s.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exited with code {rc}"
+
+
+def _run_local(
+    cases: Sequence[Case], run_dir: Path, run_id: str, job: Job, workers: int, slurm: SlurmOptions,
+    progress: bool, outcome: Outcome,
+) -> None:  # fmt: skip
+    import cloudpickle  # submitit's own pickler: it carries classes defined in tests or notebooks
+
+    gpus: list[str | None] = [None] * workers
+    if any(c.device == "cuda" for c in cases):
+        ids = _gpu_ids()
+        if ids and workers > len(ids):
+            print(f"--workers {workers}: only {len(ids)} GPU(s), one worker per GPU", file=sys.stderr)
+            workers = len(ids)
+        gpus = [ids[k] if ids else None for k in range(workers)]
+    threads = max(1, _cpus() // workers)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    pending = list(cases)
+    running: dict[int, tuple[subprocess.Popen[bytes], Case, Path, Path]] = {}  # slot -> (proc, case, part, log)
+    with _bar(len(cases), progress, "local") as bar:
+        try:
+            while pending or running:
+                for slot in range(workers):
+                    if slot in running or not pending:
+                        continue
+                    case = pending.pop(0)
+                    log = run_dir / "logs" / f"{_safe(case)}.log"
+                    task = _task(case, run_dir, run_id, job, str(log), threads)
+                    part = Path(task.part)
+                    (part / "task.pkl").write_bytes(cloudpickle.dumps(task))
+                    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+                    if gpus[slot] is not None and case.device == "cuda":
+                        env["CUDA_VISIBLE_DEVICES"] = str(gpus[slot])
+                    with open(log, "ab") as fh:
+                        proc = subprocess.Popen(
+                            [sys.executable, "-m", "bench.worker", str(part)],
+                            stdout=fh,
+                            stderr=subprocess.STDOUT,
+                            env=env,
+                        )
+                    running[slot] = (proc, case, part, log)
+                for slot, (proc, case, part, log) in list(running.items()):
+                    rc = proc.poll()
+                    if rc is None:
+                        continue
+                    del running[slot]
+                    why = None
+                    if rc != 0:
+                        why = f"the worker {_describe_exit(rc)}; log: {log}"
+                        close_part(run_dir, part, why=why)  # a no-op if the worker closed it itself
+                    _finish(outcome, case, why, progress)
+                    bar.update()
+                time.sleep(0.1)
+        except BaseException:
+            for proc, _case, _part, _log in running.values():
+                proc.terminate()  # SIGTERM our own children only; their parts stay for --resume
+            for proc, _case, _part, _log in running.values():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=10)
+            raise
+
+
+# ---- slurm: a submitit job array
+
+
+def _run_slurm(
+    cases: Sequence[Case], run_dir: Path, run_id: str, job: Job, workers: int, slurm: SlurmOptions,
+    progress: bool, outcome: Outcome,
+) -> None:  # fmt: skip
+    import submitit
+
+    folder = Path(slurm.folder).resolve() if slurm.folder else run_dir / "slurm"
+    executor = submitit.AutoExecutor(folder=folder, cluster=slurm.cluster)
+    params: dict[str, Any] = {
+        "name": f"vptbench-{run_id}", "timeout_min": slurm.time_min, "gpus_per_node": slurm.gpus,
+        "cpus_per_task": slurm.cpus, "mem_gb": slurm.mem_gb, "tasks_per_node": 1, "nodes": 1,
+    }  # fmt: skip
+    if slurm.cluster == "slurm":
+        params.update(slurm_additional_parameters=dict(slurm.extra))
+        if slurm.partition:
+            params["slurm_partition"] = slurm.partition
+        if slurm.account:
+            params["slurm_account"] = slurm.account
+    executor.update_parameters(**params)
+    tasks = [_task(c, run_dir, run_id, job, "", slurm.cpus) for c in cases]
+    try:
+        jobs = executor.map_array(run_task, tasks)
+    except Exception as e:  # sbatch refused (bad partition, account...): the parts were never run
+        for t in tasks:
+            shutil.rmtree(t.part, ignore_errors=True)
+        raise UsageError(f"--executor slurm: submission failed: {str(e).strip().splitlines()[-1][:300]}") from None
+    for t, j in zip(tasks, jobs):
+        _note_log(run_dir, Path(t.part), str(j.paths.stderr))
+    if progress:
+        print(f"submitted {len(jobs)} job(s), array {jobs[0].job_id.split('_')[0]}; logs in {folder}", file=sys.stderr)
+    waiting = dict(enumerate(jobs))
+    with _bar(len(jobs), progress, "slurm" if slurm.cluster == "slurm" else f"submitit-{slurm.cluster}") as bar:
+        try:
+            while waiting:
+                for k, j in list(waiting.items()):
+                    if not j.done():
+                        continue
+                    del waiting[k]
+                    _finish(outcome, tasks[k].case, _slurm_result(run_dir, tasks[k], j), progress)
+                    bar.update()
+                time.sleep(0.2 if slurm.cluster == "local" else 2.0)
+        except KeyboardInterrupt:
+            print(f"stopped watching; the jobs go on and append to {run_dir} (vptbench merge/--resume later)",
+                  file=sys.stderr)  # fmt: skip
+            raise
+
+
+def _slurm_result(run_dir: Path, task: CaseTask, job: Any) -> str | None:
+    """None if the job finished its case; otherwise why, after closing its part."""
+    import submitit
+
+    try:
+        job.result()
+        return None
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
+        state = str(getattr(job, "state", "") or "")
+        status = "oom" if state.upper().startswith("OUT_OF_ME") else "error"
+        head = str(e).strip().splitlines()[0][:200]
+        why = f"job {job.job_id} ended unfinished (state {state or 'unknown'}: {head}); log: {job.paths.stderr}"
+        close_part(run_dir, Path(task.part), why=why, status=status)  # no-op if the job closed it itself
+        return why
+
+
+# --------------------------------------------------------------------------- from the command line
+
+
+def run_cases(
+    cases: Sequence[Case],
+    run_dir: str | Path,
+    *,
+    run_id: str,
+    resume: bool,
+    args: argparse.Namespace,
+    metrics: Sequence[str] | None = None,
+    settings: Settings | None = None,
+    job: Job | None = None,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """A run with the CLI's execution options (``--executor/--workers/--slurm-*``): meta.json and all.
+
+    The counterpart of ``bench.runner.run_matrix`` for the other executors: writes ``meta.json``
+    (with ``meta`` and how the run was executed), runs ``job`` (default: :class:`BenchJob` of
+    ``metrics`` with ``settings``) for every case, stamps the end time. ``--shard`` is the
+    caller's: it selects ``cases`` before they come here, so a resumed shard is the same slice.
+    """
+    from .runner import RunSummary
+
+    if job is None:
+        from .measure import METRIC_GROUPS
+
+        job = BenchJob(tuple(metrics or METRIC_GROUPS), settings)
+    executor = getattr(args, "executor", None) or "local"
+    slurm = slurm_options(args)
+    if executor == "slurm":
+        _check_slurm(slurm, cases)  # before anything is written
+    matrix = list(dict.fromkeys(cases))  # the same case asked for twice is measured once
+    extra: dict[str, Any] = {"run_id": run_id, "cases": len(matrix)}
+    if isinstance(job, BenchJob):
+        extra |= {"metrics": list(job.metrics), "settings": (job.settings or _default_settings()).to_dict()}
+    write_meta(run_dir, extra | (meta or {}) | execution_meta(args))
+    outcome = execute(
+        matrix, run_dir, run_id=run_id, job=job, executor=executor, workers=getattr(args, "workers", 1) or 1,
+        slurm=slurm, resume=resume, progress=progress,
+    )  # fmt: skip
+    finish_meta(run_dir)
+    ran = set(outcome.finished) | set(outcome.failed)
+    recs = read_records(run_dir) if ran else []
+    failures = [r for r in recs if r["case_id"] in ran and r["status"] != "ok"]
+    return RunSummary(run_dir=Path(run_dir), cases=len(matrix), measured=len(ran), resumed=len(outcome.skipped),
+                      failures=failures)  # fmt: skip
+
+
+def _default_settings() -> Settings:
+    from .measure import Settings
+
+    return Settings()
+
+
+def execution_meta(args: argparse.Namespace) -> dict[str, Any]:
+    """What ``meta.json`` says about how a run was executed (executor, workers, shard, Slurm options)."""
+    meta: dict[str, Any] = {
+        "executor": getattr(args, "executor", None) or "local",
+        "shard": getattr(args, "shard", None),
+    }
+    if meta["executor"] == "local":
+        meta["workers"] = getattr(args, "workers", 1)
+    if meta["executor"] == "slurm":
+        meta["slurm"] = dataclasses.asdict(slurm_options(args))
+    return meta
+
+
+# --------------------------------------------------------------------------- merge
+
+
+MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block")
+
+
+def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(rec.get(k) for k in MEASUREMENT_KEY)
+
+
+def merge_runs(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """Combine run directories (shards) into ``out``; returns the merged ``meta.json``.
+
+    Records are concatenated in source order with ``run_id`` set to the merged run's (the
+    source's id is kept as ``source_run_id``); ``done.txt`` is the union; ``meta.json`` holds the
+    fields all sources agree on plus ``merged_from``, one entry per source with its own meta.
+    A measurement (case_id, metric, method, phase, block) found in two sources is refused:
+    shards never overlap, so it means the same run was given twice or runs of different
+    matrices were mixed, and silently keeping one would hide that. Within one source, repeated
+    measurements (a resumed case) are kept in order: the last one counts, as in the report.
+    """
+    out = Path(out)
+    if len({Path(d).resolve() for d in run_dirs}) < len(run_dirs):
+        raise UsageError(f"the same run directory is given twice: {' '.join(map(str, run_dirs))}")
+    if (out / "records.jsonl").is_file() and (out / "records.jsonl").stat().st_size:
+        raise UsageError(f"--out {out}: already holds records; merge into a new directory")
+    seen: dict[tuple[Any, ...], Path] = {}
+    records: list[dict[str, Any]] = []
+    done: set[str] = set()
+    sources: list[dict[str, Any]] = []
+    for d in map(Path, run_dirs):
+        if not (d / "records.jsonl").is_file():
+            raise UsageError(f"{d}: not a run directory (no records.jsonl)")
+        recs = read_records(d)
+        for key in {_key(r) for r in recs}:
+            if key in seen:
+                case_id, metric, method = key[:3]
+                raise UsageError(f"{d}: {case_id} {metric} ({method}) is also in {seen[key]}; shards must not overlap")
+            seen[key] = d
+        meta = read_meta(d)
+        finished = finished_case_ids(d)
+        done |= finished
+        records += [r | {"run_id": out.name, "source_run_id": r.get("run_id")} for r in recs]
+        sources.append({
+            "run_dir": str(d.resolve()), "records": len(recs), "finished_cases": len(finished),
+            "open_parts": len(list((d / PARTS).glob("*/part.json"))), "meta": meta,
+        })  # fmt: skip
+    metas = [s["meta"] for s in sources]
+    common = {k: v for k, v in metas[0].items() if all(m.get(k, object()) == v for m in metas[1:])} if metas else {}
+    for k in ("start_time", "end_time", "command"):
+        common.pop(k, None)
+    starts = [m["start_time"] for m in metas if m.get("start_time")]
+    ends = [m["end_time"] for m in metas if m.get("end_time")]
+    merged = common | {
+        "run_id": out.name, "kind": "merged", "start_time": min(starts, default=None), "end_time": max(ends, default=None),
+        "merged_at": now(), "command": " ".join(sys.argv), "merged_from": sources,
+    }  # fmt: skip
+    with RecordWriter(out) as writer:  # UsageError if ``out`` cannot be written
+        writer.write_all(records)
+    (out / "done.txt").write_text("".join(f"{c}\n" for c in sorted(done)), encoding="utf-8")
+    (out / "meta.json").write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    return merged
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """``vptbench merge RUN_DIR ... --out DIR``."""
+    meta = merge_runs(args.run_dirs, args.out)
+    for s in meta["merged_from"]:
+        if s["open_parts"]:
+            print(f"warning: {s['run_dir']} has {s['open_parts']} case(s) whose jobs have not closed (still running, "
+                  "or died unwatched: run it again with --resume, then merge)", file=sys.stderr)  # fmt: skip
+    n_records = sum(s["records"] for s in meta["merged_from"])
+    n_done = len(finished_case_ids(args.out))
+    print(f"merged {n_records} records ({n_done} finished cases) of {len(args.run_dirs)} runs into {args.out}")
+    return 0

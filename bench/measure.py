@@ -1,0 +1,366 @@
+"""Measure one case: the records of every requested metric, yielded as each one is measured.
+
+    for rec in measure_case(case, ["params", "flops", "latency"], run_id, settings=Settings()):
+        writer.write(rec)
+
+Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section 6):
+
+- ``params``: params.
+- ``flops``: flops by each counter (method fvcore, torch, paper; GFLOPs = 2 x MACs; the fvcore
+  record lists what it could not count in ``unsupported``), and flops_block per entry of
+  ``model.blocks`` (fvcore, with ``block`` and ``tokens``).
+- ``latency``: latency (median, method = the timer), latency_p10, latency_p90, fps, clips_per_s;
+  with the speed settings (``threads``...) and every sample.
+- ``memory``: per phase (``phase`` inference | train): peak_mem_alloc, peak_mem_reserved and
+  peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.memory).
+- ``train``: train_step (median ms of forward + loss + backward + AdamW step). On CPU with
+  ``memory`` asked for too, the steps timed are those of the memory group's fresh process (its
+  steady state is measured anyway; training is the most expensive part of a case), and the
+  record says ``fresh_process: true``.
+
+A metric that fails becomes a record with status error (or oom) and its reason, and the other
+metrics go on; a case that cannot be built at all (e.g. frames its backbone cannot take) yields
+one skipped record per requested metric group, so every (case, metric) appears exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+import backbones
+
+from . import memory, timing
+from .case import Case
+from .errors import UsageError
+from .results import failure, record
+
+METRIC_GROUPS = ("params", "flops", "latency", "memory", "train")
+JOINTS = 17  # the Human3.6M skeleton every backbone lifts (the model contract's input layout)
+
+# The record standing for a group when the group fails or is skipped as a whole.
+GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "train": "train_step"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to measure: timing repeats (cost vs. noise) and the speed switches.
+
+    ``repeats`` timed calls at least, more while their total is below ``min_time_s`` (at most
+    ``max_repeats``), after ``warmup`` untimed ones; the same for training steps with the
+    ``train_*`` fields. The presets choose these per cost (see bench.presets).
+    """
+
+    warmup: int = 2
+    repeats: int = 5
+    min_time_s: float = 1.0
+    max_repeats: int = 50
+    train_warmup: int = 1
+    train_repeats: int = 3
+    train_min_time_s: float = 1.0
+    speed: timing.SpeedSettings = field(default_factory=timing.SpeedSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Settings:
+        d = dict(d)
+        d["speed"] = timing.SpeedSettings(**d.get("speed", {}))
+        return cls(**d)
+
+
+def memory_metric(device: str) -> str:
+    """The record standing for the memory group on ``device``."""
+    return "peak_mem_alloc" if torch.device(device).type == "cuda" else "peak_rss"
+
+
+def group_metric(group: str, device: str) -> str:
+    return memory_metric(device) if group == "memory" else GROUP_METRIC[group]
+
+
+def failure_status(exc: BaseException) -> str:
+    """"oom" for running out of memory (CUDA or CPU), "error" otherwise."""
+    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
+        return "oom"
+    if isinstance(exc, memory.PeakRssError):
+        return exc.status
+    text = str(exc).lower()
+    if isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
+        return "oom"  # the CPU allocator's and older CUDA versions' wording
+    return "error"
+
+
+def example_inputs(case: Case, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A deterministic input (B, T, 17, C_in) and a 3D target of the model's output shape."""
+    m: Any = model  # the model contract's attributes (pipeline, frames, in_channels)
+    gen = torch.Generator().manual_seed(0)
+    b, t = case.batch, int(case.frames or m.frames)
+    x = torch.randn(b, t, JOINTS, int(m.in_channels), generator=gen)
+    out_t = t if m.pipeline == "seq2seq" else 1
+    y = torch.randn(b, out_t, JOINTS, 3, generator=gen)
+    dtype = getattr(torch, case.dtype)
+    return x.to(case.device, dtype), y.to(case.device, dtype)
+
+
+def check_device(device: str) -> None:
+    """UsageError unless ``device`` names a device this machine has."""
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise UsageError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+
+
+def measure_case(
+    case: Case,
+    metrics: Sequence[str],
+    run_id: str,
+    *,
+    settings: Settings | None = None,
+    model: nn.Module | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Yield the records of ``metrics`` (groups of :data:`METRIC_GROUPS`) for ``case``, one by one.
+
+    ``model`` is the case's model if the caller built it already (``case.build()`` after
+    ``torch.manual_seed(0)``); otherwise it is built here.
+    """
+    settings = settings or Settings()
+    bad = [m for m in metrics if m not in METRIC_GROUPS]
+    if bad:
+        raise ValueError(f"unknown metric group {bad[0]!r}; choose from {', '.join(METRIC_GROUPS)}")
+    if case.backbone not in backbones.names():
+        case.resolve()  # raises the UsageError that names the known backbones
+    groups = [g for g in METRIC_GROUPS if g in metrics]  # a fixed order: training changes the weights
+    try:
+        case = case.resolve()
+        check_device(case.device)
+        if model is None:
+            torch.manual_seed(0)  # the same weights for every run of a case (tpc's choices depend on them)
+            model = case.build()
+        model = model.to(case.device, getattr(torch, case.dtype)).eval()
+    except UsageError as e:
+        for group in groups:
+            yield failure(run_id, case, group_metric(group, case.device), str(e), status="skipped")
+        return
+    except Exception as e:  # a backbone that fails to build must not end the run
+        for group in groups:
+            yield failure(run_id, case, group_metric(group, case.device), e, status=failure_status(e))
+        return
+    x, y = example_inputs(case, model)
+    on_cpu = torch.device(case.device).type == "cpu"
+    if on_cpu and "memory" in groups and "train" in groups and not settings.speed.compile:
+        # The fresh process of the memory group runs steady-state training steps anyway: time
+        # those instead of running the (most expensive) training steps a second time here.
+        groups = [g if g != "memory" else "memory+train" for g in groups if g != "train"]
+    with timing.applied(settings.speed):
+        for group in groups:
+            yield from _guarded(group, run_id, case, model, x, y, settings)
+    if torch.device(case.device).type == "cuda":
+        del model, x, y
+        gc.collect()
+        torch.cuda.empty_cache()  # the next case starts with the device's memory free
+
+
+def _guarded(
+    group: str, run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings
+) -> Iterator[dict[str, Any]]:
+    """The group's records; if it raises, a failure record for the group (unless already written)."""
+    records = {
+        "params": lambda: _params(run_id, case, model),
+        "flops": lambda: _flops(run_id, case, model, x),
+        "latency": lambda: _latency(run_id, case, model, x, settings),
+        "memory": lambda: _memory(run_id, case, model, x, y, settings),
+        "memory+train": lambda: _memory_cpu(run_id, case, settings, timed=True),
+        "train": lambda: _train(run_id, case, model, x, y, settings),
+    }[group]
+    produced: set[str] = set()
+    try:
+        for rec in records():
+            produced.add(rec["metric"])
+            yield rec
+    except Exception as e:
+        status = failure_status(e)
+        if status == "oom" and torch.device(case.device).type == "cuda":
+            torch.cuda.empty_cache()
+        for g in group.split("+"):
+            metric = group_metric(g, case.device)
+            if metric not in produced:
+                yield failure(run_id, case, metric, e, status=status)
+
+
+# --------------------------------------------------------------------------- the metrics
+
+
+def _params(run_id: str, case: Case, model: nn.Module) -> Iterator[dict[str, Any]]:
+    yield record(run_id, case, "params", sum(p.numel() for p in model.parameters()))
+
+
+def _flops(run_id: str, case: Case, model: nn.Module, x: torch.Tensor) -> Iterator[dict[str, Any]]:
+    from . import flops  # fvcore and the counters load only when FLOPs are asked for
+
+    profile = list(getattr(model, "token_profile", []))
+    for counter in flops.COUNTERS:
+        try:
+            rep = flops.count_flops(model, x, counter)
+        except Exception as e:  # one counter failing (e.g. a trace error) leaves the others
+            rec = failure(run_id, case, "flops", e, status=failure_status(e))
+            rec["method"] = counter
+            yield rec
+            continue
+        extra: dict[str, Any] = {"note": rep.note} if rep.note else {}
+        if counter == "fvcore":
+            extra["unsupported"] = dict(rep.unsupported)
+        yield record(run_id, case, "flops", rep.total, method=counter, **extra)
+        if counter == "fvcore":
+            for i, g in enumerate(rep.blocks):
+                tokens = profile[i] if i < len(profile) else None
+                yield record(run_id, case, "flops_block", g, method="fvcore", block=i, tokens=tokens)
+
+
+def _latency(
+    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, settings: Settings
+) -> Iterator[dict[str, Any]]:
+    fn_model = _maybe_compiled(model, settings)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            fn_model(x)
+
+    samples = timing.measure_latency(
+        forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
+        min_time_s=settings.min_time_s, max_repeats=settings.max_repeats,
+    )
+    s = timing.summarise(samples)
+    method = timing.timer_name(case.device)
+    env = timing.describe(settings.speed, case.device, case.dtype)
+    yield record(run_id, case, "latency", s.median, method=method, samples=samples, warmup=settings.warmup, **env)
+    yield record(run_id, case, "latency_p10", s.p10, method=method, threads=env["threads"])
+    yield record(run_id, case, "latency_p90", s.p90, method=method, threads=env["threads"])
+    m: Any = model
+    fps, clips = timing.throughput(s.median, str(m.pipeline), case.batch, int(case.frames or m.frames))
+    yield record(run_id, case, "fps", fps, threads=env["threads"])
+    yield record(run_id, case, "clips_per_s", clips, threads=env["threads"])
+
+
+def _train(
+    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings
+) -> Iterator[dict[str, Any]]:
+    step = timing.train_step_fn(_maybe_compiled(model, settings), x, y)
+    try:
+        samples = timing.measure_latency(
+            step, warmup=settings.train_warmup, repeats=settings.train_repeats, device=case.device,
+            min_time_s=settings.train_min_time_s, max_repeats=settings.max_repeats,
+        )
+    finally:
+        model.eval()
+    yield _train_record(run_id, case, samples, settings, fresh_process=False)
+
+
+def _train_record(
+    run_id: str, case: Case, samples: list[float], settings: Settings, *, fresh_process: bool
+) -> dict[str, Any]:
+    s = timing.summarise(samples)
+    env = timing.describe(settings.speed, case.device, case.dtype)
+    return record(
+        run_id, case, "train_step", s.median, method=timing.timer_name(case.device), p10=s.p10, p90=s.p90,
+        samples=samples, warmup=settings.train_warmup, optimizer="AdamW", loss="mpjpe",
+        fresh_process=fresh_process, **env,
+    )
+
+
+def _memory(
+    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings
+) -> Iterator[dict[str, Any]]:
+    if torch.device(case.device).type != "cuda":
+        yield from _memory_cpu(run_id, case, settings, timed=False)
+        return
+    for phase in memory.PHASES:
+        try:
+            rep = _cuda_phase(phase, case, model, x, y)
+        except Exception as e:  # e.g. OOM in the training phase: the inference figures stand
+            status = failure_status(e)
+            torch.cuda.empty_cache()
+            yield failure_with(run_id, case, "peak_mem_alloc", e, status, phase=phase, method="torch.cuda")
+            continue
+        yield record(run_id, case, "peak_mem_alloc", rep.alloc_mib, method="torch.cuda", phase=phase)
+        yield record(run_id, case, "peak_mem_reserved", rep.reserved_mib, method="torch.cuda", phase=phase)
+        if rep.device_mib is None:
+            yield failure_with(run_id, case, "peak_mem_device", rep.note, "skipped", phase=phase, method="nvml")
+        else:
+            yield record(run_id, case, "peak_mem_device", rep.device_mib, method="nvml", phase=phase)
+
+
+def _cuda_phase(phase: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> memory.MemoryReport:
+    if phase == "inference":
+        def inference() -> None:
+            with torch.inference_mode():
+                model(x)
+
+        return memory.cuda_peak_memory(inference, case.device)
+    step = timing.train_step_fn(model, x, y)
+    try:
+        step()  # AdamW's state exists from here on: the reported training step is the steady state
+        return memory.cuda_peak_memory(step, case.device)
+    finally:
+        model.eval()
+        model.zero_grad(set_to_none=True)  # gradients and optimizer state go with ``step``
+
+
+def _memory_cpu(run_id: str, case: Case, settings: Settings, *, timed: bool) -> Iterator[dict[str, Any]]:
+    """peak_rss per phase from a fresh process; with ``timed`` also train_step from the same steps."""
+    error: memory.PeakRssError | None = None
+    train_timing = None
+    if timed:
+        train_timing = {"warmup": settings.train_warmup, "repeats": settings.train_repeats,
+                        "min_time_s": settings.train_min_time_s, "max_repeats": settings.max_repeats}  # fmt: skip
+    try:
+        peaks = memory.peak_rss(
+            dataclasses.asdict(case), memory.PHASES, threads=torch.get_num_threads(), train_timing=train_timing
+        )
+    except memory.PeakRssError as e:  # the phases measured before the failure still count
+        peaks, error = e.partial, e
+    for phase in memory.PHASES:
+        if phase in peaks:
+            yield record(
+                run_id, case, "peak_rss", peaks[phase], method="process", phase=phase,
+                baseline_mib=peaks.get("baseline_mib"), fresh_process=True,
+            )
+        else:
+            assert error is not None
+            yield failure_with(run_id, case, "peak_rss", error, error.status, phase=phase, method="process")
+    if not timed:
+        return
+    if "train_samples" not in peaks:
+        assert error is not None
+        yield failure_with(run_id, case, "train_step", error, error.status, method=timing.TIMER_CPU)
+        return
+    yield _train_record(run_id, case, peaks["train_samples"], settings, fresh_process=True)
+
+
+def failure_with(
+    run_id: str, case: Case, metric: str, why: BaseException | str, status: str, **extra: Any
+) -> dict[str, Any]:
+    """A failure record with extra fields (``phase``, ``method``...)."""
+    rec = failure(run_id, case, metric, why, status=status)
+    rec.update(extra)
+    return rec
+
+
+def _maybe_compiled(model: nn.Module, settings: Settings) -> nn.Module:
+    if not settings.speed.compile:
+        return model
+    compiled: nn.Module = torch.compile(model)  # type: ignore[assignment]  # an OptimizedModule
+    return compiled

@@ -1,0 +1,179 @@
+"""`vptbench list / profile / run`: output, and exit code 2 with one line for every bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import backbones
+from bench import cli, results
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine, 2 threads of OpenMP can be 30x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_list_json_describes_every_backbone(capsys):
+    assert cli.main(["list", "--json"]) == 0
+    info = {b["name"]: b for b in json.loads(capsys.readouterr().out)}
+    assert sorted(info) == backbones.names()
+    for b in info.values():
+        assert set(b["variants"]) == set(backbones.VARIANTS)
+        assert b["default_size"] in b["sizes"]
+        for variant, v in b["variants"].items():
+            profile = v["token_profile"]
+            assert profile[0] <= b["frames"] and profile == sorted(profile, reverse=True)
+            distinct = len(set(profile))
+            # the hourglass: rectangle flat, single one drop, hierarchical several
+            assert distinct == 1 if variant == "rectangle" else distinct >= 2
+            assert (variant == "rectangle") == (v["schedule"] == "")
+    mixste = info["mixste"]["variants"]
+    assert mixste["single"]["schedule"] == "3:81"  # HoT's configuration, resolved at T = 243
+    assert mixste["single"]["params"] > mixste["rectangle"]["params"]  # + TRA and the kept-token embedding
+    assert mixste["hierarchical"]["params"] == mixste["rectangle"]["params"]  # tps + tri: parameter-free
+
+
+def test_list_table(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in backbones.names():
+        assert name in out
+    assert "243x3 81x5" in out  # MixSTE single's hourglass, compactly
+
+
+def test_profile_json_prints_only_the_records(capsys):
+    argv = ["profile", "mixste", "--variant", "hierarchical", "--size", "tiny", "--frames", "27",
+            "--metrics", "params,flops,latency", "--json"]  # fmt: skip
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    recs = json.loads(captured.out)  # stdout is one JSON list and nothing else
+    assert all(set(results.RECORD_FIELDS) <= set(r) for r in recs)
+    by = {(r["metric"], r["method"]): r for r in recs if r["metric"] != "flops_block"}
+    assert {m for m, _ in by} == {"params", "flops", "latency", "latency_p10", "latency_p90", "fps", "clips_per_s"}
+    assert {meth for m, meth in by if m == "flops"} == {"fvcore", "torch", "paper"}
+    latency = by[("latency", "timeit")]
+    assert latency["threads"] == 1 and len(latency["samples"]) >= 1
+    assert by[("fps", "-")]["value"] == pytest.approx(27 * 1e3 / latency["value"])  # seq2seq: T frames out
+    blocks = [r for r in recs if r["metric"] == "flops_block"]
+    assert [r["tokens"] for r in blocks] == [27, 27, 9, 9, 9, 3, 3, 3]
+    # the hourglass in the FLOPs: blocks with fewer tokens cost less
+    assert blocks[0]["value"] > blocks[2]["value"] > blocks[5]["value"] > 0
+
+
+def test_profile_table(capsys):
+    assert cli.main(["profile", "mixste", "--size", "tiny", "--frames", "9", "--metrics", "params,flops"]) == 0
+    out = capsys.readouterr().out
+    assert "params" in out and "GFLOPs (fvcore)" in out and "mixste/rectangle/T9" in out
+
+
+def test_run_writes_records_meta_and_report(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the report goes to ./reports/<run_id>
+    out = tmp_path / "run"
+    argv = ["run", "--preset", "smoke", "--backbones", "mixste", "--variants", "rectangle,single",
+            "--metrics", "params,flops", "--out", str(out), "--executor", "inline"]  # fmt: skip
+    assert cli.main(argv) == 0
+    stdout = capsys.readouterr().out
+    recs = results.read_records(out)
+    assert {r["variant"] for r in recs} == {"rectangle", "single"}
+    assert all(r["status"] == "ok" for r in recs)
+    meta = results.read_meta(out)
+    assert meta["preset"] == "smoke" and meta["end_time"] and meta["settings"]["repeats"] >= 1
+    assert "2 case(s) measured" in stdout
+    try:
+        import bench.report  # noqa: F401
+    except ImportError:
+        return
+    report_line = next(line for line in stdout.splitlines() if line.startswith("report: "))
+    report = Path(report_line.removeprefix("report: "))
+    assert report.is_dir() and (tmp_path / "reports") in report.resolve().parents
+
+
+@pytest.fixture
+def a_file(tmp_path):
+    path = tmp_path / "not-a-dir"
+    path.write_text("x")
+    return path
+
+
+@pytest.fixture
+def used_run(tmp_path):
+    run = tmp_path / "used"
+    run.mkdir()
+    (run / "records.jsonl").write_text('{"case_id": "x"}\n')
+    return run
+
+
+BAD_INPUTS = [
+    (["profile", "nosuch"], "unknown backbone 'nosuch'"),
+    (["profile", "mixste", "--variant", "square"], "unknown variant 'square'"),
+    (["profile", "mixste", "--variant", "single", "--pruner", "tpx"], "unknown pruner 'tpx'"),
+    (["profile", "mixste", "--variant", "single", "--recoverer", "trx"], "unknown recoverer 'trx'"),
+    (["profile", "mixste", "--variant", "single", "--schedule", "3-81"], "bad schedule '3-81'"),
+    (["profile", "mixste", "--variant", "single", "--schedule", "3:300"], "bad schedule '3:300'"),
+    (["profile", "mixste", "--variant", "single", "--schedule", "12:81", "--size", "tiny"], "outside the depth"),
+    (["profile", "mixste", "--variant", "hierarchical", "--schedule", "3:81"], "two or more stages"),
+    (["profile", "mixste", "--frames", "1"], "mixste cannot take 1 frames"),
+    (["profile", "mixste", "--size", "huge"], "unknown size 'huge'"),
+    (["profile", "mixste", "--device", "tpu"], "unknown device 'tpu'"),
+    (["run", "--backbones", "nosuch"], "unknown backbone 'nosuch'"),
+    (["run", "--variants", "square"], "unknown variant 'square'"),
+    (["run", "--preset", "fast"], "unknown preset 'fast'"),
+    (["run", "--backbones", "mixste", "--frames", "1"], "no selected backbone can take 1 frames"),
+    (["run", "--shard", "3/2"], "--shard '3/2'"),
+    (["run", "--shard", "0/2"], "--shard '0/2'"),
+    (["run", "--shard", "half"], "--shard 'half'"),
+    (["run", "--resume"], "--resume needs --out"),
+    (["run", "--metrics", "speed"], "unknown metric 'speed'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
+def test_bad_input_exits_2_with_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own errors exit from inside parse_args
+        raise SystemExit(cli.main(argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_unwritable_or_used_out_exits_2(a_file, used_run, capsys):
+    for out, message in ((a_file / "sub", "cannot write"), (a_file, "is a file"), (used_run, "pass --resume")):
+        assert cli.main(["run", "--backbones", "mixste", "--out", str(out), "--no-report"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+@pytest.mark.parametrize("command", [["profile", "mixste"], ["run"]])
+def test_cuda_without_cuda_exits_2(command, capsys):
+    assert cli.main([*command, "--device", "cuda"]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["profile", "nosuch", "--json"], "unknown backbone"), (["run", "--shard", "9/4"], "--shard '9/4'")],
+)
+def test_bad_input_in_a_real_process(argv, message):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "bench", *argv], capture_output=True, text=True, cwd=ROOT,
+                          env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr
