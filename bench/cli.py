@@ -53,7 +53,7 @@ def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
 def _executor_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
-                   help="inline: this process; local: a fresh subprocess per case (default); slurm: submitit job array")
+                   help="inline: this process; local: a fresh subprocess per case (default); slurm: a submitit job array")
     g.add_argument("--workers", type=int, default=1, help="local executor: cases run at once (default 1)")
     g.add_argument("--shard", default=None, metavar="i/n", help="run only the i-th of n deterministic slices")
     g.add_argument("--resume", action="store_true", help="skip cases already finished in --out")
@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pruner", default="")
     p.add_argument("--recoverer", default="")
     p.add_argument("--metrics", type=_metrics, default=list(METRIC_GROUPS))
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
     p.set_defaults(func=_lazy("commands", "cmd_profile"))
 
@@ -104,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
     p.add_argument("--metrics", type=_metrics, default=None)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     _executor_options(p)

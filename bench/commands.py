@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as _dt
-import importlib
 import json
 import sys
 from collections.abc import Iterator
@@ -24,9 +24,10 @@ from tabulate import tabulate
 
 import backbones
 
+from . import executors
 from .case import Case
 from .errors import UsageError
-from .measure import check_device, measure_case
+from .measure import Settings, check_device, measure_case
 from .presets import build_matrix, get_preset
 from .results import read_meta
 from .runner import ensure_fresh, run_matrix
@@ -118,7 +119,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                          v["schedule"], how, f"{v['params'] / 1e6:.2f}", _runs(v["token_profile"])])  # fmt: skip
     headers = ["backbone", "pipeline", "C_in", "T", "sizes (* default)", "variant", "schedule",
                "pruner+recoverer", "params (M)", "tokens per block"]  # fmt: skip
-    print(tabulate(rows, headers=headers))
+    print(tabulate(rows, headers=headers, disable_numparse=True))
     print("\nschedule = BLOCK:KEEP,... at the canonical T (the registered keeps are ratios of T).")
     return 0
 
@@ -138,7 +139,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if not args.json:
         print(f"profiling {case.case_id} ...", file=sys.stderr)
     # The effort of the preset this case would belong to: tiny sizes are smoke tests.
-    settings = get_preset("smoke" if case.size == "tiny" else "paper").settings
+    settings = with_threads(get_preset("smoke" if case.size == "tiny" else "paper").settings, args.threads)
     records = list(measure_case(case, args.metrics, "profile", settings=settings, model=model))
     if args.json:
         print(json.dumps(records))
@@ -178,12 +179,13 @@ def format_records(case: Case, records: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- run
 
 
-def _executors() -> Any:
-    """bench.executors (local/Slurm executors, shards) or None where it is not installed."""
-    try:
-        return importlib.import_module("bench.executors")
-    except ImportError:
-        return None
+def with_threads(settings: Settings, threads: int | None) -> Settings:
+    """``settings`` with the CPU thread count of ``--threads`` (None keeps the preset's)."""
+    if threads is None:
+        return settings
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    return dataclasses.replace(settings, speed=dataclasses.replace(settings.speed, threads=threads))
 
 
 def default_run_id(preset: str) -> str:
@@ -204,12 +206,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     device = args.device or "cpu"
     check_device(device)
-    executors = _executors()
-    executor = args.executor or ("local" if executors else "inline")
-    if executor != "inline" and executors is None:
-        raise UsageError(f"--executor {executor} is not available in this version; use --executor inline")
-    if args.shard and executors is None:
-        raise UsageError("--shard is not available in this version (it comes with bench.executors)")
+    executor = args.executor or "local"
     if args.resume and not args.out:
         raise UsageError("--resume needs --out: the run directory to continue")
     cases = build_matrix(
@@ -219,6 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.shard:
         cases = executors.shard(cases, args.shard)  # UsageError for a malformed i/n
     metrics = args.metrics or list(preset.metrics)
+    settings = with_threads(preset.settings, args.threads)
     run_id = default_run_id(preset.name)
     run_dir = Path(args.out) if args.out else Path("results") / run_id
     if args.resume:
@@ -230,12 +228,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if executor != "inline":
         summary = executors.run_cases(
-            cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=preset.settings,
+            cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=settings,
             meta=meta, args=args,
         )
     else:
         summary = run_matrix(
-            cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=preset.settings,
+            cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=settings,
             meta=meta,
         )
     failed_cases = len({r["case_id"] for r in summary.failures})
@@ -249,9 +247,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _report(run_dir: Path) -> None:
-    try:
-        from .report import write_report
-    except ImportError:
-        print("report: bench.report is not available; skipped (see `vptbench report`)", file=sys.stderr)
-        return
+    from .report import write_report  # matplotlib is imported only when a report is written
+
     print(f"report: {write_report(run_dir)}")
