@@ -97,9 +97,6 @@ class MixSTE(nn.Module):
         return self.head(x)
 
 
-def _frames_ok(t: int) -> str | None:
-    return None if t >= 2 else "needs at least 2 frames"
-
 
 @register(
     "mixste",
@@ -117,7 +114,6 @@ def _frames_ok(t: int) -> str | None:
     },
     default_size="base",
     source="MixSTE, Zhang et al., CVPR 2022 (github.com/JinluZhang1126/MixSTE)",
-    valid_frames=_frames_ok,
 )
 def mixste(frames: int = 243, **kw) -> MixSTE:
     """MixSTE seq2seq lifter: 8 spatial+temporal blocks, dim 512, 8 heads, MLP ratio 2."""

@@ -283,9 +283,6 @@ class MotionAGFormer(nn.Module):
         return self.head(self.rep_logit(x))
 
 
-def _frames_ok(t: int) -> str | None:
-    return None if t >= 2 else "needs at least 2 frames"
-
 
 @register(
     "motionagformer",
@@ -304,7 +301,6 @@ def _frames_ok(t: int) -> str | None:
     },
     default_size="base",
     source="MotionAGFormer, Mehraban et al., WACV 2024 (github.com/TaatiTeam/MotionAGFormer)",
-    valid_frames=_frames_ok,
 )
 def motionagformer(frames: int = 243, **kw) -> MotionAGFormer:
     """MotionAGFormer-B seq2seq lifter: 16 attention+graph layers, dim 128, 8 heads, MLP ratio 4."""

@@ -175,9 +175,6 @@ def _init_weights(m: nn.Module) -> None:
         nn.init.zeros_(m.bias)
 
 
-def _frames_ok(t: int) -> str | None:
-    return None if t >= 2 else "needs at least 2 frames"
-
 
 @register(
     "motionbert",
@@ -197,7 +194,6 @@ def _frames_ok(t: int) -> str | None:
     },
     default_size="lite",
     source="MotionBERT, Zhu et al., ICCV 2023 (github.com/Walter0807/MotionBERT, lib/model/DSTformer.py)",
-    valid_frames=_frames_ok,
 )
 def motionbert(frames: int = 243, **kw) -> DSTformer:
     """MotionBERT DSTformer seq2seq lifter: 5 dual-stream blocks; Lite dim 256 (MLP 1024), base dim 512."""

@@ -45,10 +45,15 @@ class BackboneSpec:
     default_size: str
     doc: str = ""
     source: str = ""  # the official release this file follows
-    valid_frames: Callable[[int], str | None] = field(default=lambda t: None)  # -> reason or None
+    valid_frames: Callable[[int], str | None] = field(default=lambda t: None)  # -> reason, or None if fine
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
+
+
+def at_least_two_frames(t: int) -> str | None:
+    """The default frame check: a temporal model needs a sequence (T >= 2)."""
+    return None if t >= 2 else "needs at least 2 frames"
 
 
 def register(
@@ -68,7 +73,7 @@ def register(
 
     ``sizes`` maps a size name to constructor keyword arguments; every backbone should offer a
     ``tiny`` size so tests and the smoke preset stay fast. ``valid_frames(T)`` returns a reason
-    when the backbone cannot take T frames.
+    when the backbone cannot take T frames (default: T >= 2).
     """
     if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be one of {PIPELINES}, got {pipeline!r}")
@@ -89,7 +94,7 @@ def register(
             default_size=default_size,
             doc=(fn.__doc__ or "").strip(),
             source=source,
-            valid_frames=valid_frames or (lambda t: None),
+            valid_frames=valid_frames or at_least_two_frames,
         )
         return fn
 

@@ -1,11 +1,12 @@
-"""Suite-wide settings: one torch thread, so tiny models don't pay thread start-up and
-oversubscription on small shared CI machines (benchmarks and timings set their own)."""
+"""Suite-wide settings: one torch thread per test, so tiny models don't pay for OpenMP threads
+spinning against each other on small shared CI machines (two threads can be 30x slower there);
+restored after every test, since some code under test sets its own count."""
 
 import pytest
 import torch
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _one_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -22,16 +22,6 @@ OFFICIAL_THOP_MACS = {"rectangle": 48_301_370_496, "single": 30_473_283_456}
 HOT_SLOT_NORM_DEFICIT = 9 * 2 * (243 - 81)  # 9 layers x (weight + bias) x missing channels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Intra-op threads spin against each other on a loaded 2-core runner (a tiny forward takes
-    # seconds with 2 threads, a third of a second with 1); these checks count, they do not time.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _tiny(variant: str = "rectangle", frames: int = TINY, **kw) -> nn.Module:
     return backbones.create("motionagformer", variant, frames=frames, size="tiny", **kw)
 

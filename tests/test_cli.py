@@ -17,15 +17,6 @@ from bench import cli, results
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads of OpenMP can be 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_list_json_describes_every_backbone(capsys):
     assert cli.main(["list", "--json"]) == 0
     info = {b["name"]: b for b in json.loads(capsys.readouterr().out)}

@@ -71,15 +71,6 @@ FAKE_MODULE = textwrap.dedent(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads of OpenMP can be 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def hog(tmp_path_factory):
     """Register the fake backbone from an importable module; unregister it afterwards."""

@@ -28,15 +28,6 @@ FAST = Settings(warmup=0, repeats=1, min_time_s=0.0, train_warmup=0, train_repea
                 speed=SpeedSettings(threads=1))  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads of OpenMP can be 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Flaky(nn.Module):
     """A small lifter that fails on purpose: in inference mode ("boom"), always ("oom")."""
 

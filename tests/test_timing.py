@@ -14,15 +14,6 @@ import backbones
 from bench import timing
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread: on a shared 2-core machine, 2 threads of OpenMP can be 30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class FakeClock:
     """A clock in seconds that moves only when told to."""
 
