@@ -108,6 +108,8 @@ class CrossAttention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
+    attn: Attention
+
     def __init__(
         self,
         dim: int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -32,6 +33,9 @@ class MixSTEConfig:
 
 class STBlock(nn.Module):
     """One MixSTE block: spatial attention over joints, then temporal attention over frames."""
+
+    spatial: Block
+    temporal: Block
 
     def __init__(self, cfg: MixSTEConfig, drop_path: float):
         super().__init__()
@@ -67,7 +71,7 @@ class MixSTE(nn.Module):
             recoverer=recoverer, embed_kept=embed_kept, heads=cfg.heads, qkv_bias=cfg.qkv_bias,
         )
         self.head = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, 3))
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.st_blocks):
             blk.temporal.attn.track_received = self.tokens.wants_attention(i)
         nn.init.trunc_normal_(self.spatial_pos, std=0.02)
         nn.init.trunc_normal_(self.temporal_pos, std=0.02)
@@ -76,12 +80,16 @@ class MixSTE(nn.Module):
     def token_profile(self) -> list[int]:
         return self.tokens.profile
 
+    @property
+    def st_blocks(self) -> list[STBlock]:
+        return cast(list[STBlock], list(self.blocks))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, j, _ = x.shape  # (B, T, J, C_in)
         x = self.embed(x) + self.spatial_pos  # (B, T, J, C)
         pos = self.tokens.positions(x)
         received = None
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.st_blocks):
             x, pos = self.tokens.prune(i, x, pos, received)
             k, c = x.shape[1], x.shape[3]
             x = self.spatial_norm(blk.spatial(x.reshape(b * k, j, c)))  # (B*K, J, C)

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -62,6 +63,9 @@ class Stream(nn.Module):
     parameters.
     """
 
+    spatial: Block
+    temporal: Block
+
     def __init__(self, cfg: DSTformerConfig, order: str, drop_path: float):
         super().__init__()
         if order not in ("st", "ts"):
@@ -79,6 +83,9 @@ class Stream(nn.Module):
 
 class DSTBlock(nn.Module):
     """One DSTformer block: the ST and TS streams and their learned per-token fusion."""
+
+    st: Stream
+    ts: Stream
 
     def __init__(self, cfg: DSTformerConfig, drop_path: float):
         super().__init__()
@@ -132,7 +139,7 @@ class DSTformer(nn.Module):
         self.pre_logits = nn.Sequential(OrderedDict(fc=nn.Linear(c, cfg.dim_rep), act=nn.Tanh()))
         self.head = nn.Linear(cfg.dim_rep, 3)
         self.apply(_init_weights)  # before the fusion and token modules, which set their own
-        for blk in self.blocks:
+        for blk in self.dst_blocks:
             blk.reset_fusion()
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.temp_embed, std=0.02)
@@ -140,7 +147,7 @@ class DSTformer(nn.Module):
             frames=frames, depth=cfg.depth, dim=c, schedule=schedule, pruner=pruner,
             recoverer=recoverer, embed_kept=embed_kept, heads=cfg.heads, qkv_bias=cfg.qkv_bias,
         )
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.dst_blocks):
             track = self.tokens.wants_attention(i)
             blk.st.temporal.attn.track_received = track
             blk.ts.temporal.attn.track_received = track
@@ -149,12 +156,16 @@ class DSTformer(nn.Module):
     def token_profile(self) -> list[int]:
         return self.tokens.profile
 
+    @property
+    def dst_blocks(self) -> list[DSTBlock]:
+        return cast(list[DSTBlock], list(self.blocks))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, j, _ = x.shape  # (B, T, J, C_in)
         x = self.joints_embed(x) + self.pos_embed + self.temp_embed  # (B, T, J, C)
         pos = self.tokens.positions(x)
         received = None
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.dst_blocks):
             x, pos = self.tokens.prune(i, x, pos, received)
             x = blk(x)
             received = blk.received()

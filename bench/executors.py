@@ -492,6 +492,7 @@ def _run_inline(
 ) -> None:  # fmt: skip
     with _bar(len(cases), progress, "inline") as bar:
         for case in cases:
+            bar.set_postfix_str(case.case_id)
             task = _task(case, run_dir, run_id, job, "", None)
             try:
                 task()
@@ -563,6 +564,7 @@ def _run_local(
                             env=env,
                         )
                     running[slot] = (proc, case, part, log)
+                    bar.set_postfix_str(" | ".join(c.case_id for _, c, _, _ in running.values()))
                 for slot, (proc, case, part, log) in list(running.items()):
                     rc = proc.poll()
                     if rc is None:

@@ -65,7 +65,7 @@ class Comparison:
     def change(self) -> float | None:
         if self.baseline in (None, 0) or self.current is None:
             return None
-        return self.current / self.baseline - 1.0  # type: ignore[operator]
+        return self.current / self.baseline - 1.0
 
 
 @dataclass
