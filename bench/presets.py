@@ -57,7 +57,7 @@ PAPER_SETTINGS = Settings(
 # also keeps the smoke run steady on a shared CI runner, where spinning OpenMP threads that wait
 # for each other can make a 2-thread run many times slower.
 SMOKE_SETTINGS = Settings(
-    warmup=1, repeats=3, min_time_s=0.2, max_repeats=20,
+    warmup=2, repeats=5, min_time_s=0.5, max_repeats=50,
     train_warmup=1, train_repeats=2, train_min_time_s=0.2, speed=SpeedSettings(threads=1),
 )
 
