@@ -6,6 +6,14 @@ the same batches), optimiser and schedule. The protocol:
 
 - loss: MPJPE on root-relative 3D in camera coordinates, in *metres* (as VideoPose3D and HoT
   train), on every output frame (seq2seq) or on the centre frame (seq2frame);
+- standardisation (:class:`Standardiser`, fitted on the training split and saved with the
+  checkpoint): every input channel is shifted and scaled to zero mean and unit spread, and the
+  model predicts the offset from the mean training pose in units of the targets' spread. Both
+  are fixed affine maps, so the loss and the metrics are unchanged; they spare a short run the
+  hundreds of steps that the released initialisations need to reach the scale of the data (a
+  token's 2D is small next to the bias of its embedding; metre-scale outputs come from weights
+  initialised at std 0.02). Without them, the tiny MixSTE of the smoke preset predicts the mean
+  pose after 150 steps; with them it is well below it;
 - optimiser: AdamW (weight decay 0.01), linear warm-up over the first 5 % of the steps, then
   cosine decay to zero; gradients clipped to norm 1;
 - evaluation on the test split, every test frame once: seq2seq models see consecutive clips of
@@ -15,17 +23,23 @@ the same batches), optimiser and schedule. The protocol:
 
 Every mpjpe record also carries ``mean_pose_mpjpe``: the MPJPE of always predicting the mean
 training pose, the floor a model that learned nothing would reach.
+
+Execution: ``vptbench accuracy`` runs its cases with :mod:`bench.executors` (``--executor
+local``, the default: a fresh process per case; ``inline``; ``slurm``), ``--shard i/n`` and
+``--resume`` as ``vptbench run`` does. Each process trains on the preset's thread count (the
+smoke preset: one thread, the fastest for tiny models on a shared CPU).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +55,9 @@ from . import metrics
 from .case import Case
 from .data import Clips, PoseData
 from .errors import UsageError
-from .results import RecordWriter, failure, finish_meta, finished_case_ids, mark_done, record, write_meta
+from .executors import AccuracyJob, _load_once, run_cases, shard
+from .results import failure, read_meta, read_records, record
+from .runner import ensure_fresh
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve")
 CHECKPOINT_FORMAT = "vptbench-accuracy-checkpoint/1"
@@ -49,7 +65,7 @@ CHECKPOINT_FORMAT = "vptbench-accuracy-checkpoint/1"
 
 @dataclass(frozen=True)
 class Preset:
-    """What a named accuracy run trains: sizes, length, budget and data volume."""
+    """What a named accuracy run trains: sizes, length, budget, data volume and CPU threads."""
 
     name: str
     size: str | None  # None: each backbone's default size
@@ -62,13 +78,21 @@ class Preset:
     train_sequences: int = 48
     test_sequences: int = 12
     sequence_frames: int = 300
+    threads: int | None = None  # torch threads per training process; None: the executor's share
 
 
 PRESETS = {
-    # Every backbone x variant in a few minutes on 2 CPU cores: tiny sizes, T = 27 (odd and a
-    # multiple of 9, so MHFormer's strided layers take it too).
-    "smoke": Preset("smoke", size="tiny", frames=27, steps=200, batch=4, lr=2e-3,
-                    train_sequences=48, test_sequences=6, sequence_frames=240),  # fmt: skip
+    # Every backbone x variant in about six minutes on one CPU core (351 s measured, of which
+    # MotionAGFormer's 16 layers take 185 s); every variant ends at 0.70-0.80 of the mean-pose
+    # MPJPE (P-MPJPE 0.46-0.59). The per-joint-token models (MixSTE, MotionBERT, MotionAGFormer)
+    # sit on a plateau near 0.75 for several hundred steps (MixSTE leaves it after ~400 steps at
+    # batch 8, sooner when its joint embedding starts large: left and right limbs are told apart
+    # late). Tiny sizes; T = 9,
+    # the shortest length every backbone takes (MHFormer's strided layers want a multiple of 9),
+    # because these small models learn per optimiser step, not per frame: T = 9 costs under half
+    # the time of a T = 27 step at equal progress. One thread: tiny models gain nothing from more.
+    "smoke": Preset("smoke", size="tiny", frames=9, steps=300, batch=8, lr=2e-3,
+                    train_sequences=48, test_sequences=6, sequence_frames=240, threads=1),  # fmt: skip
     # Canonical sizes and lengths, for a GPU. Sequences must exceed the longest canonical T (351).
     "full": Preset("full", size=None, frames=None, steps=20000, batch=16, lr=2e-4,
                    train_sequences=400, test_sequences=60, sequence_frames=600),  # fmt: skip
@@ -99,11 +123,72 @@ def _synthetic_from(description: dict[str, Any]) -> PoseData:
     """Rebuild the synthetic data a checkpoint was trained on, from its recorded description."""
     from .data.synthetic import synthetic_data
 
-    keys = ("seed", "train_sequences", "test_sequences", "frames_per_sequence")
-    if any(k not in description for k in keys):
-        raise UsageError(f"checkpoint data description lacks {', '.join(k for k in keys if k not in description)}")
+    _synthetic_keys(description)
     return synthetic_data(int(description["seed"]), int(description["train_sequences"]),
                           int(description["test_sequences"]), int(description["frames_per_sequence"]))  # fmt: skip
+
+
+# --------------------------------------------------------------------------- standardisation
+
+
+@dataclass(frozen=True)
+class Standardiser:
+    """Fixed affine maps around a model: inputs to unit spread, outputs from the mean training pose.
+
+    ``inputs``: each channel (x, y, confidence) minus its training mean, over its training
+    standard deviation (a constant channel, e.g. the confidence of ground-truth 2D, is only
+    shifted). ``outputs``: the model's output times ``target_scale`` plus ``target_mean``, in
+    metres, so that a model that outputs 0 predicts the mean training pose.
+    """
+
+    input_mean: tuple[float, ...]  # per input channel
+    input_std: tuple[float, ...]
+    target_mean: tuple[tuple[float, float, float], ...]  # (17, 3) metres, root-relative
+    target_scale: float  # metres: RMS distance of a training coordinate from the mean pose
+
+    @classmethod
+    def fit(cls, data: PoseData) -> Standardiser:
+        """Statistics of the training split of ``data`` (float64 sums, so large sets stay exact)."""
+        x = np.concatenate([s.inputs for s in data.train]).astype(np.float64)
+        y = np.concatenate([s.targets for s in data.train]).astype(np.float64) / 1000.0  # mm -> metres
+        x_std = x.reshape(-1, x.shape[-1]).std(axis=0)
+        mean = y.mean(axis=0)
+        scale = float(np.sqrt(((y - mean) ** 2).mean()))
+        return cls(
+            input_mean=tuple(x.reshape(-1, x.shape[-1]).mean(axis=0).tolist()),
+            input_std=tuple(np.where(x_std > 1e-6, x_std, 1.0).tolist()),
+            target_mean=tuple(tuple(row) for row in mean.tolist()),
+            target_scale=scale if scale > 1e-9 else 1.0,
+        )
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., C) raw inputs -> standardised (C may be fewer channels than were fitted)."""
+        c = x.shape[-1]
+        mean = torch.tensor(self.input_mean[:c], dtype=x.dtype, device=x.device)
+        std = torch.tensor(self.input_std[:c], dtype=x.dtype, device=x.device)
+        return (x - mean) / std
+
+    def outputs(self, y: torch.Tensor) -> torch.Tensor:
+        """(..., 17, 3) model outputs -> poses in metres."""
+        return y * self.target_scale + torch.tensor(self.target_mean, dtype=y.dtype, device=y.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Standardiser:
+        try:
+            return cls(tuple(d["input_mean"]), tuple(d["input_std"]), tuple(tuple(r) for r in d["target_mean"]),
+                       float(d["target_scale"]))  # fmt: skip
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"checkpoint key 'standardiser' is malformed ({type(e).__name__}: {e})") from None
+
+
+def _run_model(model: nn.Module, x: torch.Tensor, norm: Standardiser | None) -> torch.Tensor:
+    """The model's prediction in metres for raw inputs ``x``."""
+    if norm is None:
+        return model(x)
+    return norm.outputs(model(norm.inputs(x)))
 
 
 # --------------------------------------------------------------------------- train / evaluate
@@ -135,13 +220,15 @@ def train(
     weight_decay: float,
     seed: int,
     device: str,
+    norm: Standardiser | None = None,
     desc: str = "",
     progress: bool = True,
 ) -> float:
     """Train ``model`` for ``steps`` batches of random training clips; returns the last loss (mm).
 
     Batches are drawn by a generator seeded with ``seed`` alone, so every variant trained with
-    the same seed sees the same clips in the same order.
+    the same seed sees the same clips in the same order. ``norm`` wraps the model (see
+    :class:`Standardiser`); the loss is in metres either way.
     """
     seq2frame = model.pipeline == "seq2frame"
     centre = (clips.frames - 1) // 2
@@ -158,7 +245,7 @@ def train(
         yt = torch.from_numpy(y).to(device) / 1000.0  # mm -> metres
         if seq2frame:
             yt = yt[:, centre : centre + 1]
-        loss = mpjpe_loss(model(xt), yt)
+        loss = mpjpe_loss(_run_model(model, xt, norm), yt)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -174,7 +261,9 @@ def train(
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, clips: Clips, *, batch: int, device: str) -> list[np.ndarray]:
+def predict(
+    model: nn.Module, clips: Clips, *, batch: int, device: str, norm: Standardiser | None = None
+) -> list[np.ndarray]:
     """Per-sequence predictions (L, 17, 3) in mm, root joint at 0, one per frame of every sequence.
 
     ``clips`` must cover every frame: consecutive clips (seq2seq, any stride <= T) or clips
@@ -186,7 +275,7 @@ def predict(model: nn.Module, clips: Clips, *, batch: int, device: str) -> list[
     for lo in range(0, len(clips), batch):
         idx = np.arange(lo, min(lo + batch, len(clips)))
         x, _ = clips.get(idx, int(model.in_channels))  # type: ignore[arg-type]
-        out = model(torch.from_numpy(x).to(device)).float().cpu().numpy() * 1000.0  # metres -> mm
+        out = _run_model(model, torch.from_numpy(x).to(device), norm).float().cpu().numpy() * 1000.0  # m -> mm
         for k, i in enumerate(idx):
             s, first = clips.index[i][0], clips.first[i]
             if seq2frame:
@@ -278,14 +367,16 @@ def accuracy_case(
     checkpoint: str | Path | None = None,
     lr: float = 2e-3,
     weight_decay: float = 0.01,
+    standardise: bool = True,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Train ``case`` for ``steps`` (or load ``checkpoint``), evaluate it, return its records.
 
     The model is built after seeding torch with ``seed``, so the variants of one backbone start
-    from the same weights wherever their parameters coincide. The trained model is saved under
-    ``run_dir/checkpoints`` with its case. Failures (not user mistakes) come back as records
-    with status error/oom, one per metric, so a run goes on.
+    from the same weights wherever their parameters coincide. ``standardise`` wraps it in the
+    :class:`Standardiser` of the training split. The trained model is saved under
+    ``run_dir/checkpoints`` with its case and standardiser. Failures (not user mistakes) come
+    back as records with status error/oom, one per metric, so a run goes on.
     """
     case = case.resolve()
     extra: dict[str, Any] = {"steps": steps, "seed": seed}
@@ -302,20 +393,26 @@ def accuracy_case(
             extra.update(steps=int(ckpt.get("steps", 0)), seed=int(ckpt.get("seed", seed)),
                          checkpoint=str(checkpoint))  # fmt: skip
             loss = ckpt.get("train_loss")
+            # A checkpoint is evaluated as it was trained: with its standardiser, or raw without one.
+            stored = ckpt.get("standardiser")
+            norm = Standardiser.from_dict(stored) if isinstance(stored, dict) else None
         else:
             if steps < 1:
                 raise UsageError(f"--steps must be >= 1 to train, got {steps}")
+            norm = Standardiser.fit(data) if standardise else None
             clips = Clips(data.train, case.frames or 0, stride=1, centred=case.pipeline == "seq2frame")
             loss = train(model, clips, steps=steps, batch=batch, lr=lr, weight_decay=weight_decay, seed=seed,
-                         device=case.device, desc=case.case_id, progress=progress)  # fmt: skip
+                         device=case.device, norm=norm, desc=case.case_id, progress=progress)  # fmt: skip
             path = checkpoint_path(run_dir, case)
             save_checkpoint(path, model, case, steps=steps, seed=seed, batch=batch, lr=lr,
-                            weight_decay=weight_decay, train_loss=loss, data=data.description)  # fmt: skip
+                            weight_decay=weight_decay, train_loss=loss, data=data.description,
+                            standardiser=norm.to_dict() if norm else None)  # fmt: skip
             extra["checkpoint"] = str(path)
         train_s = time.perf_counter() - t0
         scores = score(predict(model, evaluation_clips(data, case.frames or 0, case.pipeline),
-                               batch=max(batch, 64), device=case.device), data)  # fmt: skip
-        extra.update(train_loss=loss, train_s=round(train_s, 2), eval_s=round(time.perf_counter() - t0 - train_s, 2))
+                               batch=max(batch, 64), device=case.device, norm=norm), data)  # fmt: skip
+        extra.update(train_loss=loss, train_s=round(train_s, 2), eval_s=round(time.perf_counter() - t0 - train_s, 2),
+                     threads=torch.get_num_threads(), standardised=norm is not None)  # fmt: skip
     except (UsageError, KeyboardInterrupt):
         raise
     except Exception as e:
@@ -326,6 +423,31 @@ def accuracy_case(
         record(run_id, case, m, scores[m], method=data.method, **extra, **(baseline if m == "mpjpe" else {}))
         for m in METRICS
     ]
+
+
+# --------------------------------------------------------------------------- job
+
+
+@dataclass(frozen=True)
+class TrainJob(AccuracyJob):
+    """:class:`bench.executors.AccuracyJob` that also sets the training process's thread count.
+
+    The executors give a subprocess its share of the CPUs; a preset may want fewer (tiny models
+    train fastest on one thread). ``progress`` shows the running loss (inline runs only: a
+    subprocess writes to its log).
+    """
+
+    threads: int | None = None
+    progress: bool = False
+
+    def records(self, case: Case, run_id: str, run_dir: Path) -> list[dict[str, Any]]:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return accuracy_case(
+            case, data=_load_once(self.data), steps=self.steps, batch=case.batch, seed=self.seed, run_dir=run_dir,
+            run_id=run_id, checkpoint=self.checkpoint, lr=self.lr, weight_decay=self.weight_decay,
+            progress=self.progress,
+        )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- command
@@ -361,7 +483,7 @@ def plan_cases(args: argparse.Namespace, preset: Preset) -> list[Case]:
 
 
 def cmd_accuracy(args: argparse.Namespace) -> int:
-    """``vptbench accuracy``: train/evaluate the requested cases and write accuracy records."""
+    """``vptbench accuracy``: train/evaluate the requested cases with an executor; accuracy records."""
     preset_name = args.preset or "smoke"
     if preset_name not in PRESETS:
         raise UsageError(f"unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
@@ -373,8 +495,9 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
     steps = args.steps or preset.steps
     keypoints = getattr(args, "keypoints", None) or "cpn"
+    executor = getattr(args, "executor", None) or "local"
+    loader: Callable[[], PoseData]
 
-    ckpt: dict[str, Any] | None = None
     if args.checkpoint:
         if args.backbones or args.variants or args.frames or args.size:
             raise UsageError("--checkpoint defines the case; drop --backbones/--variants/--frames/--size")
@@ -386,44 +509,64 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         raw = ckpt.get("data")
         described: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if args.data == "synthetic" and described.get("source") == "synthetic":
-            data = _synthetic_from(described)  # the test split the checkpoint was trained next to
+            _synthetic_keys(described)
+            loader = functools.partial(_synthetic_from, described)  # the test split it was trained next to
         else:
-            data = load_data(args.data, preset=preset, seed=args.seed, data_dir=args.data_dir, keypoints=keypoints)
+            loader = functools.partial(load_data, args.data, preset=preset, seed=args.seed, data_dir=args.data_dir,
+                                       keypoints=keypoints)  # fmt: skip
     else:
         cases = plan_cases(args, preset)
-        data = load_data(args.data, preset=preset, seed=args.seed, data_dir=args.data_dir, keypoints=keypoints)
+        loader = functools.partial(load_data, args.data, preset=preset, seed=args.seed, data_dir=args.data_dir,
+                                   keypoints=keypoints)  # fmt: skip
+    if args.shard:
+        cases = shard(cases, args.shard)  # UsageError for a malformed i/n
+    # Loaded here too: bad data files fail before anything runs, and meta.json describes the data.
+    data = _load_once(loader)
 
     run_dir = Path(args.out) if args.out else Path("results") / new_run_id()
     run_id = run_dir.name
-    done = finished_case_ids(run_dir) if args.resume else set()
-    write_meta(run_dir, {"run_id": run_id, "kind": "accuracy", "preset": preset.name, "steps": steps,
-                         "seed": args.seed, "data": data.description})  # fmt: skip
-    rows = []
-    with RecordWriter(run_dir) as writer:
-        for case in cases:
-            if case.case_id in done:
-                print(f"skip {case.case_id} (finished in {run_dir})", file=sys.stderr)
-                continue
-            recs = accuracy_case(case, data=data, steps=steps, batch=case.batch, seed=args.seed, run_dir=run_dir,
-                                 run_id=run_id, checkpoint=args.checkpoint, lr=preset.lr,
-                                 weight_decay=preset.weight_decay)  # fmt: skip
-            writer.write_all(recs)
-            mark_done(run_dir, case.case_id)
-            rows.append(_summary_row(recs))
-    finish_meta(run_dir)
-    _print_summary(rows, run_dir)
+    if args.resume:
+        run_id = read_meta(run_dir).get("run_id") or run_id  # resumed records keep the run's id
+    else:
+        ensure_fresh(run_dir)
+    job = TrainJob(loader, steps=steps, seed=args.seed, checkpoint=args.checkpoint, lr=preset.lr,
+                   weight_decay=preset.weight_decay, threads=preset.threads, progress=executor == "inline")  # fmt: skip
+    meta = {"kind": "accuracy", "preset": preset.name, "steps": steps, "seed": args.seed, "lr": preset.lr,
+            "threads": preset.threads, "data": data.description, "shard": args.shard}  # fmt: skip
+    before = torch.get_num_threads()
+    try:
+        run_cases(cases, run_dir, run_id=run_id, resume=args.resume, args=args, job=job, meta=meta)
+    finally:
+        torch.set_num_threads(before)  # an inline run set the preset's count in this process
+    _print_summary(summary_rows(run_dir, [c.case_id for c in cases]), run_dir)
     return 0
 
 
-def _summary_row(recs: list[dict[str, Any]]) -> dict[str, Any]:
-    by = {r["metric"]: r for r in recs}
-    first = recs[0]
+def _synthetic_keys(description: dict[str, Any]) -> None:
+    keys = ("seed", "train_sequences", "test_sequences", "frames_per_sequence")
+    if any(k not in description for k in keys):
+        raise UsageError(f"checkpoint data description lacks {', '.join(k for k in keys if k not in description)}")
+
+
+def summary_rows(run_dir: str | Path, case_ids: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per case of ``case_ids`` with accuracy records in ``run_dir`` (its latest records)."""
+    latest: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in read_records(run_dir) if (Path(run_dir) / "records.jsonl").is_file() else []:
+        if r["metric"] in METRICS:
+            latest.setdefault(r["case_id"], {})[r["metric"]] = r  # a resumed case: the last one counts
+    return [_summary_row(latest[c]) for c in dict.fromkeys(case_ids) if c in latest]
+
+
+def _summary_row(by: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    first = next(iter(by.values()))
     row: dict[str, Any] = {"backbone": first["backbone"], "variant": first["variant"], "T": first["frames"],
                            "size": first["size"]}  # fmt: skip
     for m in METRICS:
-        row[f"{m} (mm)"] = by[m]["value"] if by[m]["status"] == "ok" else by[m]["status"]
-    row["mean pose (mm)"] = by["mpjpe"].get("mean_pose_mpjpe")
-    row["train s"] = by["mpjpe"].get("train_s")
+        rec = by.get(m)
+        row[f"{m} (mm)"] = None if rec is None else rec["value"] if rec["status"] == "ok" else rec["status"]
+    mpjpe = by.get("mpjpe", {})
+    row["mean pose (mm)"] = mpjpe.get("mean_pose_mpjpe")
+    row["train s"] = mpjpe.get("train_s")
     return row
 
 
