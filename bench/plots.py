@@ -90,7 +90,7 @@ def render_all(
     with plt.rc_context(STYLE):  # type: ignore[arg-type]  # the stubs want Literal keys
         if not _accuracy_points(summary, reported).empty:
             out["efficiency_accuracy"] = save(efficiency_accuracy(summary, reported), out_dir, "efficiency_accuracy")
-        if summary["frames"].nunique() > 1:
+        if (summary.groupby("backbone")["frames"].nunique() > 1).any():
             out["scaling"] = save(scaling(summary), out_dir, "scaling")
         if not blocks.empty:
             out["hourglass"] = save(hourglass(blocks), out_dir, "hourglass")
@@ -101,7 +101,7 @@ def render_all(
 WHY_MISSING = {
     "efficiency_accuracy": "no accuracy value matches a case of this run (pass --accuracy reported for the "
     "papers' values at their canonical T and size, or the run directory of `vptbench accuracy`)",
-    "scaling": "the run has one sequence length; run several --frames to see costs scale",
+    "scaling": "no backbone was measured at several sequence lengths; run several --frames to see costs scale",
     "hourglass": "the run has no per-block FLOPs (flops_block records come with --metrics flops)",
     "flops_per_block": "the run has no per-block FLOPs (flops_block records come with --metrics flops)",
 }

@@ -393,7 +393,7 @@ def test_plots_without_their_data_are_left_out_and_say_why(tmp_path, mixste_run,
     assert not (out / "plots" / "efficiency_accuracy.png").exists()  # an empty chart says nothing
     _assert_images([out / "plots" / "hourglass.png", out / "plots" / "flops_per_block.svg"])
     md = (out / "index.md").read_text()
-    assert "Cost vs sequence length: not drawn; the run has one sequence length" in md
+    assert "Cost vs sequence length: not drawn; no backbone was measured at several sequence lengths" in md
     assert "Efficiency vs accuracy: not drawn; no accuracy value matches" in md
     assert "not drawn" in (out / "index.html").read_text()
 
@@ -557,3 +557,14 @@ def test_unwritable_output_directory_is_a_usage_error(tmp_path, mixste_run):
     blocker.write_text("not a directory")
     with pytest.raises(UsageError, match="cannot write the report to"):
         write_report(mixste_run, accuracy=[], out=blocker / "rep")
+
+
+def test_backbones_at_different_single_lengths_are_no_scaling_curve(tmp_path, real_plots):
+    # The paper preset measures MHFormer at 351 and the others at 243: two T in the run, but no
+    # backbone at several T, so there is nothing to draw a curve through.
+    records = [r for b, t in (("mixste", 243), ("mhformer", 351)) for v in VARIANTS for r in efficiency_records(case(b, v, t))]
+    out = write_report(write_run(tmp_path / "run", records), accuracy=[], out=tmp_path / "rep")
+    assert not (out / "plots" / "scaling.png").exists()
+    records += [r for v in VARIANTS for r in efficiency_records(case("mixste", v, 81))]
+    out = write_report(write_run(tmp_path / "run2", records), accuracy=[], out=tmp_path / "rep2")
+    _assert_images([out / "plots" / "scaling.png"])
