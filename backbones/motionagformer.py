@@ -12,7 +12,8 @@ The temporal GCN normalises each frame position with its own BatchNorm statistic
 where the model knows absolute time (it has no temporal position embedding). Pruned tokens keep
 their absolute frame positions, so they use the statistics of their own frames (:func:`frame_batch_norm`);
 this keeps one weight layout for all variants. HoT's release instead gives pruned layers a
-BatchNorm over the 81 kept slots, which is why its parameter count is 2,916 below ours.
+BatchNorm over the 81 kept slots, which is why its parameter count is 2,916 below ours;
+``hot_slot_norm=True`` builds that layout (HoT's exact parameters, for its checkpoints).
 
 HoT prunes to 81 of 243 tokens before layer 7 (TPC, plus a learnable embedding of the kept tokens)
 and recovers with TRA after the final norm, before the representation head.
@@ -56,6 +57,10 @@ class MotionAGFormerConfig:
     drop_path: float = 0.0  # the same rate in every layer, as released
     qkv_bias: bool = False
     layer_scale: float = 1e-5  # initial value of the MetaFormer layer scales
+    # HoT's layout: a pruned layer's temporal BatchNorm has one channel per kept *slot* (81), not
+    # per frame (243). Exactly HoT's parameters and checkpoints, but a rectangle checkpoint no
+    # longer loads into the pruned variants, and a slot is a different frame in every clip.
+    hot_slot_norm: bool = False
 
 
 # --------------------------------------------------------------------------- mixers
@@ -247,12 +252,13 @@ class MotionAGFormer(nn.Module):
         c = cfg.dim
         self.joints_embed = nn.Linear(cfg.in_channels, c)
         self.pos_embed = nn.Parameter(torch.zeros(1, cfg.joints, c))  # zero at start, as released
-        self.blocks = nn.ModuleList(AGLayer(cfg, frames) for _ in range(cfg.depth))
-        self.norm = nn.LayerNorm(c)
         self.tokens = TokenHourglass(
             frames=frames, depth=cfg.depth, dim=c, schedule=schedule, pruner=pruner,
             recoverer=recoverer, embed_kept=embed_kept, heads=cfg.heads, qkv_bias=cfg.qkv_bias,
         )
+        norm_frames = self.tokens.profile if cfg.hot_slot_norm else [frames] * cfg.depth
+        self.blocks = nn.ModuleList(AGLayer(cfg, n) for n in norm_frames)
+        self.norm = nn.LayerNorm(c)
         # Named like the release so its checkpoints load with only ``layers.`` renamed to ``blocks.``.
         self.rep_logit = nn.Sequential(OrderedDict(fc=nn.Linear(c, cfg.dim_rep), act=nn.Tanh()))
         self.head = nn.Linear(cfg.dim_rep, 3)

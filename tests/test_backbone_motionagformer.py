@@ -42,6 +42,20 @@ def test_parameter_counts_match_official_release():
     assert _params(single) - tokens == _params(rect)
 
 
+def test_hot_slot_norm_reproduces_hots_release_exactly():
+    # The switch for users who load HoT's own checkpoints: BatchNorm over the kept slots.
+    single = backbones.create("motionagformer", "single", hot_slot_norm=True)
+    assert _params(single) == OFFICIAL_PARAMS["single"]
+    norms = [blk.graph_temporal.mixer.batch_norm.num_features for blk in single.blocks]
+    assert norms == [243] * 7 + [81] * 9
+    tiny = _tiny("hierarchical", hot_slot_norm=True).eval()
+    with torch.no_grad():
+        assert tiny(torch.randn(2, TINY, 17, 3)).shape == (2, TINY, 17, 3)
+    # ...at the price of the shared weight layout: a rectangle checkpoint no longer fits.
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        tiny.load_state_dict(_tiny("rectangle").state_dict(), strict=False)
+
+
 @pytest.mark.slow
 def test_paper_flops_match_official_release():
     thop = pytest.importorskip("thop")
