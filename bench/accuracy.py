@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import functools
 import math
+import os
 import re
 import sys
 import time
@@ -82,16 +83,16 @@ class Preset:
 
 
 PRESETS = {
-    # Every backbone x variant in about six minutes on one CPU core (351 s measured, of which
-    # MotionAGFormer's 16 layers take 185 s); every variant ends at 0.70-0.80 of the mean-pose
-    # MPJPE (P-MPJPE 0.46-0.59). The per-joint-token models (MixSTE, MotionBERT, MotionAGFormer)
+    # Every backbone x variant in about six minutes on 2 CPU cores, one case per core (343 s
+    # measured); every variant ends at 0.65-0.77 of the mean-pose MPJPE (P-MPJPE 0.42-0.58; 300
+    # steps gave 0.70-0.80). The per-joint-token models (MixSTE, MotionBERT, MotionAGFormer)
     # sit on a plateau near 0.75 for several hundred steps (MixSTE leaves it after ~400 steps at
     # batch 8, sooner when its joint embedding starts large: left and right limbs are told apart
     # late). Tiny sizes; T = 9,
     # the shortest length every backbone takes (MHFormer's strided layers want a multiple of 9),
     # because these small models learn per optimiser step, not per frame: T = 9 costs under half
     # the time of a T = 27 step at equal progress. One thread: tiny models gain nothing from more.
-    "smoke": Preset("smoke", size="tiny", frames=9, steps=300, batch=8, lr=2e-3,
+    "smoke": Preset("smoke", size="tiny", frames=9, steps=600, batch=8, lr=2e-3,
                     train_sequences=48, test_sequences=6, sequence_frames=240, threads=1),  # fmt: skip
     # Canonical sizes and lengths, for a GPU. Sequences must exceed the longest canonical T (351).
     "full": Preset("full", size=None, frames=None, steps=20000, batch=16, lr=2e-4,
@@ -496,6 +497,10 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     steps = args.steps or preset.steps
     keypoints = getattr(args, "keypoints", None) or "cpn"
     executor = getattr(args, "executor", None) or "local"
+    if getattr(args, "workers", None) is None:
+        # Training results do not depend on what runs beside them: one single-threaded case per core.
+        cpu = torch.device(getattr(args, "device", "cpu")).type == "cpu" and preset.threads == 1
+        args = argparse.Namespace(**{**vars(args), "workers": (os.cpu_count() or 1) if cpu else 1})
     loader: Callable[[], PoseData]
 
     if args.checkpoint:

@@ -54,7 +54,9 @@ def _executor_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
                    help="inline: this process; local: a fresh subprocess per case (default); slurm: a submitit job array")
-    g.add_argument("--workers", type=int, default=1, help="local executor: cases run at once (default 1)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local executor: cases run at once (default: 1 for run, so timings do not disturb each "
+                        "other; one per CPU core for accuracy on the CPU)")
     g.add_argument("--shard", default=None, metavar="i/n", help="run only the i-th of n deterministic slices")
     g.add_argument("--resume", action="store_true", help="skip cases already finished in --out")
     g.add_argument("--slurm-partition", default=None)

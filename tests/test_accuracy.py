@@ -114,7 +114,7 @@ def test_standardiser_leaves_a_constant_channel_finite(tiny_data):
 def test_smoke_budget_learns_far_below_the_mean_pose(tmp_path):
     # The smoke preset's data, length, batch, steps and learning rate, on one thread, for a pruned
     # variant of a seq2seq backbone (MixSTE's H2OT pyramid, the cheapest) and for the seq2frame
-    # backbone (MHFormer's HoT variant): the pruned pipelines learn (~20 s on one idle core).
+    # backbone (MHFormer's HoT variant): the pruned pipelines learn (~40 s on one idle core).
     preset = PRESETS["smoke"]
     data = load_data("synthetic", preset=preset, seed=0)
     baseline = None
@@ -124,8 +124,9 @@ def test_smoke_budget_learns_far_below_the_mean_pose(tmp_path):
                              run_id="t", lr=preset.lr, weight_decay=preset.weight_decay, progress=False)  # fmt: skip
         by = {r["metric"]: r for r in recs}
         baseline = by["mpjpe"]["mean_pose_mpjpe"]
-        assert by["mpjpe"]["value"] < 0.85 * baseline, (name, by["mpjpe"]["value"], baseline)
-        assert by["p_mpjpe"]["value"] < 0.65 * baseline, (name, by["p_mpjpe"]["value"], baseline)
+        # measured with this budget: MPJPE 0.70 / 0.65 of the mean pose, P-MPJPE 0.52 / 0.43
+        assert by["mpjpe"]["value"] < 0.8 * baseline, (name, by["mpjpe"]["value"], baseline)
+        assert by["p_mpjpe"]["value"] < 0.6 * baseline, (name, by["p_mpjpe"]["value"], baseline)
     targets = np.concatenate([s.targets for s in data.test])
     assert baseline == pytest.approx(mpjpe(np.broadcast_to(data.mean_pose(), targets.shape), targets))
 
