@@ -33,7 +33,7 @@ from tqdm import tqdm
 from .case import Case
 from .errors import UsageError
 from .measure import Settings, measure_case
-from .results import RecordWriter, finish_meta, finished_case_ids, mark_done, write_meta
+from .results import RecordWriter, finish_meta, finished_case_ids, mark_done, read_records, write_meta
 
 
 @dataclass
@@ -126,28 +126,13 @@ def prepare_resume(run_dir: str | Path, case_ids: Iterable[str]) -> set[str]:
     path = run_dir / "records.jsonl"
     if not path.is_file():
         return done
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    kept, dropped = [], 0
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if n == len(lines) and not line.endswith("\n"):
-                dropped += 1  # the record being written when the run was killed
-                continue
-            raise UsageError(f"{path}:{n}: not a JSON record ({e.msg}); cannot resume this run") from None
-        if not isinstance(rec, dict) or "case_id" not in rec:
-            raise UsageError(f"{path}:{n}: a record must be a JSON object with a case_id; cannot resume this run")
-        if rec["case_id"] in redo:
-            dropped += 1
-            continue
-        kept.append(line if line.endswith("\n") else line + "\n")
-    if dropped:
+    torn = not path.read_text(encoding="utf-8").endswith("\n")
+    records = read_records(path)  # validated line by line; a last record cut short is left out
+    kept = [r for r in records if r["case_id"] not in redo]
+    if torn or len(kept) < len(records):
         tmp = path.with_name(path.name + ".tmp")
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(kept)
+            fh.writelines(json.dumps(r) + "\n" for r in kept)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

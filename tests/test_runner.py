@@ -134,7 +134,8 @@ def test_prepare_resume_clears_partial_cases_and_torn_lines(tmp_path):
 
 
 def test_prepare_resume_refuses_a_corrupt_file(tmp_path):
-    (tmp_path / "records.jsonl").write_text('{"case_id": "x"}\nnot json\n{"case_id": "y"}\n')
+    good = json.dumps(results.record("r", _case(9), "params", 1))
+    (tmp_path / "records.jsonl").write_text(good + "\nnot json\n" + good + "\n")
     with pytest.raises(UsageError, match=r"records.jsonl:2: not a JSON record"):
         runner.prepare_resume(tmp_path, ["x"])
 
