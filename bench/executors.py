@@ -64,6 +64,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from .case import Case
 from .errors import UsageError
 from .results import (
+    MEASUREMENT_KEY,
     RecordWriter,
     failure,
     finish_meta,
@@ -722,9 +723,6 @@ def execution_meta(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- merge
-
-
-MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block")
 
 
 def _key(rec: dict[str, Any]) -> tuple[Any, ...]:

@@ -33,7 +33,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from .errors import UsageError
-from .results import read_records
+from .results import MEASUREMENT_KEY, read_records
 
 # metric -> (kind, default relative tolerance). "exact": |change| <= tol; "ceiling": increase <= tol;
 # "floor": decrease <= tol.
@@ -149,7 +149,7 @@ def load_rules(path: str | Path | None) -> Rules:
 def _key(rec: Mapping[str, Any]) -> tuple[str, str]:
     """(case_id, metric label): the metric with what distinguishes its records within a case."""
     label = rec["metric"]
-    detail = [str(rec[k]) for k in ("method", "phase", "block") if rec.get(k) not in (None, "", "-")]
+    detail = [str(rec[k]) for k in MEASUREMENT_KEY[2:] if rec.get(k) not in (None, "", "-")]
     if detail:
         label += "[" + ",".join(detail) + "]"
     return rec["case_id"], label

@@ -37,7 +37,7 @@ from tabulate import tabulate
 from backbones.registry import VARIANTS
 
 from .errors import UsageError
-from .results import read_meta, read_records
+from .results import MEASUREMENT_KEY, read_meta, read_records
 
 ACCURACY_METRICS = ("mpjpe", "p_mpjpe", "mpjve")
 ACCURACY_METHODS = ("h36m", "reported", "synthetic")  # display order: real data first
@@ -198,7 +198,8 @@ def _records_frame(run_dir: Path) -> pd.DataFrame:
     # --resume may have re-measured part of a case: the last record of a measurement wins, and a
     # failure that a later record of the same metric made good no longer counts.
     df["_block"] = df["block"].fillna(-1)
-    df = df.drop_duplicates(["case_id", "metric", "method", "phase", "_block"], keep="last").drop(columns="_block")
+    key = [k if k != "block" else "_block" for k in MEASUREMENT_KEY]
+    df = df.drop_duplicates(key, keep="last").drop(columns="_block")
     df["_n"] = range(len(df))
     last_ok = df[df["status"] == "ok"].groupby(["case_id", "metric"])["_n"].max()
     later_ok = [last_ok.get((c, m), -1) > n for c, m, n in zip(df["case_id"], df["metric"], df["_n"], strict=True)]

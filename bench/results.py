@@ -29,6 +29,9 @@ RECORD_FIELDS = (
     "size", "schedule", "pruner", "recoverer", "metric", "value", "unit", "method", "status", "error",
 )  # fmt: skip
 STATUSES = ("ok", "oom", "error", "skipped")
+# What identifies one measurement: a case can hold several records of a metric (one per FLOP
+# counter, memory phase or block), never two with the same key.
+MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block")
 
 # metric -> unit (SPEC section 6); reports, gates and other tools rely on these names.
 METRIC_UNITS = {
