@@ -12,6 +12,21 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def init_joint_embedding(embedding: torch.Tensor, std: float) -> None:
+    """Set a learned per-joint embedding: zeros for ``std`` 0, else a normal truncated at +-2.
+
+    The released models start it at std 0.02 (or 0) next to token features of about unit size,
+    which is fine for hundreds of epochs. The ``tiny`` sizes start it at std 1 (``joint_pos_std``)
+    so a model trained for minutes tells its joints apart early: a joint-token transformer is
+    otherwise blind to which joint a token is, beyond its 2D coordinates.
+    """
+    with torch.no_grad():
+        if std > 0:
+            nn.init.trunc_normal_(embedding, std=std)  # torch's (and timm's) default bounds, +-2
+        else:
+            embedding.zero_()
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drop the whole residual branch per sample while training."""
 

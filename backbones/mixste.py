@@ -14,7 +14,7 @@ from typing import cast
 import torch
 import torch.nn as nn
 
-from .blocks import Block
+from .blocks import Block, init_joint_embedding
 from .registry import VariantSpec, register
 from .tokens import TokenHourglass
 
@@ -29,6 +29,7 @@ class MixSTEConfig:
     in_channels: int = 2  # (x, y) of the 2D detections
     drop_path: float = 0.1  # max stochastic depth, linearly increasing over blocks
     qkv_bias: bool = True
+    joint_pos_std: float = 0.02  # initial spread of the spatial (per-joint) position embedding
 
 
 class STBlock(nn.Module):
@@ -73,7 +74,7 @@ class MixSTE(nn.Module):
         self.head = nn.Sequential(nn.LayerNorm(c), nn.Linear(c, 3))
         for i, blk in enumerate(self.st_blocks):
             blk.temporal.attn.track_received = self.tokens.wants_attention(i)
-        nn.init.trunc_normal_(self.spatial_pos, std=0.02)
+        init_joint_embedding(self.spatial_pos, cfg.joint_pos_std)
         nn.init.trunc_normal_(self.temporal_pos, std=0.02)
 
     @property
@@ -118,7 +119,7 @@ class MixSTE(nn.Module):
     hierarchical=VariantSpec(schedule=((2, 1 / 3), (5, 1 / 9)), pruner="tps", recoverer="tri"),
     sizes={
         "base": {},
-        "tiny": {"dim": 32, "heads": 4, "mlp_hidden": 64},
+        "tiny": {"dim": 32, "heads": 4, "mlp_hidden": 64, "joint_pos_std": 1.0},  # joint embedding at unit spread: see blocks.init_joint_embedding
     },
     default_size="base",
     source="MixSTE, Zhang et al., CVPR 2022 (github.com/JinluZhang1126/MixSTE)",

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .blocks import Attention, DropPath, Mlp
+from .blocks import Attention, DropPath, Mlp, init_joint_embedding
 from .registry import VariantSpec, register
 from .tokens import TokenHourglass
 
@@ -57,6 +57,7 @@ class MotionAGFormerConfig:
     drop_path: float = 0.0  # the same rate in every layer, as released
     qkv_bias: bool = False
     layer_scale: float = 1e-5  # initial value of the MetaFormer layer scales
+    joint_pos_std: float = 0.0  # initial spread of the per-joint position embedding (0: zeros, as released)
     # HoT's layout: a pruned layer's temporal BatchNorm has one channel per kept *slot* (81), not
     # per frame (243). Exactly HoT's parameters and checkpoints, but a rectangle checkpoint no
     # longer loads into the pruned variants, and a slot is a different frame in every clip.
@@ -251,7 +252,8 @@ class MotionAGFormer(nn.Module):
         self.cfg, self.frames, self.in_channels = cfg, frames, cfg.in_channels
         c = cfg.dim
         self.joints_embed = nn.Linear(cfg.in_channels, c)
-        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.joints, c))  # zero at start, as released
+        self.pos_embed = nn.Parameter(torch.zeros(1, cfg.joints, c))
+        init_joint_embedding(self.pos_embed, cfg.joint_pos_std)
         self.tokens = TokenHourglass(
             frames=frames, depth=cfg.depth, dim=c, schedule=schedule, pruner=pruner,
             recoverer=recoverer, embed_kept=embed_kept, heads=cfg.heads, qkv_bias=cfg.qkv_bias,
@@ -303,7 +305,7 @@ class MotionAGFormer(nn.Module):
     hierarchical=VariantSpec(schedule=((4, 1 / 3), (10, 1 / 9)), pruner="tps", recoverer="tri"),
     sizes={
         "base": {},
-        "tiny": {"dim": 32, "heads": 4, "mlp_ratio": 2.0, "dim_rep": 64},
+        "tiny": {"dim": 32, "heads": 4, "mlp_ratio": 2.0, "dim_rep": 64, "joint_pos_std": 1.0},  # joint embedding at unit spread: see blocks.init_joint_embedding
     },
     default_size="base",
     source="MotionAGFormer, Mehraban et al., WACV 2024 (github.com/TaatiTeam/MotionAGFormer)",

@@ -24,7 +24,7 @@ from typing import cast
 import torch
 import torch.nn as nn
 
-from .blocks import Block
+from .blocks import Block, init_joint_embedding
 from .registry import VariantSpec, register
 from .tokens import TokenHourglass
 
@@ -40,6 +40,7 @@ class DSTformerConfig:
     in_channels: int = 3  # (x, y, confidence) of the 2D detections
     drop_path: float = 0.0  # the official H36M fine-tuning builds DSTformer without stochastic depth
     qkv_bias: bool = True
+    joint_pos_std: float = 0.02  # initial spread of the per-joint position embedding
 
 
 def _spatial(block: Block, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +142,7 @@ class DSTformer(nn.Module):
         self.apply(_init_weights)  # before the fusion and token modules, which set their own
         for blk in self.dst_blocks:
             blk.reset_fusion()
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        init_joint_embedding(self.pos_embed, cfg.joint_pos_std)
         nn.init.trunc_normal_(self.temp_embed, std=0.02)
         self.tokens = TokenHourglass(
             frames=frames, depth=cfg.depth, dim=c, schedule=schedule, pruner=pruner,
@@ -201,7 +202,7 @@ def _init_weights(m: nn.Module) -> None:
     sizes={
         "lite": {},
         "base": {"dim": 512, "mlp_hidden": 1024},  # configs/pose3d/MB_ft_h36m.yaml: mlp_ratio 2
-        "tiny": {"dim": 32, "heads": 4, "mlp_hidden": 64, "dim_rep": 32},
+        "tiny": {"dim": 32, "heads": 4, "mlp_hidden": 64, "dim_rep": 32, "joint_pos_std": 1.0},  # joint embedding at unit spread: see blocks.init_joint_embedding
     },
     default_size="lite",
     source="MotionBERT, Zhu et al., ICCV 2023 (github.com/Walter0807/MotionBERT, lib/model/DSTformer.py)",

@@ -127,6 +127,19 @@ def test_mixste_parameter_counts_equal_the_official_release():
 # --------------------------------------------------------------------------- registry
 
 
+@pytest.mark.parametrize(
+    ("name", "embedding", "released_std"),
+    [("mixste", "spatial_pos", 0.02), ("motionbert", "pos_embed", 0.02), ("motionagformer", "pos_embed", 0.0)],
+)
+def test_tiny_joint_embeddings_start_at_unit_spread_and_canonical_ones_as_released(name, embedding, released_std):
+    # The tiny sizes train for minutes, so their joints must be told apart from the first step;
+    # the canonical sizes keep the released initialisation.
+    tiny = dict(backbones.create(name, frames=9, size="tiny").named_parameters())[embedding].detach()
+    assert 0.7 < float(tiny.std()) < 1.1
+    canonical = dict(backbones.create(name, frames=9).named_parameters())[embedding].detach()
+    assert float(canonical.std()) == pytest.approx(released_std, abs=0.004)
+
+
 def test_unknown_names_are_rejected_with_the_choices():
     with pytest.raises(ValueError, match="unknown backbone 'nope'; choose from .*mixste"):
         backbones.create("nope")
