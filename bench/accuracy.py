@@ -2,20 +2,21 @@
 
 ``vptbench accuracy`` trains every requested backbone x variant under identical conditions: the
 same data, step budget, batch size, seed (so the same initial weights of the shared layers and
-the same batches), optimiser and schedule. The protocol:
+the same batches), optimiser and schedule. (A preset may give seq2frame backbones more clips per
+step than seq2seq ones, so both learn from as many frames per step.) The protocol:
 
 - loss: MPJPE on root-relative 3D in camera coordinates, in *metres* (as VideoPose3D and HoT
   train), on every output frame (seq2seq) or on the centre frame (seq2frame);
 - standardisation (:class:`Standardiser`, fitted on the training split and saved with the
-  checkpoint): every input channel is shifted and scaled to zero mean and unit spread, and the
-  model predicts the offset from the mean training pose in units of the targets' spread. Both
-  are fixed affine maps, so the loss and the metrics are unchanged; they spare a short run the
-  hundreds of steps that the released initialisations need to reach the scale of the data (a
-  token's 2D is small next to the bias of its embedding; metre-scale outputs come from weights
-  initialised at std 0.02). Without them, the tiny MixSTE of the smoke preset predicts the mean
-  pose after 150 steps; with them it is well below it;
-- optimiser: AdamW (weight decay 0.01), linear warm-up over the first 5 % of the steps, then
-  cosine decay to zero; gradients clipped to norm 1;
+  checkpoint): the 2D of every joint but the root is taken relative to the root's, then every
+  (joint, channel) is shifted and scaled to zero mean and unit spread, and the model predicts the
+  offset from the mean training pose in units of the targets' spread. All are fixed invertible
+  maps, so the loss and the metrics are unchanged; they spare a short run the hundreds of steps
+  that the released initialisations need to reach the scale of the data and to find the pose
+  beneath the subject's place in the image (a token's 2D is small next to the bias of its
+  embedding; metre-scale outputs come from weights initialised at std 0.02);
+- optimiser: AdamW (weight decay 0.01, fused where torch has the kernel), linear warm-up over
+  the first 5 % of the steps, then cosine decay to zero; gradients clipped to norm 1;
 - evaluation on the test split, every test frame once: seq2seq models see consecutive clips of
   T frames (the last one aligned to the sequence end), seq2frame models one clip centred on every
   frame (edges padded by repetition); predictions get their root joint set to 0 (the usual
@@ -61,7 +62,7 @@ from .results import failure, read_meta, read_records, record
 from .runner import ensure_fresh
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve")
-CHECKPOINT_FORMAT = "vptbench-accuracy-checkpoint/1"
+CHECKPOINT_FORMAT = "vptbench-accuracy-checkpoint/2"  # /2: root-relative, per-joint standardiser
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ class Preset:
     size: str | None  # None: each backbone's default size
     frames: int | None  # None: each backbone's canonical T
     steps: int
-    batch: int
+    batch: int  # clips per step
     lr: float
     weight_decay: float = 0.01
     # synthetic data volume (sequences of ``sequence_frames`` frames)
@@ -80,20 +81,25 @@ class Preset:
     test_sequences: int = 12
     sequence_frames: int = 300
     threads: int | None = None  # torch threads per training process; None: the executor's share
+    # Clips per step of seq2frame models, which learn from one frame per clip (None: ``batch``).
+    seq2frame_batch: int | None = None
+
+    def batch_for(self, pipeline: str) -> int:
+        return (self.seq2frame_batch or self.batch) if pipeline == "seq2frame" else self.batch
 
 
 PRESETS = {
-    # Every backbone x variant in about six minutes on 2 CPU cores, one case per core (343 s
-    # measured); every variant ends at 0.65-0.77 of the mean-pose MPJPE (P-MPJPE 0.42-0.58; 300
-    # steps gave 0.70-0.80). The per-joint-token models (MixSTE, MotionBERT, MotionAGFormer)
-    # sit on a plateau near 0.75 for several hundred steps (MixSTE leaves it after ~400 steps at
-    # batch 8, sooner when its joint embedding starts large: left and right limbs are told apart
-    # late). Tiny sizes; T = 9,
-    # the shortest length every backbone takes (MHFormer's strided layers want a multiple of 9),
-    # because these small models learn per optimiser step, not per frame: T = 9 costs under half
-    # the time of a T = 27 step at equal progress. One thread: tiny models gain nothing from more.
-    "smoke": Preset("smoke", size="tiny", frames=9, steps=600, batch=8, lr=2e-3,
-                    train_sequences=48, test_sequences=6, sequence_frames=240, threads=1),  # fmt: skip
+    # Every backbone x variant in under 7 minutes on 2 CPU cores, one case per core, each ending
+    # at 0.44-0.52 of the mean-pose MPJPE (the README has the table). Tiny sizes;
+    # T = 9, the shortest length every backbone takes (MHFormer's strided layers want a multiple
+    # of 9), because these small models learn per optimiser step, not per frame. A step is 8 clips
+    # of a seq2seq model (72 supervised frames) and 72 clips of a seq2frame one (72 centre frames):
+    # at 8 clips MHFormer sees a ninth of the supervision per step and stops near 0.6.
+    # The tiny sizes start their joint embeddings at unit spread and the inputs are taken
+    # relative to the root (see Standardiser): both cut the plateau that joint-token models sit on
+    # until they tell joints apart. One thread: tiny models gain nothing from more.
+    "smoke": Preset("smoke", size="tiny", frames=9, steps=600, batch=8, seq2frame_batch=72, lr=4e-3,
+                    train_sequences=48, test_sequences=12, sequence_frames=240, threads=1),  # fmt: skip
     # Canonical sizes and lengths, for a GPU. Sequences must exceed the longest canonical T (351).
     "full": Preset("full", size=None, frames=None, steps=20000, batch=16, lr=2e-4,
                    train_sequences=400, test_sequences=60, sequence_frames=600),  # fmt: skip
@@ -134,40 +140,52 @@ def _synthetic_from(description: dict[str, Any]) -> PoseData:
 
 @dataclass(frozen=True)
 class Standardiser:
-    """Fixed affine maps around a model: inputs to unit spread, outputs from the mean training pose.
+    """Fixed maps around a model: 2D relative to the root, unit spread; outputs from the mean pose.
 
-    ``inputs``: each channel (x, y, confidence) minus its training mean, over its training
-    standard deviation (a constant channel, e.g. the confidence of ground-truth 2D, is only
-    shifted). ``outputs``: the model's output times ``target_scale`` plus ``target_mean``, in
-    metres, so that a model that outputs 0 predicts the mean training pose.
+    ``inputs``: the 2D of every joint but the root (joint 0) is taken relative to the root's 2D
+    in the same frame, while the root keeps its image position, so the map is invertible and
+    nothing is lost; then each (joint, channel) is shifted by its training mean and divided by
+    its training standard deviation (a constant one, e.g. the root's relative position or the
+    confidence of ground-truth 2D, is only shifted). A model with one token per joint otherwise
+    spends hundreds of steps learning to find the root through attention before the pose, not
+    the subject's place in the image, reaches its tokens. ``outputs``: the model's output times
+    ``target_scale`` plus ``target_mean``, in metres, so a model that outputs 0 predicts the
+    mean training pose.
     """
 
-    input_mean: tuple[float, ...]  # per input channel
-    input_std: tuple[float, ...]
+    input_mean: tuple[tuple[float, ...], ...]  # (17, C): per joint and input channel, after the root shift
+    input_std: tuple[tuple[float, ...], ...]
     target_mean: tuple[tuple[float, float, float], ...]  # (17, 3) metres, root-relative
     target_scale: float  # metres: RMS distance of a training coordinate from the mean pose
 
     @classmethod
     def fit(cls, data: PoseData) -> Standardiser:
         """Statistics of the training split of ``data`` (float64 sums, so large sets stay exact)."""
-        x = np.concatenate([s.inputs for s in data.train]).astype(np.float64)
+        x = cls.root_relative(np.concatenate([s.inputs for s in data.train]).astype(np.float64))
         y = np.concatenate([s.targets for s in data.train]).astype(np.float64) / 1000.0  # mm -> metres
-        x_std = x.reshape(-1, x.shape[-1]).std(axis=0)
+        x_std = x.std(axis=0)
         mean = y.mean(axis=0)
         scale = float(np.sqrt(((y - mean) ** 2).mean()))
         return cls(
-            input_mean=tuple(x.reshape(-1, x.shape[-1]).mean(axis=0).tolist()),
-            input_std=tuple(np.where(x_std > 1e-6, x_std, 1.0).tolist()),
-            target_mean=tuple(tuple(row) for row in mean.tolist()),
+            input_mean=_nested(x.mean(axis=0)),
+            input_std=_nested(np.where(x_std > 1e-6, x_std, 1.0)),
+            target_mean=_nested(mean),
             target_scale=scale if scale > 1e-9 else 1.0,
         )
 
+    @staticmethod
+    def root_relative(x: Any) -> Any:
+        """(..., 17, C) -> the same with joints 1-16's 2D minus the root's (numpy or torch)."""
+        rel = x.clone() if isinstance(x, torch.Tensor) else x.copy()
+        rel[..., 1:, :2] = x[..., 1:, :2] - x[..., :1, :2]
+        return rel
+
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., C) raw inputs -> standardised (C may be fewer channels than were fitted)."""
+        """(..., 17, C) raw inputs -> standardised (C may be fewer channels than were fitted)."""
         c = x.shape[-1]
-        mean = torch.tensor(self.input_mean[:c], dtype=x.dtype, device=x.device)
-        std = torch.tensor(self.input_std[:c], dtype=x.dtype, device=x.device)
-        return (x - mean) / std
+        mean = torch.tensor(self.input_mean, dtype=x.dtype, device=x.device)[:, :c]
+        std = torch.tensor(self.input_std, dtype=x.dtype, device=x.device)[:, :c]
+        return (self.root_relative(x) - mean) / std
 
     def outputs(self, y: torch.Tensor) -> torch.Tensor:
         """(..., 17, 3) model outputs -> poses in metres."""
@@ -179,10 +197,19 @@ class Standardiser:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Standardiser:
         try:
-            return cls(tuple(d["input_mean"]), tuple(d["input_std"]), tuple(tuple(r) for r in d["target_mean"]),
-                       float(d["target_scale"]))  # fmt: skip
+            norm = cls(_nested(np.asarray(d["input_mean"], dtype=np.float64)),
+                       _nested(np.asarray(d["input_std"], dtype=np.float64)),
+                       _nested(np.asarray(d["target_mean"], dtype=np.float64)), float(d["target_scale"]))  # fmt: skip
+            if np.shape(norm.input_mean) != np.shape(norm.input_std) or np.ndim(norm.input_mean) != 2:
+                raise ValueError("input_mean and input_std must both be (joints, channels)")
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"checkpoint key 'standardiser' is malformed ({type(e).__name__}: {e})") from None
+        return norm
+
+
+def _nested(a: np.ndarray) -> tuple[Any, ...]:
+    """A float array as nested tuples (hashable, comparable and JSON-able)."""
+    return tuple(_nested(row) for row in a) if a.ndim > 1 else tuple(float(v) for v in a)
 
 
 def _run_model(model: nn.Module, x: torch.Tensor, norm: Standardiser | None) -> torch.Tensor:
@@ -211,6 +238,19 @@ def _lr_lambda(steps: int) -> Any:
     return f
 
 
+def adamw(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW, fused where this torch and device have the kernel (CPU from torch 2.4 on).
+
+    The fused step is the same update in one kernel per step instead of several per parameter
+    tensor: tiny MotionAGFormer (969 tensors) trains 15 % faster on one CPU thread.
+    """
+    params = list(model.parameters())
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except RuntimeError:  # torch < 2.4 on CPU: no fused kernel
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+
+
 def train(
     model: nn.Module,
     clips: Clips,
@@ -234,7 +274,7 @@ def train(
     seq2frame = model.pipeline == "seq2frame"
     centre = (clips.frames - 1) // 2
     rng = np.random.default_rng(seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = adamw(model, lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps))
     model.train()
     running = float("nan")
@@ -346,6 +386,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     for key in ("case", "state_dict"):
         if key not in ckpt:
             raise UsageError(f"{path}: missing key {key!r} (not a vptbench accuracy checkpoint)")
+    if ckpt.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path}: checkpoint format {ckpt['format']!r}, this version reads {CHECKPOINT_FORMAT!r}; "
+                         "retrain it with this version")  # fmt: skip
     fields = {f.name for f in dataclasses.fields(Case)}
     case = ckpt["case"]
     if not isinstance(case, dict) or "backbone" not in case or set(case) - fields:
@@ -478,8 +521,9 @@ def plan_cases(args: argparse.Namespace, preset: Preset) -> list[Case]:
         # A user backbone without a 'tiny' size runs the smoke preset at its default size.
         size = args.size or (preset.size if preset.size in spec.sizes else None)
         for variant in variants:
-            cases.append(Case(name, variant, frames=args.frames or preset.frames, batch=args.batch or preset.batch,
-                              device=args.device, size=size).resolve())  # fmt: skip
+            batch = args.batch or preset.batch_for(spec.pipeline)
+            cases.append(Case(name, variant, frames=args.frames or preset.frames, batch=batch, device=args.device,
+                              size=size).resolve())  # fmt: skip
     return cases
 
 
