@@ -58,6 +58,7 @@ from .case import Case
 from .data import Clips, PoseData
 from .errors import UsageError
 from .executors import AccuracyJob, _load_once, run_cases, shard
+from .progress import report_progress
 from .results import failure, read_meta, read_records, record
 from .runner import ensure_fresh
 
@@ -298,6 +299,7 @@ def train(
         running = value if step == 0 else 0.95 * running + 0.05 * value
         if step % 10 == 0 or step == steps - 1:
             bar.set_postfix(loss=f"{running:.1f}mm", refresh=False)
+            report_progress(f"{step + 1}/{steps} loss {running:.1f}mm")
     return running
 
 
@@ -453,6 +455,7 @@ def accuracy_case(
                             standardiser=norm.to_dict() if norm else None)  # fmt: skip
             extra["checkpoint"] = str(path)
         train_s = time.perf_counter() - t0
+        report_progress("evaluating")
         scores = score(predict(model, evaluation_clips(data, case.frames or 0, case.pipeline),
                                batch=max(batch, 64), device=case.device, norm=norm), data)  # fmt: skip
         extra.update(train_loss=loss, train_s=round(train_s, 2), eval_s=round(time.perf_counter() - t0 - train_s, 2),

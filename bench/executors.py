@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .case import Case
 from .errors import UsageError
+from .progress import read_progress, reporting_to
 from .results import (
     MEASUREMENT_KEY,
     RecordWriter,
@@ -226,6 +227,12 @@ def _safe(case: Case) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", case.case_id).strip("_")
 
 
+def _label(case: Case, part: Path) -> str:
+    """A running case on the bar: backbone/variant and its latest progress line, if any."""
+    text = read_progress(part)
+    return f"{case.backbone}/{case.variant}" + (f" {text}" if text else "")
+
+
 def _part_name(case: Case) -> str:
     return f"{_safe(case)}-{uuid.uuid4().hex[:8]}"
 
@@ -312,7 +319,7 @@ class CaseTask:
         part, run_dir = Path(self.part), Path(self.run_dir)
         n = 0
         try:
-            with RecordWriter(part) as writer:
+            with RecordWriter(part) as writer, reporting_to(part):
                 for rec in self.job.records(self.case, self.run_id, run_dir):
                     writer.write(rec)
                     n += 1
@@ -543,6 +550,7 @@ def _run_local(
     (run_dir / "logs").mkdir(exist_ok=True)
     pending = list(cases)
     running: dict[int, tuple[subprocess.Popen[bytes], Case, Path, Path]] = {}  # slot -> (proc, case, part, log)
+    shown_at = 0.0  # when the bar last showed the running cases
     with _bar(len(cases), progress, "local") as bar:
         try:
             while pending or running:
@@ -565,7 +573,6 @@ def _run_local(
                             env=env,
                         )
                     running[slot] = (proc, case, part, log)
-                    bar.set_postfix_str(" | ".join(c.case_id for _, c, _, _ in running.values()))
                 for slot, (proc, case, part, log) in list(running.items()):
                     rc = proc.poll()
                     if rc is None:
@@ -577,6 +584,9 @@ def _run_local(
                         close_part(run_dir, part, why=why)  # a no-op if the worker closed it itself
                     _finish(outcome, case, why, progress)
                     bar.update()
+                if time.monotonic() - shown_at > 0.5:  # the running cases and how far they are
+                    bar.set_postfix_str(" | ".join(_label(c, p) for _, c, p, _ in running.values()))
+                    shown_at = time.monotonic()
                 time.sleep(0.1)
         except BaseException:
             for proc, _case, _part, _log in running.values():

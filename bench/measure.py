@@ -39,6 +39,7 @@ import backbones
 from . import memory, timing
 from .case import Case
 from .errors import UsageError
+from .progress import report_progress
 from .results import failure, record
 
 METRIC_GROUPS = ("params", "flops", "latency", "memory", "train")
@@ -167,6 +168,7 @@ def measure_case(
         groups = [g if g != "memory" else "memory+train" for g in groups if g != "train"]
     with timing.applied(settings.speed):
         for group in groups:
+            report_progress(group)  # on the local executor's bar: what this case is measuring
             yield from _guarded(group, run_id, case, model, x, y, settings)
     if torch.device(case.device).type == "cuda":
         del model, x, y
