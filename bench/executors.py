@@ -550,7 +550,7 @@ def _run_local(
     (run_dir / "logs").mkdir(exist_ok=True)
     pending = list(cases)
     running: dict[int, tuple[subprocess.Popen[bytes], Case, Path, Path]] = {}  # slot -> (proc, case, part, log)
-    shown_at = 0.0  # when the bar last showed the running cases
+    shown, shown_at = "", 0.0  # what the bar last showed of the running cases, and when
     with _bar(len(cases), progress, "local") as bar:
         try:
             while pending or running:
@@ -584,9 +584,10 @@ def _run_local(
                         close_part(run_dir, part, why=why)  # a no-op if the worker closed it itself
                     _finish(outcome, case, why, progress)
                     bar.update()
-                if time.monotonic() - shown_at > 0.5:  # the running cases and how far they are
-                    bar.set_postfix_str(" | ".join(_label(c, p) for _, c, p, _ in running.values()))
-                    shown_at = time.monotonic()
+                labels = " | ".join(_label(c, p) for _, c, p, _ in running.values())
+                if labels != shown and time.monotonic() - shown_at > 0.5:  # at most twice a second
+                    bar.set_postfix_str(labels)  # the running cases and how far they are
+                    shown, shown_at = labels, time.monotonic()
                 time.sleep(0.1)
         except BaseException:
             for proc, _case, _part, _log in running.values():
