@@ -19,6 +19,7 @@ from bench.data.h36m import (
     world_to_camera,
 )
 from bench.errors import UsageError
+from bench.results import read_records
 
 SUBJECTS = TRAIN_SUBJECTS + TEST_SUBJECTS
 ACTIONS = ("Walking", "Eating 2")
@@ -122,3 +123,20 @@ def test_malformed_files_exit_2_naming_file_and_key(tmp_path, capsys):
     assert code == 2
     assert FILE_3D in err and "positions_3d" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_accuracy_trains_and_evaluates_on_human36m_files(tmp_path, capsys):
+    # The whole path on the real key layout: load, standardise (a constant confidence channel),
+    # train a few steps, evaluate S9/S11, record; a seq2seq and a seq2frame backbone.
+    write_h36m(tmp_path)
+    out = tmp_path / "run"
+    argv = ["accuracy", "--data", "h36m", "--data-dir", str(tmp_path), "--backbones", "mixste,mhformer",
+            "--variants", "rectangle", "--frames", "9", "--batch", "2", "--steps", "2", "--executor", "inline",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    recs = read_records(out)
+    assert {(r["backbone"], r["metric"]) for r in recs} == {
+        (b, m) for b in ("mixste", "mhformer") for m in ("mpjpe", "p_mpjpe", "mpjve")
+    }
+    for r in recs:
+        assert r["status"] == "ok" and r["method"] == "h36m" and np.isfinite(r["value"]), r
