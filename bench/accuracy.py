@@ -473,31 +473,6 @@ def accuracy_case(
     ]
 
 
-# --------------------------------------------------------------------------- job
-
-
-@dataclass(frozen=True)
-class TrainJob(AccuracyJob):
-    """:class:`bench.executors.AccuracyJob` that also sets the training process's thread count.
-
-    The executors give a subprocess its share of the CPUs; a preset may want fewer (tiny models
-    train fastest on one thread). ``progress`` shows the running loss (inline runs only: a
-    subprocess writes to its log).
-    """
-
-    threads: int | None = None
-    progress: bool = False
-
-    def records(self, case: Case, run_id: str, run_dir: Path) -> list[dict[str, Any]]:
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        return accuracy_case(
-            case, data=_load_once(self.data), steps=self.steps, batch=case.batch, seed=self.seed, run_dir=run_dir,
-            run_id=run_id, checkpoint=self.checkpoint, lr=self.lr, weight_decay=self.weight_decay,
-            progress=self.progress,
-        )  # fmt: skip
-
-
 # --------------------------------------------------------------------------- command
 
 
@@ -582,7 +557,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         run_id = read_meta(run_dir).get("run_id") or run_id  # resumed records keep the run's id
     else:
         ensure_fresh(run_dir)
-    job = TrainJob(loader, steps=steps, seed=args.seed, checkpoint=args.checkpoint, lr=preset.lr,
+    job = AccuracyJob(loader, steps=steps, seed=args.seed, checkpoint=args.checkpoint, lr=preset.lr,
                    weight_decay=preset.weight_decay, threads=preset.threads, progress=executor == "inline")  # fmt: skip
     meta = {"kind": "accuracy", "preset": preset.name, "steps": steps, "seed": args.seed, "lr": preset.lr,
             "threads": preset.threads, "data": data.description, "shard": args.shard}  # fmt: skip

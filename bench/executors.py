@@ -125,7 +125,9 @@ class AccuracyJob:
 
     ``data`` loads the dataset in the process that trains (e.g. ``functools.partial(load_data,
     "synthetic", preset=..., seed=0)``), so that a job carries a recipe, not the arrays; it is
-    called once per process.
+    called once per process. ``threads``: the training process's torch threads, where a preset
+    wants fewer than the executor's share (tiny models train fastest on one). ``progress``: the
+    per-step bar with the running loss (inline runs; a subprocess reports to the executor's bar).
     """
 
     data: Callable[[], PoseData]
@@ -134,13 +136,20 @@ class AccuracyJob:
     checkpoint: str | None = None
     lr: float = 2e-3
     weight_decay: float = 0.01
+    threads: int | None = None
+    progress: bool = False
 
     def records(self, case: Case, run_id: str, run_dir: Path) -> list[dict[str, Any]]:
+        import torch
+
         from .accuracy import accuracy_case
 
+        if self.threads:
+            torch.set_num_threads(self.threads)
         return accuracy_case(
             case, data=_load_once(self.data), steps=self.steps, batch=case.batch, seed=self.seed, run_dir=run_dir,
-            run_id=run_id, checkpoint=self.checkpoint, lr=self.lr, weight_decay=self.weight_decay, progress=False,
+            run_id=run_id, checkpoint=self.checkpoint, lr=self.lr, weight_decay=self.weight_decay,
+            progress=self.progress,
         )  # fmt: skip
 
     def expected(self, case: Case) -> list[str]:
