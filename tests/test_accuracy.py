@@ -31,16 +31,6 @@ from bench.results import METRIC_UNITS, read_records
 CASES = [(b, v) for b in backbones.names() for v in backbones.VARIANTS]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models gain nothing from intra-op threads, and on a shared machine OpenMP spin-waits
-    # make two threads over ten times slower than one.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny_data():
     return synthetic_data(seed=0, train_sequences=2, test_sequences=1, frames=40)
