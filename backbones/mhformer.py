@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import Attention, Block, DropPath, Mlp
-from .registry import VariantSpec, register
+from .registry import VariantSpec, pop_token_args, register
 from .tokens import TokenHourglass
 
 # The official release embeds short clips (T <= 27) with conv + BatchNorm + ReLU + dropout 0.25
@@ -259,5 +259,5 @@ def _frames_ok(t: int) -> str | None:
 )
 def mhformer(frames: int = 351, **kw) -> MHFormer:
     """MHFormer seq2frame lifter: 3 MHG encoders, 2 SHR + 1 CHI blocks, dim 512 per hypothesis, d_hid 1024."""
-    token_args = {k: kw.pop(k) for k in ("schedule", "pruner", "recoverer", "embed_kept") if k in kw}
+    token_args = pop_token_args(kw)
     return MHFormer(MHFormerConfig(**kw), frames, **token_args)

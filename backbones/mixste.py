@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from .blocks import Block, init_joint_embedding
-from .registry import VariantSpec, register
+from .registry import VariantSpec, pop_token_args, register
 from .tokens import TokenHourglass
 
 
@@ -126,5 +126,5 @@ class MixSTE(nn.Module):
 )
 def mixste(frames: int = 243, **kw) -> MixSTE:
     """MixSTE seq2seq lifter: 8 spatial+temporal blocks, dim 512, 8 heads, MLP ratio 2."""
-    token_args = {k: kw.pop(k) for k in ("schedule", "pruner", "recoverer", "embed_kept") if k in kw}
+    token_args = pop_token_args(kw)
     return MixSTE(MixSTEConfig(**kw), frames, **token_args)

@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .blocks import Attention, DropPath, Mlp, init_joint_embedding
-from .registry import VariantSpec, register
+from .registry import VariantSpec, pop_token_args, register
 from .tokens import TokenHourglass
 
 # Out-neighbours of each Human3.6M joint in the official spatial graph. Rows 0 (hip) and 8 (thorax)
@@ -312,5 +312,5 @@ class MotionAGFormer(nn.Module):
 )
 def motionagformer(frames: int = 243, **kw) -> MotionAGFormer:
     """MotionAGFormer-B seq2seq lifter: 16 attention+graph layers, dim 128, 8 heads, MLP ratio 4."""
-    token_args = {k: kw.pop(k) for k in ("schedule", "pruner", "recoverer", "embed_kept") if k in kw}
+    token_args = pop_token_args(kw)
     return MotionAGFormer(MotionAGFormerConfig(**kw), frames, **token_args)

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .blocks import Block, init_joint_embedding
-from .registry import VariantSpec, register
+from .registry import VariantSpec, pop_token_args, register
 from .tokens import TokenHourglass
 
 
@@ -209,5 +209,5 @@ def _init_weights(m: nn.Module) -> None:
 )
 def motionbert(frames: int = 243, **kw) -> DSTformer:
     """MotionBERT DSTformer seq2seq lifter: 5 dual-stream blocks; Lite dim 256 (MLP 1024), base dim 512."""
-    token_args = {k: kw.pop(k) for k in ("schedule", "pruner", "recoverer", "embed_kept") if k in kw}
+    token_args = pop_token_args(kw)
     return DSTformer(DSTformerConfig(**kw), frames, **token_args)

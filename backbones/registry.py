@@ -10,7 +10,7 @@ runs in every bench command unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch.nn as nn
@@ -31,6 +31,18 @@ class VariantSpec:
     recoverer: str | None = None
     # HoT adds a learnable position embedding to the kept tokens; H2OT's tps+tri has none.
     embed_kept: bool = False
+
+
+TOKEN_ARGS = tuple(f.name for f in fields(VariantSpec))  # what create() passes a factory for the variant
+
+
+def pop_token_args(kw: dict[str, Any]) -> dict[str, Any]:
+    """Take the variant's arguments (:data:`TOKEN_ARGS`) out of a factory's keyword arguments.
+
+    They go to the backbone's ``TokenHourglass``; what stays in ``kw`` configures the backbone
+    itself (its size and overrides).
+    """
+    return {k: kw.pop(k) for k in TOKEN_ARGS if k in kw}
 
 
 @dataclass(frozen=True)
@@ -148,7 +160,7 @@ def create(
 
     v = s.variants[variant]
     kwargs: dict[str, Any] = dict(s.sizes[size])
-    kwargs.update(schedule=v.schedule, pruner=v.pruner, recoverer=v.recoverer, embed_kept=v.embed_kept)
+    kwargs.update({k: getattr(v, k) for k in TOKEN_ARGS})
     kwargs.update(overrides)
     if s.pipeline == "seq2frame":
         kwargs["recoverer"] = None
