@@ -593,10 +593,12 @@ def _run_local(
                         close_part(run_dir, part, why=why)  # a no-op if the worker closed it itself
                     _finish(outcome, case, why, progress)
                     bar.update()
-                labels = " | ".join(_label(c, p) for _, c, p, _ in running.values())
-                if labels != shown and time.monotonic() - shown_at > 0.5:  # at most twice a second
-                    bar.set_postfix_str(labels)  # the running cases and how far they are
-                    shown, shown_at = labels, time.monotonic()
+                if time.monotonic() - shown_at > 0.5:  # the running cases and how far they are, twice a second
+                    labels = " | ".join(_label(c, p) for _, c, p, _ in running.values())
+                    if labels != shown:  # redrawn only when changed: CI logs stay short
+                        bar.set_postfix_str(labels)
+                        shown = labels
+                    shown_at = time.monotonic()
                 time.sleep(0.1)
         except BaseException:
             for proc, _case, _part, _log in running.values():
