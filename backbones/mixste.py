@@ -119,7 +119,7 @@ class MixSTE(nn.Module):
     hierarchical=VariantSpec(schedule=((2, 1 / 3), (5, 1 / 9)), pruner="tps", recoverer="tri"),
     sizes={
         "base": {},
-        "tiny": {"dim": 32, "heads": 4, "mlp_hidden": 64, "joint_pos_std": 1.0},  # joint embedding at unit spread: see blocks.init_joint_embedding
+        "tiny": {"dim": 32, "heads": 4, "mlp_hidden": 64, "joint_pos_std": 1.0},  # joint_pos_std: blocks.init_joint_embedding
     },
     default_size="base",
     source="MixSTE, Zhang et al., CVPR 2022 (github.com/JinluZhang1126/MixSTE)",

@@ -305,7 +305,7 @@ class MotionAGFormer(nn.Module):
     hierarchical=VariantSpec(schedule=((4, 1 / 3), (10, 1 / 9)), pruner="tps", recoverer="tri"),
     sizes={
         "base": {},
-        "tiny": {"dim": 32, "heads": 4, "mlp_ratio": 2.0, "dim_rep": 64, "joint_pos_std": 1.0},  # joint embedding at unit spread: see blocks.init_joint_embedding
+        "tiny": {"dim": 32, "heads": 4, "mlp_ratio": 2.0, "dim_rep": 64, "joint_pos_std": 1.0},  # joint_pos_std: blocks.init_joint_embedding
     },
     default_size="base",
     source="MotionAGFormer, Mehraban et al., WACV 2024 (github.com/TaatiTeam/MotionAGFormer)",

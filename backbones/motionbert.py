@@ -202,7 +202,7 @@ def _init_weights(m: nn.Module) -> None:
     sizes={
         "lite": {},
         "base": {"dim": 512, "mlp_hidden": 1024},  # configs/pose3d/MB_ft_h36m.yaml: mlp_ratio 2
-        "tiny": {"dim": 32, "heads": 4, "mlp_hidden": 64, "dim_rep": 32, "joint_pos_std": 1.0},  # joint embedding at unit spread: see blocks.init_joint_embedding
+        "tiny": {"dim": 32, "heads": 4, "mlp_hidden": 64, "dim_rep": 32, "joint_pos_std": 1.0},  # joint_pos_std: blocks.init_joint_embedding
     },
     default_size="lite",
     source="MotionBERT, Zhu et al., ICCV 2023 (github.com/Walter0807/MotionBERT, lib/model/DSTformer.py)",

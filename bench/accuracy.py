@@ -558,7 +558,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     else:
         ensure_fresh(run_dir)
     job = AccuracyJob(loader, steps=steps, seed=args.seed, checkpoint=args.checkpoint, lr=preset.lr,
-                   weight_decay=preset.weight_decay, threads=preset.threads, progress=executor == "inline")  # fmt: skip
+                      weight_decay=preset.weight_decay, threads=preset.threads, progress=executor == "inline")  # fmt: skip
     meta = {"kind": "accuracy", "preset": preset.name, "steps": steps, "seed": args.seed, "lr": preset.lr,
             "threads": preset.threads, "data": data.description, "shard": args.shard}  # fmt: skip
     before = torch.get_num_threads()
