@@ -297,37 +297,17 @@ def _scatter_with_arrows(ax: Axes, pts: pd.DataFrame, xcol: str, backbones: list
     ax.set_ylim(lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo))
 
 
+def _source_handle(face: str, label: str) -> Line2D:
+    """A legend marker for where an MPJPE came from: filled (measured) or hollow (reported)."""
+    return Line2D([], [], color="0.35", marker="o", markerfacecolor=face, linestyle="", markersize=8, label=label)
+
+
 def _legend(fig: Figure, backbones: list[str], variants: list[str], hollow: bool, filled: bool) -> None:
     """Three legend blocks at the right: colour = backbone, marker = variant, fill = where MPJPE came from."""
     fam = [Line2D([], [], color=colour(b, backbones), marker="o", linestyle="-", label=b) for b in backbones]
     var = [Line2D([], [], color="0.35", marker=marker(v), linestyle="", markersize=8, label=v) for v in variants]
-    src = []
-    if filled:
-        src.append(
-            Line2D(
-                [],
-                [],
-                color="0.35",
-                marker="o",
-                markerfacecolor="0.35",
-                linestyle="",
-                markersize=8,
-                label="measured here",
-            )
-        )
-    if hollow:
-        src.append(
-            Line2D(
-                [],
-                [],
-                color="0.35",
-                marker="o",
-                markerfacecolor="white",
-                linestyle="",
-                markersize=8,
-                label="reported in paper",
-            )
-        )
+    src = [_source_handle(face, label) for face, label, shown in
+           (("0.35", "measured here", filled), ("white", "reported in paper", hollow)) if shown]  # fmt: skip
     y = 0.95
     for title, handles in (("backbone", fam), ("variant", var), ("MPJPE", src)):
         if not handles:
