@@ -57,10 +57,10 @@ from . import metrics
 from .case import Case
 from .data import Clips, PoseData
 from .errors import UsageError
-from .executors import AccuracyJob, _load_once, run_cases, shard
+from .executors import run_cases, shard
 from .progress import report_progress
 from .results import failure, read_meta, read_records, record
-from .runner import ensure_fresh
+from .store import ensure_fresh
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve")
 CHECKPOINT_FORMAT = "vptbench-accuracy-checkpoint/2"  # /2: root-relative, per-joint standardiser
@@ -474,6 +474,48 @@ def accuracy_case(
 
 
 # --------------------------------------------------------------------------- command
+
+
+@dataclass(frozen=True)
+class AccuracyJob:
+    """The executors' job for ``vptbench accuracy`` (a :class:`bench.jobs.Job`): :func:`accuracy_case`.
+
+    ``data`` loads the dataset in the process that trains (e.g. ``functools.partial(load_data,
+    "synthetic", preset=..., seed=0)``), so that a job carries a recipe, not the arrays; it is
+    called once per process. ``threads``: the training process's torch threads, where a preset
+    wants fewer than the executor's share (tiny models train fastest on one). ``progress``: the
+    per-step bar with the running loss (inline runs; a subprocess reports to the executor's bar).
+    """
+
+    data: Callable[[], PoseData]
+    steps: int
+    seed: int = 0
+    checkpoint: str | None = None
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    threads: int | None = None
+    progress: bool = False
+
+    def records(self, case: Case, run_id: str, run_dir: Path) -> list[dict[str, Any]]:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return accuracy_case(
+            case, data=_load_once(self.data), steps=self.steps, batch=case.batch, seed=self.seed, run_dir=run_dir,
+            run_id=run_id, checkpoint=self.checkpoint, lr=self.lr, weight_decay=self.weight_decay,
+            progress=self.progress,
+        )  # fmt: skip
+
+    def expected(self, case: Case) -> list[str]:
+        return list(METRICS)
+
+
+_DATA: dict[Any, Any] = {}  # loader -> its data; an inline run loads the dataset once, not per case
+
+
+def _load_once(loader: Callable[[], PoseData]) -> PoseData:
+    if loader not in _DATA:
+        _DATA[loader] = loader()
+    return _DATA[loader]
 
 
 def new_run_id() -> str:

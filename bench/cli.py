@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="combine shard run directories into one run")
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=_lazy("executors", "cmd_merge"))
+    p.set_defaults(func=_lazy("merge", "cmd_merge"))
     return parser
 
 

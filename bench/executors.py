@@ -3,12 +3,7 @@
     job = BenchJob(metrics=("params", "flops"))
     execute(cases, "results/r1", run_id="r1", job=job, executor="local", workers=2)
 
-A *job* is the work done for one case (:class:`BenchJob`: the metrics of ``vptbench run``;
-:class:`AccuracyJob`: training and evaluation of ``vptbench accuracy``). It is a small frozen,
-picklable dataclass, so the same object runs in this process, in a fresh subprocess
-(``python -m bench.worker``) or in a Slurm job (submitit pickles it).
-
-Executors:
+A *job* (:mod:`bench.jobs`) is the work done for one case. Executors:
 
 - ``inline``: every case in this process, in order.
 - ``local`` (the default): every case in a fresh subprocess, ``workers`` at a time, so that the
@@ -20,25 +15,15 @@ Executors:
 - ``slurm``: one submitit job per case, submitted as one job array; ``cluster="local"`` in
   :class:`SlurmOptions` runs the same submitit code path on this machine (tests, debugging).
 
-How records reach ``records.jsonl`` without loss or duplication, whatever runs concurrently:
-every case writes its records, flushed one by one, into its own *part* directory
-``run_dir/parts/<case>-<token>/records.jsonl`` (a fresh token per submission). When the case
-ends, the process that ran it takes an exclusive lock (``fcntl.lockf`` on ``run_dir/.lock``,
-which NFS honours), appends the whole part to ``records.jsonl``, marks the case in ``done.txt``
-and deletes the part directory, all under the lock. A part is therefore closed exactly once: if
-the job is killed before closing it (SIGKILL, the OOM killer, a time limit), the process watching
-the jobs finds the part still there, and under the same lock appends what the job had measured
-plus one ``status: error`` record per missing metric whose error names the job's log, and
-deletes the part. That case is not marked done. ``--resume`` first closes the parts left by jobs
-nobody watched (the submitting process was stopped), then, as the inline runner does
-(``bench.runner.prepare_resume``), removes the records of every unfinished case of the matrix,
-error records included, and runs those cases again: a (case, metric) is never in
-``records.jsonl`` twice. Do not resume while jobs of the same run are still running.
+Every case runs as a :class:`CaseTask` into its own part of the run directory, which it closes
+itself when it ends; a case whose process was killed has its part closed by the process
+watching it. How parts reach ``records.jsonl`` exactly once, and what ``--resume`` redoes, is
+:mod:`bench.store`'s. Do not resume while jobs of the same run are still running.
 
 ``--shard i/n`` (:func:`shard`) picks every n-th case of the sorted case ids, starting at the
 i-th: shards are balanced (sizes differ by at most one), mix the backbones, and do not depend
-on the order in which the matrix was listed. ``vptbench merge`` (:func:`merge_runs`) combines
-shard runs; a measurement present in two sources is refused (see there).
+on the order in which the matrix was listed. ``vptbench merge`` (:mod:`bench.merge`) combines
+shard runs.
 """
 
 from __future__ import annotations
@@ -46,8 +31,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
-import json
 import os
 import re
 import shutil
@@ -55,116 +38,21 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from .case import Case
 from .errors import UsageError
+from .jobs import BenchJob, Job
+from .measure import METRIC_GROUPS, Settings
 from .progress import read_progress, reporting_to
-from .results import (
-    MEASUREMENT_KEY,
-    RecordWriter,
-    failure,
-    finish_meta,
-    finished_case_ids,
-    mark_done,
-    now,
-    read_meta,
-    read_records,
-    write_meta,
-)
-
-if TYPE_CHECKING:
-    from .data import PoseData
-    from .measure import Settings
-    from .runner import RunSummary
+from .results import finish_meta, read_records, write_meta
+from .runner import RunSummary
+from .store import PARTS, RecordWriter, close_orphans, close_part, new_part, note_log, prepare_resume, safe_name
 
 EXECUTORS = ("inline", "local", "slurm")
-PARTS = "parts"
-
-
-# --------------------------------------------------------------------------- jobs
-
-
-class Job(Protocol):
-    """The work for one case. Implementations are frozen dataclasses so that they pickle."""
-
-    def records(self, case: Case, run_id: str, run_dir: Path) -> Iterable[dict[str, Any]]:
-        """The case's records, yielded as they are measured."""
-        ...
-
-    def expected(self, case: Case) -> list[str]:
-        """The metrics a finished case has records of: a killed job gets an error record for each one missing."""
-        ...
-
-
-@dataclass(frozen=True)
-class BenchJob:
-    """``vptbench run``: measure the metric groups of ``bench.measure`` (params, flops, ...)."""
-
-    metrics: tuple[str, ...]
-    settings: Settings | None = None
-
-    def records(self, case: Case, run_id: str, run_dir: Path) -> Iterator[dict[str, Any]]:
-        from .measure import measure_case
-
-        yield from measure_case(case, list(self.metrics), run_id, settings=self.settings)
-
-    def expected(self, case: Case) -> list[str]:
-        from .measure import group_metric
-
-        return [group_metric(g, case.device) for g in self.metrics]
-
-
-@dataclass(frozen=True)
-class AccuracyJob:
-    """``vptbench accuracy``: train (or load ``checkpoint``) and evaluate; mpjpe, p_mpjpe, mpjve.
-
-    ``data`` loads the dataset in the process that trains (e.g. ``functools.partial(load_data,
-    "synthetic", preset=..., seed=0)``), so that a job carries a recipe, not the arrays; it is
-    called once per process. ``threads``: the training process's torch threads, where a preset
-    wants fewer than the executor's share (tiny models train fastest on one). ``progress``: the
-    per-step bar with the running loss (inline runs; a subprocess reports to the executor's bar).
-    """
-
-    data: Callable[[], PoseData]
-    steps: int
-    seed: int = 0
-    checkpoint: str | None = None
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    threads: int | None = None
-    progress: bool = False
-
-    def records(self, case: Case, run_id: str, run_dir: Path) -> list[dict[str, Any]]:
-        import torch
-
-        from .accuracy import accuracy_case
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        return accuracy_case(
-            case, data=_load_once(self.data), steps=self.steps, batch=case.batch, seed=self.seed, run_dir=run_dir,
-            run_id=run_id, checkpoint=self.checkpoint, lr=self.lr, weight_decay=self.weight_decay,
-            progress=self.progress,
-        )  # fmt: skip
-
-    def expected(self, case: Case) -> list[str]:
-        from .accuracy import METRICS
-
-        return list(METRICS)
-
-
-_DATA: dict[Any, Any] = {}  # loader -> its data; an inline run loads the dataset once, not per case
-
-
-def _load_once(loader: Callable[[], PoseData]) -> PoseData:
-    if loader not in _DATA:
-        _DATA[loader] = loader()
-    return _DATA[loader]
 
 
 # --------------------------------------------------------------------------- shards
@@ -192,115 +80,7 @@ def shard(cases: Sequence[Case], spec: str) -> list[Case]:
     return [c for c in cases if c.case_id in mine]
 
 
-# --------------------------------------------------------------------------- parts (one per case run)
-
-
-@contextlib.contextmanager
-def _locked(run_dir: Path) -> Iterator[None]:
-    """Exclusive lock on the run's results (processes on several hosts may append)."""
-    with open(run_dir / ".lock", "a+") as fh:
-        fcntl.lockf(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.lockf(fh, fcntl.LOCK_UN)
-
-
-def _drop_cut_line(path: Path) -> None:
-    """Cut off a last line that a killed writer left unfinished, so the next record starts a line.
-
-    Closers write whole records under the lock, so an unfinished line is never a record (readers
-    skip it too); left in place it would fuse with the next record into one malformed line.
-    """
-    if not path.is_file():
-        return
-    with open(path, "rb+") as fh:
-        end = fh.seek(0, os.SEEK_END)
-        pos = end
-        while pos > 0:
-            step = min(pos, 1 << 16)
-            fh.seek(pos - step)
-            chunk = fh.read(step)
-            if pos == end and chunk.endswith(b"\n"):
-                return
-            nl = chunk.rfind(b"\n")
-            if nl >= 0:
-                fh.truncate(pos - step + nl + 1)
-                return
-            pos -= step
-        fh.truncate(0)
-
-
-def _safe(case: Case) -> str:
-    """The case id as a file name."""
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", case.case_id).strip("_")
-
-
-def _label(case: Case, part: Path) -> str:
-    """A running case on the bar: backbone/variant and its latest progress line, if any."""
-    text = read_progress(part)
-    return f"{case.backbone}/{case.variant}" + (f" {text}" if text else "")
-
-
-def _part_name(case: Case) -> str:
-    return f"{_safe(case)}-{uuid.uuid4().hex[:8]}"
-
-
-def _new_part(run_dir: Path, case: Case, run_id: str, expected: list[str], log: str) -> Path:
-    part = run_dir / PARTS / _part_name(case)
-    part.mkdir(parents=True)
-    info = {"case": dataclasses.asdict(case), "run_id": run_id, "expected": expected, "log": log}
-    (part / "part.json").write_text(json.dumps(info) + "\n", encoding="utf-8")
-    return part
-
-
-def _note_log(run_dir: Path, part: Path, log: str) -> None:
-    """Remember where the job's log is (known only once submitted), for closing the part later.
-
-    Under the lock, and replaced atomically: the job may be closing its part at this moment.
-    """
-    with _locked(run_dir):
-        path = part / "part.json"
-        if not path.is_file():
-            return  # the job has finished and closed its part already
-        info = json.loads(path.read_text(encoding="utf-8"))
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(info | {"log": log}) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-
-
-def close_part(run_dir: Path, part: Path, *, why: str | None = None, status: str = "error") -> bool:
-    """Move a part's records into ``records.jsonl``, exactly once; False if it was already closed.
-
-    ``why`` None: the case finished, it is marked done. Otherwise the case failed: one failure
-    record (``status``, error ``why``) for each expected metric that has no record yet, and the
-    case stays unfinished so that ``--resume`` runs it again.
-    """
-    with _locked(run_dir):
-        if not (part / "part.json").is_file():
-            return False  # closed by the job itself (or by another watcher)
-        info = json.loads((part / "part.json").read_text(encoding="utf-8"))
-        case = Case(**info["case"])
-        recs = read_records(part) if (part / "records.jsonl").is_file() else []
-        if why is not None:
-            have = {r["metric"] for r in recs}
-            recs += [failure(info["run_id"], case, m, why, status=status) for m in info["expected"] if m not in have]
-        _drop_cut_line(run_dir / "records.jsonl")
-        with RecordWriter(run_dir) as writer:
-            writer.write_all(recs)
-        if why is None:
-            mark_done(run_dir, case.case_id)
-        shutil.rmtree(part)
-    return True
-
-
-def close_orphans(run_dir: Path) -> int:
-    """Close the parts that jobs of an earlier submission left open (they died unwatched)."""
-    n = 0
-    for part in sorted((run_dir / PARTS).glob("*/part.json")):
-        log = json.loads(part.read_text(encoding="utf-8")).get("log") or "unknown"
-        n += close_part(run_dir, part.parent, why=f"the job ended without finishing (found by --resume); log: {log}")
-    return n
+# --------------------------------------------------------------------------- tasks (one case into its part)
 
 
 @dataclass(frozen=True)
@@ -365,6 +145,12 @@ def _user_modules(case: Case) -> tuple[str, ...]:
     except ValueError:
         return ()
     return () if module.split(".")[0] == "backbones" or module == "__main__" else (module,)
+
+
+def _label(case: Case, part: Path) -> str:
+    """A running case on the bar: backbone/variant and its latest progress line, if any."""
+    text = read_progress(part)
+    return f"{case.backbone}/{case.variant}" + (f" {text}" if text else "")
 
 
 # --------------------------------------------------------------------------- options
@@ -459,8 +245,6 @@ def execute(
         raise UsageError(f"cannot write results to {run_dir}: {e.strerror or e}") from None
     outcome = Outcome()
     if resume:
-        from .runner import prepare_resume
-
         closed = close_orphans(run_dir)
         if closed and progress:
             print(f"closed {closed} part(s) left by jobs that died unwatched", file=sys.stderr)
@@ -499,7 +283,7 @@ def _finish(outcome: Outcome, case: Case, why: str | None, progress: bool) -> No
 
 
 def _task(case: Case, run_dir: Path, run_id: str, job: Job, log: str, threads: int | None) -> CaseTask:
-    part = _new_part(run_dir, case, run_id, list(job.expected(case)), log)
+    part = new_part(run_dir, case, run_id, list(job.expected(case)), log)
     return CaseTask(case, job, run_id, str(run_dir), str(part), log, threads, _user_modules(case))
 
 
@@ -567,7 +351,7 @@ def _run_local(
                     if slot in running or not pending:
                         continue
                     case = pending.pop(0)
-                    log = run_dir / "logs" / f"{_safe(case)}.log"
+                    log = run_dir / "logs" / f"{safe_name(case)}.log"
                     task = _task(case, run_dir, run_id, job, str(log), threads)
                     part = Path(task.part)
                     (part / "task.pkl").write_bytes(cloudpickle.dumps(task))
@@ -639,7 +423,7 @@ def _run_slurm(
             shutil.rmtree(t.part, ignore_errors=True)
         raise UsageError(f"--executor slurm: submission failed: {str(e).strip().splitlines()[-1][:300]}") from None
     for t, j in zip(tasks, jobs):
-        _note_log(run_dir, Path(t.part), str(j.paths.stderr))
+        note_log(run_dir, Path(t.part), str(j.paths.stderr))
     if progress:
         print(f"submitted {len(jobs)} job(s), array {jobs[0].job_id.split('_')[0]}; logs in {folder}", file=sys.stderr)
     waiting = dict(enumerate(jobs))
@@ -698,11 +482,7 @@ def run_cases(
     ``metrics`` with ``settings``) for every case, stamps the end time. ``--shard`` is the
     caller's: it selects ``cases`` before they come here, so a resumed shard is the same slice.
     """
-    from .runner import RunSummary
-
     if job is None:
-        from .measure import METRIC_GROUPS
-
         job = BenchJob(tuple(metrics or METRIC_GROUPS), settings)
     executor = getattr(args, "executor", None) or "local"
     slurm = slurm_options(args)
@@ -711,7 +491,7 @@ def run_cases(
     matrix = list(dict.fromkeys(cases))  # the same case asked for twice is measured once
     extra: dict[str, Any] = {"run_id": run_id, "cases": len(matrix)}
     if isinstance(job, BenchJob):
-        extra |= {"metrics": list(job.metrics), "settings": (job.settings or _default_settings()).to_dict()}
+        extra |= {"metrics": list(job.metrics), "settings": (job.settings or Settings()).to_dict()}
     write_meta(run_dir, extra | (meta or {}) | execution_meta(args))
     outcome = execute(
         matrix, run_dir, run_id=run_id, job=job, executor=executor, workers=getattr(args, "workers", 1) or 1,
@@ -725,12 +505,6 @@ def run_cases(
                       failures=failures)  # fmt: skip
 
 
-def _default_settings() -> Settings:
-    from .measure import Settings
-
-    return Settings()
-
-
 def execution_meta(args: argparse.Namespace) -> dict[str, Any]:
     """What ``meta.json`` says about how a run was executed (executor, workers, shard, Slurm options)."""
     meta: dict[str, Any] = {
@@ -742,77 +516,3 @@ def execution_meta(args: argparse.Namespace) -> dict[str, Any]:
     if meta["executor"] == "slurm":
         meta["slurm"] = dataclasses.asdict(slurm_options(args))
     return meta
-
-
-# --------------------------------------------------------------------------- merge
-
-
-def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(rec.get(k) for k in MEASUREMENT_KEY)
-
-
-def merge_runs(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
-    """Combine run directories (shards) into ``out``; returns the merged ``meta.json``.
-
-    Records are concatenated in source order with ``run_id`` set to the merged run's (the
-    source's id is kept as ``source_run_id``); ``done.txt`` is the union; ``meta.json`` holds the
-    fields all sources agree on plus ``merged_from``, one entry per source with its own meta.
-    A measurement (case_id, metric, method, phase, block) found in two sources is refused:
-    shards never overlap, so it means the same run was given twice or runs of different
-    matrices were mixed, and silently keeping one would hide that. Within one source, repeated
-    measurements (a resumed case) are kept in order: the last one counts, as in the report.
-    """
-    out = Path(out)
-    if len({Path(d).resolve() for d in run_dirs}) < len(run_dirs):
-        raise UsageError(f"the same run directory is given twice: {' '.join(map(str, run_dirs))}")
-    if (out / "records.jsonl").is_file() and (out / "records.jsonl").stat().st_size:
-        raise UsageError(f"--out {out}: already holds records; merge into a new directory")
-    seen: dict[tuple[Any, ...], Path] = {}
-    records: list[dict[str, Any]] = []
-    done: set[str] = set()
-    sources: list[dict[str, Any]] = []
-    for d in map(Path, run_dirs):
-        if not (d / "records.jsonl").is_file():
-            raise UsageError(f"{d}: not a run directory (no records.jsonl)")
-        recs = read_records(d)
-        for key in {_key(r) for r in recs}:
-            if key in seen:
-                case_id, metric, method = key[:3]
-                raise UsageError(f"{d}: {case_id} {metric} ({method}) is also in {seen[key]}; shards must not overlap")
-            seen[key] = d
-        meta = read_meta(d)
-        finished = finished_case_ids(d)
-        done |= finished
-        records += [r | {"run_id": out.name, "source_run_id": r.get("run_id")} for r in recs]
-        sources.append({
-            "run_dir": str(d.resolve()), "records": len(recs), "finished_cases": len(finished),
-            "open_parts": len(list((d / PARTS).glob("*/part.json"))), "meta": meta,
-        })  # fmt: skip
-    metas = [s["meta"] for s in sources]
-    common = {k: v for k, v in metas[0].items() if all(m.get(k, object()) == v for m in metas[1:])} if metas else {}
-    for k in ("start_time", "end_time", "command"):
-        common.pop(k, None)
-    starts = [m["start_time"] for m in metas if m.get("start_time")]
-    ends = [m["end_time"] for m in metas if m.get("end_time")]
-    merged = common | {
-        "run_id": out.name, "kind": "merged", "start_time": min(starts, default=None), "end_time": max(ends, default=None),
-        "merged_at": now(), "command": " ".join(sys.argv), "merged_from": sources,
-    }  # fmt: skip
-    with RecordWriter(out) as writer:  # UsageError if ``out`` cannot be written
-        writer.write_all(records)
-    (out / "done.txt").write_text("".join(f"{c}\n" for c in sorted(done)), encoding="utf-8")
-    (out / "meta.json").write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
-    return merged
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
-    """``vptbench merge RUN_DIR ... --out DIR``."""
-    meta = merge_runs(args.run_dirs, args.out)
-    for s in meta["merged_from"]:
-        if s["open_parts"]:
-            print(f"warning: {s['run_dir']} has {s['open_parts']} case(s) whose jobs have not closed (still running, "
-                  "or died unwatched: run it again with --resume, then merge)", file=sys.stderr)  # fmt: skip
-    n_records = sum(s["records"] for s in meta["merged_from"])
-    n_done = len(finished_case_ids(args.out))
-    print(f"merged {n_records} records ({n_done} finished cases) of {len(args.run_dirs)} runs into {args.out}")
-    return 0

@@ -39,11 +39,11 @@ import backbones
 from . import memory, timing
 from .case import Case
 from .errors import UsageError
+from .inputs import example_inputs
 from .progress import report_progress
 from .results import failure, record
 
 METRIC_GROUPS = ("params", "flops", "latency", "memory", "train")
-JOINTS = 17  # the Human3.6M skeleton every backbone lifts (the model contract's input layout)
 
 # The record standing for a group when the group fails or is skipped as a whole.
 GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "train": "train_step"}
@@ -96,18 +96,6 @@ def failure_status(exc: BaseException) -> str:
     if isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
         return "oom"  # the CPU allocator's and older CUDA versions' wording
     return "error"
-
-
-def example_inputs(case: Case, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """A deterministic input (B, T, 17, C_in) and a 3D target of the model's output shape."""
-    m: Any = model  # the model contract's attributes (pipeline, frames, in_channels)
-    gen = torch.Generator().manual_seed(0)
-    b, t = case.batch, int(case.frames or m.frames)
-    x = torch.randn(b, t, JOINTS, int(m.in_channels), generator=gen)
-    out_t = t if m.pipeline == "seq2seq" else 1
-    y = torch.randn(b, out_t, JOINTS, 3, generator=gen)
-    dtype = getattr(torch, case.dtype)
-    return x.to(case.device, dtype), y.to(case.device, dtype)
 
 
 def check_device(device: str) -> None:

@@ -191,7 +191,7 @@ def _measure_here(request: dict[str, Any]) -> dict[str, Any]:
         import backbones
 
         from .case import Case
-        from .measure import example_inputs
+        from .inputs import example_inputs
         from .timing import measure_latency, train_step_fn
 
         fields, module = request["case"], request.get("module", "")
@@ -235,7 +235,7 @@ def _serve(reply_fd: int) -> None:
     """
     import backbones  # noqa: F401  (imported once here, inherited by every child)
 
-    from . import measure  # noqa: F401
+    from . import inputs, timing  # noqa: F401
 
     for line in sys.stdin:
         request = json.loads(line)

@@ -1,7 +1,8 @@
-"""Tidy (long-format) results: one JSON object per (case, metric), appended and flushed as measured.
+"""Tidy (long-format) results: one JSON object per (case, metric); how records are made and read.
 
-``results/<run_id>/records.jsonl`` holds the records, ``meta.json`` the environment. An interrupted
-run loses nothing: every record is on disk once :meth:`RecordWriter.write` returns.
+``results/<run_id>/records.jsonl`` holds the records, ``meta.json`` the environment. This module
+defines a record (:func:`record`, :data:`MEASUREMENT_KEY`), reads and validates them
+(:func:`read_records`) and writes ``meta.json``; :mod:`bench.store` writes the records.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import platform
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -82,42 +83,6 @@ def failure(run_id: str, case: Case, metric: str, exc: BaseException | str, stat
     return record(run_id, case, metric, None, status=status, error=msg.strip().splitlines()[0][:500] if msg else "")
 
 
-class RecordWriter:
-    """Appends records to ``records.jsonl`` and flushes each one to disk at once."""
-
-    def __init__(self, run_dir: str | Path):
-        self.run_dir = Path(run_dir)
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.run_dir / "records.jsonl", "a", encoding="utf-8")  # noqa: SIM115
-        except OSError as e:
-            raise UsageError(f"cannot write results to {self.run_dir}: {e.strerror or e}") from None
-
-    def write(self, rec: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(rec, allow_nan=False, default=_jsonable) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def write_all(self, recs: Iterable[dict[str, Any]]) -> None:
-        for r in recs:
-            self.write(r)
-
-    def close(self) -> None:
-        self._fh.close()
-
-    def __enter__(self) -> RecordWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _jsonable(x: Any) -> Any:
-    if hasattr(x, "item"):
-        return x.item()
-    raise TypeError(f"{type(x).__name__} is not JSON serialisable")
-
-
 def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
     """Records of a ``records.jsonl`` (or a run directory holding one), validated line by line.
 
@@ -155,22 +120,6 @@ def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
 def read_records(path: str | Path) -> list[dict[str, Any]]:
     """All records of a results file or run directory (see :func:`iter_records`)."""
     return list(iter_records(path))
-
-
-def finished_case_ids(run_dir: str | Path) -> set[str]:
-    """Cases of a run that are complete: their closing ``done`` marker was written."""
-    marker = Path(run_dir) / "done.txt"
-    if not marker.is_file():
-        return set()
-    return {line.strip() for line in marker.read_text(encoding="utf-8").splitlines() if line.strip()}
-
-
-def mark_done(run_dir: str | Path, case_id: str) -> None:
-    """Record that every metric of ``case_id`` was written (``--resume`` skips it)."""
-    with open(Path(run_dir) / "done.txt", "a", encoding="utf-8") as fh:
-        fh.write(case_id + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _git(*args: str) -> str:

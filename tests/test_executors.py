@@ -1,4 +1,4 @@
-"""Executors: one process per case (local, submitit), shards, killed jobs, resume, merge.
+"""Executors: one process per case (local, submitit), shards, killed jobs and resume.
 
 Cases are tiny MixSTE at T = 27 with the params metric only: every subprocess pays torch's import
 (seconds), so the matrices are as small as the property under test allows.
@@ -20,8 +20,10 @@ from bench import executors
 from bench.case import Case
 from bench.cli import build_parser, main
 from bench.errors import UsageError
-from bench.executors import BenchJob, SlurmOptions, close_part, execute, merge_runs, shard
-from bench.results import finished_case_ids, read_meta, read_records, record
+from bench.executors import SlurmOptions, execute, shard
+from bench.jobs import BenchJob
+from bench.results import read_records
+from bench.store import finished_case_ids
 
 # The self-killing job below runs in child processes that cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -124,41 +126,6 @@ def test_a_killed_worker_becomes_an_error_record_and_resume_fills_it_in(tmp_path
     assert finished_case_ids(run) == {victim.case_id, other.case_id}
 
 
-def _open_part(run_dir, case, expected):
-    return executors._new_part(run_dir, case, "r", expected, log="/logs/job.err")
-
-
-def test_a_part_is_closed_exactly_once_keeping_what_the_job_measured(tmp_path):
-    (case,) = tiny("rectangle")
-    part = _open_part(tmp_path, case, ["params", "flops"])
-    with executors.RecordWriter(part) as w:
-        w.write(record("r", case, "params", 123))
-    assert close_part(tmp_path, part, why="killed; log: /logs/job.err")
-    assert not close_part(tmp_path, part, why="seen again by a second watcher")
-    recs = read_records(tmp_path)
-    assert [(r["metric"], r["status"], r["value"]) for r in recs] == [("params", "ok", 123), ("flops", "error", None)]
-    assert recs[1]["error"] == "killed; log: /logs/job.err"
-    assert finished_case_ids(tmp_path) == set()  # a failed case stays for --resume
-
-
-def test_resume_closes_parts_left_by_jobs_that_died_unwatched(tmp_path):
-    case, earlier = tiny("rectangle", "single")
-    orphan = _open_part(tmp_path, case, ["params"])
-    with open(tmp_path / "records.jsonl", "w") as fh:
-        fh.write(json.dumps(record("r", earlier, "params", 1)) + "\n")
-        fh.write('{"case_id": "cut sho')  # cut by a kill: it must not fuse with the next record
-    assert executors.close_orphans(tmp_path) == 1 and not orphan.exists()
-    recs = read_records(tmp_path)
-    assert [(r["case_id"], r["status"]) for r in recs] == [(earlier.case_id, "ok"), (case.case_id, "error")]
-    assert "found by --resume" in recs[1]["error"] and "/logs/job.err" in recs[1]["error"]
-
-    orphan = _open_part(tmp_path, case, ["params"])  # the same happens inside a resumed run
-    out = execute([case], tmp_path, run_id="r", job=JOB, executor="inline", resume=True, progress=False)
-    assert out.finished == [case.case_id] and not orphan.exists()
-    recs = read_records(tmp_path)  # the unfinished case was measured afresh; the other case untouched
-    assert [(r["case_id"], r["status"]) for r in recs] == [(earlier.case_id, "ok"), (case.case_id, "ok")]
-
-
 # --------------------------------------------------------------------------- slurm availability
 
 
@@ -192,55 +159,3 @@ def test_slurm_extra_becomes_sbatch_parameters():
     opts = executors.slurm_options(build_parser().parse_args(argv))
     assert opts.extra == (("constraint", "a100"), ("gres_flags", "enforce-binding"), ("exclusive", True))
     assert opts.gpus == 2
-
-
-# --------------------------------------------------------------------------- merge
-
-
-def _run_shards(tmp_path, cases, n):
-    dirs = []
-    for i in range(1, n + 1):
-        d = tmp_path / f"shard{i}"
-        execute(shard(cases, f"{i}/{n}"), d, run_id=d.name, job=JOB, executor="inline", progress=False)
-        dirs.append(d)
-    return dirs
-
-
-def test_merging_shards_gives_the_unsharded_case_set(tmp_path, capsys):
-    cases = tiny("rectangle", "single", "hierarchical")
-    whole = tmp_path / "whole"
-    execute(cases, whole, run_id="whole", job=JOB, executor="inline", progress=False)
-    a, b = _run_shards(tmp_path, cases, 2)
-    assert main(["merge", str(a), str(b), "--out", str(tmp_path / "merged")]) == 0
-    merged = read_records(tmp_path / "merged")
-    assert sorted(r["case_id"] for r in merged) == sorted(r["case_id"] for r in read_records(whole))
-    assert {r["run_id"] for r in merged} == {"merged"} and {r["source_run_id"] for r in merged} == {"shard1", "shard2"}
-    strip = [{k: v for k, v in r.items() if k not in ("run_id", "source_run_id")} for r in merged]
-    assert comparable(strip) == comparable([{k: v for k, v in r.items() if k != "run_id"} for r in read_records(whole)])
-    assert finished_case_ids(tmp_path / "merged") == finished_case_ids(whole)
-    meta = read_meta(tmp_path / "merged")
-    assert [Path(s["run_dir"]).name for s in meta["merged_from"]] == ["shard1", "shard2"]
-    assert "merged 3 records" in capsys.readouterr().out
-
-
-def test_merge_refuses_overlapping_sources_and_malformed_files(tmp_path, capsys):
-    cases = tiny("rectangle", "single")
-    (a,) = _run_shards(tmp_path, cases, 1)
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    (copy / "records.jsonl").write_bytes((a / "records.jsonl").read_bytes())
-    assert main(["merge", str(a), str(copy), "--out", str(tmp_path / "m1")]) == 2
-    assert "shards must not overlap" in capsys.readouterr().err
-    assert not (tmp_path / "m1").exists()  # nothing written on refusal
-
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    (bad / "records.jsonl").write_text((a / "records.jsonl").read_text().splitlines()[0] + "\n{oops}\n{}\n")
-    assert main(["merge", str(bad), "--out", str(tmp_path / "m2")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"{bad / 'records.jsonl'}:2" in err
-
-    assert main(["merge", str(tmp_path / "nope"), "--out", str(tmp_path / "m3")]) == 2
-    assert "not a run directory" in capsys.readouterr().err
-    with pytest.raises(UsageError, match="already holds records"):
-        merge_runs([a], a)

@@ -8,10 +8,7 @@ from bench.case import Case
 from bench.errors import UsageError
 from bench.results import (
     RECORD_FIELDS,
-    RecordWriter,
     failure,
-    finished_case_ids,
-    mark_done,
     read_records,
     record,
     write_meta,
@@ -68,19 +65,6 @@ def test_records_carry_every_field_in_order_and_the_metric_unit():
         record("run1", c, "speed", 1.0)
 
 
-def test_writer_flushes_each_record_and_reader_round_trips(tmp_path):
-    c = Case("mixste", size="tiny", frames=27).resolve()
-    w = RecordWriter(tmp_path)
-    w.write(record("r", c, "params", 10))
-    # Readable before close: a killed run keeps what it wrote.
-    assert [r["value"] for r in read_records(tmp_path)] == [10]
-    w.write(record("r", c, "latency", 2.5, method="torch.utils.benchmark"))
-    w.close()
-    assert [r["metric"] for r in read_records(tmp_path / "records.jsonl")] == ["params", "latency"]
-    mark_done(tmp_path, c.case_id)
-    assert finished_case_ids(tmp_path) == {c.case_id}
-
-
 def test_malformed_records_name_file_and_line(tmp_path):
     good = json.dumps(record("r", Case("mixste", size="tiny", frames=27).resolve(), "params", 1))
     path = tmp_path / "records.jsonl"
@@ -112,10 +96,3 @@ def test_meta_records_the_environment(tmp_path):
                 "hostname", "start_time", "command"):
         assert key in meta
     assert meta["preset"] == "smoke"
-
-
-def test_unwritable_results_directory_is_a_usage_error(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("")
-    with pytest.raises(UsageError, match="cannot write results"):
-        RecordWriter(blocker / "run")

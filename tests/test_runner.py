@@ -18,7 +18,7 @@ import torch.nn as nn
 import backbones
 from backbones.registry import VariantSpec, register
 from backbones.tokens import TokenHourglass
-from bench import cli, presets, results, runner
+from bench import cli, presets, results, runner, store
 from bench.case import Case
 from bench.errors import UsageError
 from bench.measure import Settings
@@ -91,7 +91,7 @@ def test_failures_are_recorded_and_the_run_goes_on(tmp_path, flaky):
     assert status[("oom", "latency")][0] == status[("oom", "train_step")][0] == "oom"
     assert status[("broken", "params")] == ("error", "RuntimeError: constructor failed")
     assert all(status[("tiny", m)][0] == "ok" for m in ("params", "latency", "train_step"))
-    assert results.finished_case_ids(tmp_path) == {c.case_id for c in cases}
+    assert store.finished_case_ids(tmp_path) == {c.case_id for c in cases}
     assert len(summary.failures) == 6  # boom: latency; oom: latency, train; broken: all three
     assert len({key(r) for r in recs}) == len(recs)
     assert results.read_meta(tmp_path)["end_time"]
@@ -105,39 +105,11 @@ def test_records_are_on_disk_as_they_are_measured(tmp_path):
     written = runner.run_case(case, tmp_path, "r", ["params", "latency"], FAST)
     assert [r["metric"] for r in written] == [r["metric"] for r in seen]
     assert [r["metric"] for r in results.read_records(tmp_path)] == [r["metric"] for r in written]
-    assert results.finished_case_ids(tmp_path) == {case.case_id}
+    assert store.finished_case_ids(tmp_path) == {case.case_id}
 
 
 def _case(frames: int) -> Case:
     return presets.prepare(Case("mixste", frames=frames, size="tiny"))
-
-
-def test_prepare_resume_clears_partial_cases_and_torn_lines(tmp_path):
-    a, b, c, other = _case(9), _case(11), _case(13), _case(15)
-    with results.RecordWriter(tmp_path) as w:
-        w.write(results.record("r", a, "params", 1))
-        w.write(results.record("r", other, "params", 4))  # a case outside the matrix: never touched
-        w.write(results.record("r", a, "latency", 2.0, method="timeit"))
-        w.write(results.record("r", b, "params", 3))
-    results.mark_done(tmp_path, a.case_id)
-    with open(tmp_path / "records.jsonl", "a") as fh:
-        fh.write('{"run_id": "r", "case_id": "' + b.case_id + '", "metr')  # killed mid-write
-    with open(tmp_path / "done.txt", "a") as fh:
-        fh.write(b.case_id[:10])  # killed while marking b done
-    done = runner.prepare_resume(tmp_path, [a.case_id, b.case_id, c.case_id])
-    assert done == {a.case_id}
-    kept = results.read_records(tmp_path)
-    assert [(r["case_id"], r["metric"]) for r in kept] == [
-        (a.case_id, "params"), (other.case_id, "params"), (a.case_id, "latency"),
-    ]  # fmt: skip
-    assert (tmp_path / "done.txt").read_text() == a.case_id + "\n"
-
-
-def test_prepare_resume_refuses_a_corrupt_file(tmp_path):
-    good = json.dumps(results.record("r", _case(9), "params", 1))
-    (tmp_path / "records.jsonl").write_text(good + "\nnot json\n" + good + "\n")
-    with pytest.raises(UsageError, match=r"records.jsonl:2: not a JSON record"):
-        runner.prepare_resume(tmp_path, ["x"])
 
 
 def test_a_used_run_directory_needs_resume(tmp_path):

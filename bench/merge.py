@@ -1,0 +1,90 @@
+"""``vptbench merge``: combine the run directories of shards (``--shard i/n``) into one run.
+
+    merge_runs(["results/s1", "results/s2"], "results/all")
+
+A measurement present in two sources is refused (see :func:`merge_runs`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+from .results import MEASUREMENT_KEY, now, read_meta, read_records
+from .store import PARTS, RecordWriter, finished_case_ids
+
+
+def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(rec.get(k) for k in MEASUREMENT_KEY)
+
+
+def merge_runs(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
+    """Combine run directories (shards) into ``out``; returns the merged ``meta.json``.
+
+    Records are concatenated in source order with ``run_id`` set to the merged run's (the
+    source's id is kept as ``source_run_id``); ``done.txt`` is the union; ``meta.json`` holds the
+    fields all sources agree on plus ``merged_from``, one entry per source with its own meta.
+    A measurement (case_id, metric, method, phase, block) found in two sources is refused:
+    shards never overlap, so it means the same run was given twice or runs of different
+    matrices were mixed, and silently keeping one would hide that. Within one source, repeated
+    measurements (a resumed case) are kept in order: the last one counts, as in the report.
+    """
+    out = Path(out)
+    if len({Path(d).resolve() for d in run_dirs}) < len(run_dirs):
+        raise UsageError(f"the same run directory is given twice: {' '.join(map(str, run_dirs))}")
+    if (out / "records.jsonl").is_file() and (out / "records.jsonl").stat().st_size:
+        raise UsageError(f"--out {out}: already holds records; merge into a new directory")
+    seen: dict[tuple[Any, ...], Path] = {}
+    records: list[dict[str, Any]] = []
+    done: set[str] = set()
+    sources: list[dict[str, Any]] = []
+    for d in map(Path, run_dirs):
+        if not (d / "records.jsonl").is_file():
+            raise UsageError(f"{d}: not a run directory (no records.jsonl)")
+        recs = read_records(d)
+        for key in {_key(r) for r in recs}:
+            if key in seen:
+                case_id, metric, method = key[:3]
+                raise UsageError(f"{d}: {case_id} {metric} ({method}) is also in {seen[key]}; shards must not overlap")
+            seen[key] = d
+        meta = read_meta(d)
+        finished = finished_case_ids(d)
+        done |= finished
+        records += [r | {"run_id": out.name, "source_run_id": r.get("run_id")} for r in recs]
+        sources.append({
+            "run_dir": str(d.resolve()), "records": len(recs), "finished_cases": len(finished),
+            "open_parts": len(list((d / PARTS).glob("*/part.json"))), "meta": meta,
+        })  # fmt: skip
+    metas = [s["meta"] for s in sources]
+    common = {k: v for k, v in metas[0].items() if all(m.get(k, object()) == v for m in metas[1:])} if metas else {}
+    for k in ("start_time", "end_time", "command"):
+        common.pop(k, None)
+    starts = [m["start_time"] for m in metas if m.get("start_time")]
+    ends = [m["end_time"] for m in metas if m.get("end_time")]
+    merged = common | {
+        "run_id": out.name, "kind": "merged", "start_time": min(starts, default=None), "end_time": max(ends, default=None),
+        "merged_at": now(), "command": " ".join(sys.argv), "merged_from": sources,
+    }  # fmt: skip
+    with RecordWriter(out) as writer:  # UsageError if ``out`` cannot be written
+        writer.write_all(records)
+    (out / "done.txt").write_text("".join(f"{c}\n" for c in sorted(done)), encoding="utf-8")
+    (out / "meta.json").write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
+    return merged
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """``vptbench merge RUN_DIR ... --out DIR``."""
+    meta = merge_runs(args.run_dirs, args.out)
+    for s in meta["merged_from"]:
+        if s["open_parts"]:
+            print(f"warning: {s['run_dir']} has {s['open_parts']} case(s) whose jobs have not closed (still running, "
+                  "or died unwatched: run it again with --resume, then merge)", file=sys.stderr)  # fmt: skip
+    n_records = sum(s["records"] for s in meta["merged_from"])
+    n_done = len(finished_case_ids(args.out))
+    print(f"merged {n_records} records ({n_done} finished cases) of {len(args.run_dirs)} runs into {args.out}")
+    return 0
