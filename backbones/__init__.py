@@ -14,6 +14,7 @@ from . import (
     motionagformer,  # noqa: F401
     motionbert,  # noqa: F401
 )
+from .official import load_official, official_state_dict
 from .registry import VARIANTS, BackboneSpec, VariantSpec, create, names, register, spec, unregister
 from .tokens import PRUNERS, RECOVERERS, format_schedule, parse_schedule, resolve_schedule
 
@@ -25,7 +26,9 @@ __all__ = [
     "VariantSpec",
     "create",
     "format_schedule",
+    "load_official",
     "names",
+    "official_state_dict",
     "parse_schedule",
     "register",
     "resolve_schedule",

@@ -303,8 +303,13 @@ class MotionAGFormer(nn.Module):
     # -58.0 % paper-protocol FLOPs at T=243 (96.60 -> 40.56 GFLOPs, thop); the layers alone give
     # 1 - (4 + 6/3 + 6/9) / 16 = -58.3 %, the full-length heads after recovery the rest.
     hierarchical=VariantSpec(schedule=((4, 1 / 3), (10, 1 / 9)), pruner="tps", recoverer="tri"),
+    # configs/h36m/MotionAGFormer-{xsmall,small,base,large}.yaml: 8 heads, 2 neighbours, MLP ratio 4,
+    # dim_rep 512 in all four; the releases run XS at T=27, S at T=81, B and L at T=243.
     sizes={
         "base": {},
+        "xsmall": {"dim": 64, "depth": 12},
+        "small": {"dim": 64, "depth": 26},
+        "large": {"depth": 26},
         "tiny": {"dim": 32, "heads": 4, "mlp_ratio": 2.0, "dim_rep": 64, "joint_pos_std": 1.0},  # joint_pos_std: blocks.init_joint_embedding
     },
     default_size="base",

@@ -1,0 +1,525 @@
+"""Official checkpoints in and out: the released weights of every backbone, loaded by name.
+
+    model = backbones.load_official("mixste", "hot_mixste.pth")          # HoT-MixSTE, inferred
+    model = backbones.load_official("mhformer", sd, variant="single")    # TPC-MHFormer
+    model = backbones.load_official("motionagformer", ckpt, source="original")
+    sd = backbones.official_state_dict(model)                            # the release's names back
+
+Every key of a release maps to one parameter here by *name*, never by position. The trap this
+avoids: official MixSTE registers all spatial blocks, then all temporal blocks (``STEblocks.*``
+then ``TTEblocks.*``), while ``mixste`` interleaves them (``blocks.i.spatial``,
+``blocks.i.temporal``); the shapes are equal, so a load by order succeeds and builds the wrong model.
+
+What the tensors tell is inferred: frames (temporal position embedding or MHFormer's T-wide
+norms), width, depth, MLP width, MotionBERT lite vs base, MotionAGFormer XS/S/B/L, the kept-token
+embedding (HoT's ``pos_embed_token``: single variant, its keep count) and TRA (``x_token``,
+``cross_attention``). What they cannot tell is an argument: ``variant`` (HoT's TPC-MixSTE and
+TPC-MHFormer have exactly the rectangle's parameters) and ``source`` where conventions differ with
+equal shapes (MotionAGFormer-B: HoT's copy runs 4 heads and 4 temporal neighbours, the original
+release 8 and 2). Loading is strict: any key without a match is an error listing the missing and
+the unexpected keys with their shapes.
+
+Pruned outputs and HoT's code: HoT's DPC-kNN adds uniform noise of 1e-6 to the densities to break
+ties, so the official code keeps different tokens from run to run when two frames are equally
+dense (on random inputs, about as often as vptbench differs from it); vptbench breaks ties by
+position, deterministically (:func:`backbones.tokens.dpc_knn_scores`). With the same kept tokens
+the outputs agree to float precision.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .mhformer import SHORT_CLIP, MHFormerConfig
+from .mixste import MixSTEConfig
+from .motionagformer import MotionAGFormerConfig
+from .motionbert import DSTformerConfig
+from .registry import create, spec
+
+SOURCES = ("hot", "original")
+# Where releases keep the state_dict inside a checkpoint dict (MixSTE and MotionBERT: model_pos;
+# MotionAGFormer: model); HoT and MHFormer save the bare state_dict.
+RELEASE_KEYS = ("model_pos", "model", "state_dict", "model_state_dict", "net")
+LISTED = 20  # keys named per kind in a mismatch error; the rest are counted
+
+
+class CheckpointMismatch(ValueError):
+    """The checkpoint's keys or shapes do not match the model its tensors describe."""
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _numpy_globals() -> list[Any]:
+    """What a checkpoint holding numpy arrays (MixSTE's saved RNG state) needs to unpickle safely."""
+    import numpy as np
+
+    found: list[Any] = [np.ndarray, np.dtype, type(np.dtype("uint32")), type(np.dtype("float64"))]
+    for mod in ("numpy._core.multiarray", "numpy.core.multiarray"):
+        try:
+            found.append(__import__(mod, fromlist=["_reconstruct"])._reconstruct)
+            found.append(__import__(mod, fromlist=["scalar"]).scalar)
+        except (ImportError, AttributeError):
+            continue
+    return found
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> Any:
+    """``torch.load`` a file with ``weights_only`` (no code runs), allowing numpy arrays.
+
+    The releases save tensors, numbers and, for MixSTE, numpy's RNG state; anything else (a
+    pickled class) is refused with a ValueError rather than executed.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    try:
+        with torch.serialization.safe_globals(_numpy_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"{path}: holds objects other than tensors and numbers ({first}); if you trust the file, "
+            "torch.load(path, weights_only=False) it yourself and pass the loaded object"
+        ) from None
+
+
+def unwrap_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """The state_dict inside a release's checkpoint: bare, or under a release key; no ``module.``."""
+    obj = checkpoint
+    if isinstance(obj, Mapping) and not _is_state_dict(obj):
+        for key in RELEASE_KEYS:
+            if isinstance(obj.get(key), Mapping) and _is_state_dict(obj[key]):
+                obj = obj[key]
+                break
+        else:
+            keys = ", ".join(map(str, list(obj)[:10]))
+            raise CheckpointMismatch(
+                f"no state_dict found: not a mapping of tensors, and none under {', '.join(RELEASE_KEYS)} "
+                f"(top-level keys: {keys})"
+            )
+    if not isinstance(obj, Mapping):
+        raise CheckpointMismatch(f"expected a state_dict or a checkpoint dict, got a {type(obj).__name__}")
+    sd = {str(k): v for k, v in obj.items()}
+    if sd and all(k.startswith("module.") for k in sd):  # saved from nn.DataParallel
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def _is_state_dict(obj: Mapping[Any, Any]) -> bool:
+    return bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+
+
+def detect_backbone(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Which backbone a release's state_dict belongs to, from names only one of them uses."""
+    keys = [k.removeprefix("module.") for k in state_dict]
+    marks = {
+        "mixste": "Spatial_patch_to_embedding.",
+        "motionbert": "blocks_st.",
+        "mhformer": "Transformer_hypothesis.",
+        "motionagformer": "layers.",
+    }
+    found = [name for name, mark in marks.items() if any(k.startswith(mark) for k in keys)]
+    return found[0] if len(found) == 1 else None
+
+
+# --------------------------------------------------------------------------- name maps (ours -> official)
+# Each returns the official name of one of our state_dict keys, or a list of (name, channel slice)
+# when one of our tensors is several of theirs side by side (MHFormer's per-hypothesis embeddings).
+
+NameMap = Callable[[nn.Module, str], "str | list[tuple[str, slice]]"]
+
+
+def _tokens(key: str) -> str | None:
+    """HoT's names for the hourglass parameters, common to its four models."""
+    if re.fullmatch(r"tokens\.embeds\.\d+", key):
+        return "pos_embed_token"
+    if key == "tokens.tra.query":
+        return "x_token"
+    if key.startswith("tokens.tra.attn."):
+        return "cross_attention." + key.removeprefix("tokens.tra.attn.")
+    return None
+
+
+def _mixste_name(model: nn.Module, key: str) -> str:
+    if (t := _tokens(key)) is not None:
+        return t
+    if m := re.fullmatch(r"blocks\.(\d+)\.(spatial|temporal)\.(.+)", key):
+        return f"{'STE' if m[2] == 'spatial' else 'TTE'}blocks.{m[1]}.{m[3]}"
+    head, _, rest = key.partition(".")
+    renamed = {"embed": "Spatial_patch_to_embedding", "spatial_pos": "Spatial_pos_embed",
+               "temporal_pos": "Temporal_pos_embed", "spatial_norm": "Spatial_norm",
+               "temporal_norm": "Temporal_norm"}  # fmt: skip
+    return ".".join(filter(None, (renamed.get(head, head), rest)))
+
+
+def _motionbert_name(model: nn.Module, key: str) -> str:
+    if (t := _tokens(key)) is not None:
+        return t
+    if m := re.fullmatch(r"blocks\.(\d+)\.(st|ts)\.(spatial|temporal)\.(norm1|attn|norm2|mlp)\.(.+)", key):
+        return f"blocks_{m[2]}.{m[1]}.{m[4]}_{m[3][0]}.{m[5]}"  # the release holds both halves in one Block
+    if m := re.fullmatch(r"blocks\.(\d+)\.fusion\.(.+)", key):
+        return f"ts_attn.{m[1]}.{m[2]}"
+    return key
+
+
+def _mhformer_name(model: nn.Module, key: str) -> str | list[tuple[str, slice]]:
+    hyp = "Transformer_hypothesis"
+    if m := re.fullmatch(r"mhg\.(\d)\.(norm_in|pos_embed|blocks|norm)(.*)", key):
+        k = int(m[1]) + 1
+        return f"norm_{k}{m[3]}" if m[2] == "norm_in" else f"Transformer_encoder_{k}.{m[2]}{m[3]}"
+    if m := re.fullmatch(r"embeds\.(\d)\.(.+)", key):
+        return f"embedding_{int(m[1]) + 1}.{m[2]}"
+    if key == "pos_embed":
+        c = model.cfg.dim
+        return [(f"{hyp}.pos_embed_{h + 1}", slice(h * c, (h + 1) * c)) for h in range(3)]
+    if m := re.fullmatch(r"blocks\.(\d+)\.(.+)", key):
+        i, rest = int(m[1]), m[2]
+        if i < model.cfg.depth - 1:  # self-hypothesis refinement
+            if r := re.fullmatch(r"(norms|attns)\.(\d)\.(.+)", rest):
+                return f"{hyp}.SHR_blocks.{i}.{'norm1' if r[1] == 'norms' else 'attn'}_{int(r[2]) + 1}.{r[3]}"
+            return f"{hyp}.SHR_blocks.{i}.{rest}"
+        # cross-hypothesis interaction: norm3_<h><1 q, 2 k, 3 v> normalise the sources of hypothesis h
+        if r := re.fullmatch(r"norm_(q|k|v)\.(\d)\.(.+)", rest):
+            return f"{hyp}.CHI_blocks.0.norm3_{int(r[2]) + 1}{'qkv'.index(r[1]) + 1}.{r[3]}"
+        if r := re.fullmatch(r"attns\.(\d)\.(.+)", rest):
+            return f"{hyp}.CHI_blocks.0.attn_{int(r[1]) + 1}.{r[2]}"
+        return f"{hyp}.CHI_blocks.0.{rest}"
+    if key.startswith("norm."):
+        return f"{hyp}.{key}"
+    if key.startswith("head."):
+        return "regression." + key.removeprefix("head.")
+    return key
+
+
+def _motionagformer_name(model: nn.Module, key: str) -> str:
+    if (t := _tokens(key)) is not None:
+        return t
+    if key.startswith("blocks."):
+        return "layers." + key.removeprefix("blocks.")
+    return key
+
+
+NAME_MAPS: dict[str, NameMap] = {
+    "mixste": _mixste_name,
+    "motionbert": _motionbert_name,
+    "mhformer": _mhformer_name,
+    "motionagformer": _motionagformer_name,
+}
+
+# Registration order of the releases' top-level parameters and modules (a module's own parameters
+# come first in a state_dict): exported dicts follow it, so in particular MixSTE's spatial blocks
+# all come before its temporal blocks, as in the official files.
+ORDER: dict[str, tuple[str, ...]] = {
+    "mixste": ("pos_embed_token", "Spatial_pos_embed", "Temporal_pos_embed", "x_token", "Spatial_patch_to_embedding",
+               "STEblocks", "TTEblocks", "cross_attention", "Spatial_norm", "Temporal_norm", "head"),
+    "motionbert": ("pos_embed_token", "x_token", "temp_embed", "pos_embed", "joints_embed", "blocks_st", "blocks_ts",
+                   "norm", "cross_attention", "pre_logits", "head", "ts_attn"),
+    "mhformer": ("norm_", "Transformer_encoder_", "embedding_", "Transformer_hypothesis", "regression"),
+    "motionagformer": ("pos_embed_token", "pos_embed", "x_token", "joints_embed", "norm", "layers",
+                       "cross_attention", "rep_logit", "head"),
+}  # fmt: skip
+
+
+def _rank(backbone: str, name: str) -> int:
+    head = name.split(".")[0]
+    order = ORDER.get(backbone, ())
+    for i, prefix in enumerate(order):
+        if head == prefix or (prefix.endswith("_") and head.startswith(prefix)):
+            return i
+    return len(order)
+
+
+# --------------------------------------------------------------------------- what the tensors tell
+
+
+@dataclass(frozen=True)
+class Inferred:
+    """What a release's tensors say about the model: create() arguments and the release's name."""
+
+    frames: int
+    config: dict[str, Any]  # the backbone's config fields the tensors fix (dim, depth, ...)
+    kept: tuple[tuple[int, int], ...] = ()  # (block, keep) of stages whose embedding/norms are stored
+    embed_kept: bool = False
+    tra: bool = False
+    source: str | None = None  # a source the tensors imply (None: either)
+    release: str = ""
+
+
+def _shape(sd: Mapping[str, torch.Tensor], key: str) -> tuple[int, ...]:
+    if key not in sd:
+        raise CheckpointMismatch(f"expected key {key!r} is missing (keys start: {', '.join(list(sd)[:6])})")
+    return tuple(sd[key].shape)
+
+
+def _count(sd: Mapping[str, torch.Tensor], pattern: str) -> int:
+    found = {m[1] for k in sd if (m := re.match(pattern, k))}
+    return len(found)
+
+
+def _hot_parts(sd: Mapping[str, torch.Tensor]) -> tuple[bool, bool, int | None]:
+    embed = sd.get("pos_embed_token")
+    return embed is not None, "x_token" in sd, (int(embed.shape[1]) if embed is not None else None)
+
+
+def _infer_mixste(sd: Mapping[str, torch.Tensor]) -> Inferred:
+    dim, cin = _shape(sd, "Spatial_patch_to_embedding.weight")
+    embed, tra, keep = _hot_parts(sd)
+    cfg = {"dim": dim, "in_channels": cin, "joints": _shape(sd, "Spatial_pos_embed")[1],
+           "depth": _count(sd, r"STEblocks\.(\d+)\."), "mlp_hidden": _shape(sd, "STEblocks.0.mlp.fc1.weight")[0],
+           "qkv_bias": "STEblocks.0.attn.qkv.bias" in sd}  # fmt: skip
+    return Inferred(frames=_shape(sd, "Temporal_pos_embed")[1], config=cfg, embed_kept=embed, tra=tra,
+                    kept=((3, keep),) if keep else (), source="hot" if embed or tra else None,
+                    release="HoT-MixSTE" if embed or tra else "MixSTE")  # fmt: skip
+
+
+def _infer_motionbert(sd: Mapping[str, torch.Tensor]) -> Inferred:
+    dim, cin = _shape(sd, "joints_embed.weight")
+    embed, tra, keep = _hot_parts(sd)
+    cfg = {"dim": dim, "in_channels": cin, "joints": _shape(sd, "pos_embed")[1],
+           "depth": _count(sd, r"ts_attn\.(\d+)\."), "mlp_hidden": _shape(sd, "blocks_st.0.mlp_s.fc1.weight")[0],
+           "dim_rep": _shape(sd, "pre_logits.fc.weight")[0], "qkv_bias": "blocks_st.0.attn_s.qkv.bias" in sd}  # fmt: skip
+    name = {256: "MotionBERT-lite", 512: "MotionBERT (base)"}.get(dim, "MotionBERT")
+    return Inferred(frames=_shape(sd, "temp_embed")[1], config=cfg, embed_kept=embed, tra=tra,
+                    kept=((1, keep),) if keep else (), source="hot" if embed or tra else None,
+                    release="HoT-MotionBERT" if embed or tra else name)  # fmt: skip
+
+
+def _infer_mhformer(sd: Mapping[str, torch.Tensor]) -> Inferred:
+    frames = _shape(sd, "norm_1.weight")[0]
+    conv = "embedding_1.weight" if frames > SHORT_CLIP else "embedding_1.0.weight"
+    dim, coords, _ = _shape(sd, conv)
+    joints = _shape(sd, "regression.1.weight")[0] // 3
+    cfg = {"dim": dim, "joints": joints, "in_channels": coords // joints,
+           "depth": _count(sd, r"Transformer_hypothesis\.SHR_blocks\.(\d+)\.") + 1,
+           "mlp_hidden": _shape(sd, "Transformer_hypothesis.CHI_blocks.0.mlp.fc1.weight")[0],
+           "mhg_depth": _count(sd, r"Transformer_encoder_1\.blocks\.(\d+)\.")}  # fmt: skip
+    return Inferred(frames=frames, config=cfg, release=f"MHFormer-{frames}")
+
+
+def _infer_motionagformer(sd: Mapping[str, torch.Tensor]) -> Inferred:
+    dim, cin = _shape(sd, "joints_embed.weight")
+    depth = _count(sd, r"layers\.(\d+)\.")
+    norms = [_shape(sd, f"layers.{i}.graph_temporal.mixer.batch_norm.weight")[0] for i in range(depth)]
+    frames = norms[0]
+    # HoT's layout: a pruned layer's temporal BatchNorm has one channel per kept slot.
+    slots = tuple((i, n) for i, n in enumerate(norms) if i and n != norms[i - 1])
+    embed, tra, keep = _hot_parts(sd)
+    cfg = {"dim": dim, "in_channels": cin, "joints": _shape(sd, "pos_embed")[1], "depth": depth,
+           "mlp_ratio": _shape(sd, "layers.0.att_spatial.mlp.fc1.weight")[0] / dim,
+           "dim_rep": _shape(sd, "rep_logit.fc.weight")[0], "qkv_bias": "layers.0.att_spatial.mixer.qkv.bias" in sd,
+           "hot_slot_norm": bool(slots)}  # fmt: skip
+    kept = slots or (((7, keep),) if keep else ())
+    hot = embed or tra or bool(slots)
+    size = {(64, 12): "XS", (64, 26): "S", (128, 16): "B", (128, 26): "L"}.get((dim, depth), "")
+    return Inferred(frames=frames, config=cfg, embed_kept=embed, tra=tra, kept=kept, source="hot" if hot else None,
+                    release="HoT-MotionAGFormer" if hot else f"MotionAGFormer-{size}".rstrip("-"))  # fmt: skip
+
+
+INFER: dict[str, Callable[[Mapping[str, torch.Tensor]], Inferred]] = {
+    "mixste": _infer_mixste,
+    "motionbert": _infer_motionbert,
+    "mhformer": _infer_mhformer,
+    "motionagformer": _infer_motionagformer,
+}
+CONFIGS: dict[str, type] = {
+    "mixste": MixSTEConfig,
+    "motionbert": DSTformerConfig,
+    "mhformer": MHFormerConfig,
+    "motionagformer": MotionAGFormerConfig,
+}
+# What each source's copy of a backbone runs with that its tensors do not show.
+CONVENTIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("motionagformer", "hot"): {"heads": 4, "neighbours": 4},
+    ("motionagformer", "original"): {"heads": 8, "neighbours": 2},
+}
+# HoT's TPC-MixSTE: keep 61 tokens from block 7 (its README's command), no added parameters.
+TPC_MIXSTE = ((7, 61),)
+
+
+def _size_name(backbone: str, config: Mapping[str, Any]) -> str:
+    """The registered size whose configuration the inferred one equals (else the default size)."""
+    s = spec(backbone)
+    defaults = {f.name: f.default for f in fields(CONFIGS[backbone])}
+    for name, kw in s.sizes.items():
+        full = {**defaults, **kw}
+        if all(full.get(k) == v for k, v in config.items() if k != "hot_slot_norm"):
+            return name
+    return s.default_size
+
+
+def _resolve_source(backbone: str, info: Inferred, source: str | None) -> str | None:
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")
+    if source == "original" and info.source == "hot":
+        raise CheckpointMismatch(
+            f"source='original', but the checkpoint holds HoT's token pruning/recovering parameters ({info.release})"
+        )
+    source = source or info.source
+    if source is None and backbone == "motionagformer" and (info.config["dim"], info.config["depth"]) == (128, 16):
+        raise ValueError(
+            "motionagformer: the tensors of MotionAGFormer-B cannot tell HoT's copy (4 heads, 4 temporal neighbours) "
+            "from the original release (8 heads, 2 neighbours); pass source='hot' or source='original'"
+        )
+    if source is None and backbone == "motionagformer":
+        source = "original"  # XS, S and L exist only in the original release
+    return source
+
+
+def _variant_args(backbone: str, info: Inferred, variant: str | None) -> tuple[str, dict[str, Any]]:
+    """The variant and its create() arguments, from the stored hourglass parameters and ``variant``."""
+    has_tokens = info.embed_kept or info.tra or bool(info.kept)
+    if not has_tokens:
+        variant = variant or "rectangle"
+        if variant == "rectangle":
+            return variant, {}
+        v = spec(backbone).variants[variant]
+        # A parameter-free release of a pruned variant: no kept-token embedding, no TRA.
+        recoverer = "tri" if v.recoverer == "tra" else v.recoverer
+        schedule = TPC_MIXSTE if (backbone, variant) == ("mixste", "single") else v.schedule
+        return variant, {"schedule": schedule, "pruner": v.pruner, "recoverer": recoverer, "embed_kept": False}
+    if variant not in (None, "single"):
+        raise CheckpointMismatch(
+            f"variant {variant!r} does not fit {info.release}: it holds one stage of HoT's token pruning "
+            f"({', '.join(k for k, on in (('pos_embed_token', info.embed_kept), ('x_token', info.tra)) if on)}), "
+            "the single variant"
+        )
+    v = spec(backbone).variants["single"]
+    return "single", {"schedule": info.kept or v.schedule, "pruner": v.pruner,
+                      "recoverer": "tra" if info.tra else "tri", "embed_kept": info.embed_kept}  # fmt: skip
+
+
+def _mapping(backbone: str, model: nn.Module) -> dict[str, tuple[str, slice | None]]:
+    """official name -> (our key, channel slice or None) for every tensor of ``model``'s state_dict."""
+    name_of = NAME_MAPS[backbone]
+    out: dict[str, tuple[str, slice | None]] = {}
+    for key in model.state_dict():
+        names = name_of(model, key)
+        parts: list[tuple[str, slice | None]] = [(names, None)] if isinstance(names, str) else list(names)
+        for name, sl in parts:
+            if name in out:
+                raise ValueError(
+                    f"{backbone}: both {out[name][0]!r} and {key!r} map to {name!r}; the release has only one "
+                    "(e.g. a kept-token embedding per stage: HoT prunes once)"
+                )
+            out[name] = (key, sl)
+    return out
+
+
+def _fmt(sd: Mapping[str, torch.Tensor], names: list[str]) -> str:
+    shown = ", ".join(f"{n} {list(sd[n].shape)}" for n in names[:LISTED])
+    return shown + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
+
+
+def _check(backbone: str, release: str, sd: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> None:
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    wrong = [k for k in expected if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing: {_fmt(expected, missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected: {_fmt(sd, unexpected)}")
+    if wrong:
+        shown = ", ".join(f"{k} {list(sd[k].shape)} (expected {list(expected[k].shape)})" for k in wrong[:LISTED])
+        parts.append(f"{len(wrong)} with another shape: {shown}")
+    raise CheckpointMismatch(f"checkpoint does not match {backbone} as {release}: " + "; ".join(parts))
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_official(
+    backbone: str,
+    checkpoint: Any,
+    *,
+    variant: str | None = None,
+    source: str | None = None,
+    frames: int | None = None,
+    **overrides: Any,
+) -> nn.Module:
+    """Build ``backbone`` as the release ``checkpoint`` describes and load its weights strictly.
+
+    ``checkpoint``: a path, a loaded checkpoint dict (state_dict under ``model_pos``, ``model``,
+    ``state_dict``...) or a bare state_dict, with or without DataParallel's ``module.``.
+    ``variant``: where the tensors cannot tell (TPC-MixSTE, TPC-MHFormer: ``"single"``).
+    ``source``: ``"hot"`` (NationalGAILab/HoT's copies) or ``"original"`` (the backbone's own
+    release), needed only for MotionAGFormer-B. ``frames`` must agree with the checkpoint's.
+    ``overrides`` go to :func:`backbones.create` (e.g. ``schedule``, ``pruner``). Raises
+    :class:`CheckpointMismatch` (a ValueError) listing missing and unexpected keys with shapes.
+    """
+    if backbone not in NAME_MAPS:
+        spec(backbone)  # unknown names: the registry's error
+        raise ValueError(f"no official release is known for {backbone!r}; choose from {', '.join(NAME_MAPS)}")
+    if isinstance(checkpoint, (str, os.PathLike)):
+        checkpoint = read_checkpoint(checkpoint)
+    sd = unwrap_state_dict(checkpoint)
+    found = detect_backbone(sd)
+    if found is not None and found != backbone:
+        raise CheckpointMismatch(f"the checkpoint's keys are {found}'s, not {backbone}'s")
+    info = INFER[backbone](sd)
+    if frames is not None and frames != info.frames:
+        raise CheckpointMismatch(f"frames={frames}, but the checkpoint's temporal parameters hold {info.frames} frames")
+    source = _resolve_source(backbone, info, source)
+    variant, token_args = _variant_args(backbone, info, variant)
+    kwargs: dict[str, Any] = {**info.config, **CONVENTIONS.get((backbone, source or ""), {}), **token_args}
+    if backbone == "motionagformer" and not info.config["hot_slot_norm"]:
+        kwargs.pop("hot_slot_norm")
+    size = overrides.pop("size", None) or _size_name(backbone, info.config)
+    kwargs.update(overrides)
+    model = create(backbone, variant=variant, frames=info.frames, size=size, **kwargs)
+    mapping = _mapping(backbone, model)
+    own = model.state_dict()
+    expected = {name: own[key][..., sl] if sl is not None else own[key] for name, (key, sl) in mapping.items()}
+    _check(backbone, info.release, sd, expected)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for name, (key, _) in mapping.items():  # in channel order where several names make one tensor
+        parts.setdefault(key, []).append(sd[name])
+    model.load_state_dict({k: v[0] if len(v) == 1 else torch.cat(v, dim=-1) for k, v in parts.items()}, strict=True)
+    model.official = {"release": info.release, "source": source}  # type: ignore[assignment]
+    return model
+
+
+def official_state_dict(model: nn.Module, source: str | None = None) -> dict[str, torch.Tensor]:
+    """``model``'s weights under the release's names and shapes: the inverse of :func:`load_official`.
+
+    ``source="original"`` refuses a model with HoT's pruning parameters (the original releases
+    have none). Tensors are the model's own (split ones copied), so load -> export is bit-exact.
+    """
+    if source is not None and source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}; choose from {', '.join(SOURCES)}")
+    backbone = getattr(model, "backbone", None)
+    if backbone not in NAME_MAPS:
+        raise ValueError(f"no official layout for a model of backbone {backbone!r}; choose from {', '.join(NAME_MAPS)}")
+    own = model.state_dict()
+    mapping = _mapping(backbone, model)
+    if source == "original":
+        hot = [n for n in mapping if n in ("pos_embed_token", "x_token") or n.startswith("cross_attention.")]
+        if hot or getattr(getattr(model, "cfg", None), "hot_slot_norm", False):
+            raise ValueError(f"source='original': the original {backbone} release has no token pruning parameters")
+    names = sorted(mapping, key=lambda n: _rank(backbone, n))
+    out: dict[str, torch.Tensor] = {}
+    for name in names:
+        key, sl = mapping[name]
+        out[name] = own[key][..., sl].clone() if sl is not None else own[key]
+    return out
+
+
+def release_container(backbone: str, source: str, state_dict: dict[str, torch.Tensor]) -> Any:
+    """The object the release saves: HoT and MHFormer a bare state_dict; MixSTE and MotionBERT
+    ``{"model_pos": ...}``, MotionAGFormer ``{"model": ...}``, both from DataParallel (``module.``)."""
+    key = {"mixste": "model_pos", "motionbert": "model_pos", "motionagformer": "model"}.get(backbone)
+    if source == "hot" or key is None:
+        return state_dict
+    return {key: {f"module.{k}": v for k, v in state_dict.items()}}
