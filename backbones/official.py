@@ -28,10 +28,11 @@ the outputs agree to float precision.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -80,17 +81,24 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Any:
     """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass
+    except pickle.UnpicklingError as e:
+        _unreadable(path, e)
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        _unreadable(path, e)
+        what = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), "a pickled object")
         raise ValueError(
-            f"{path}: holds objects other than tensors and numbers ({first}); if you trust the file, "
+            f"{path}: holds objects other than tensors and numbers ({what}); if you trust the file, "
             "torch.load(path, weights_only=False) it yourself and pass the loaded object"
         ) from None
+
+
+def _unreadable(path: str | os.PathLike[str], e: Exception) -> None:
+    """ValueError unless ``e`` is torch refusing a global (a class) that ``weights_only`` does not allow."""
+    if "GLOBAL" not in str(e):
+        raise ValueError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
 
 
 def unwrap_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
@@ -174,17 +182,18 @@ def _motionbert_name(model: nn.Module, key: str) -> str:
 
 def _mhformer_name(model: nn.Module, key: str) -> str | list[tuple[str, slice]]:
     hyp = "Transformer_hypothesis"
+    cfg: Any = model.cfg
     if m := re.fullmatch(r"mhg\.(\d)\.(norm_in|pos_embed|blocks|norm)(.*)", key):
         k = int(m[1]) + 1
         return f"norm_{k}{m[3]}" if m[2] == "norm_in" else f"Transformer_encoder_{k}.{m[2]}{m[3]}"
     if m := re.fullmatch(r"embeds\.(\d)\.(.+)", key):
         return f"embedding_{int(m[1]) + 1}.{m[2]}"
     if key == "pos_embed":
-        c = model.cfg.dim
+        c = cfg.dim
         return [(f"{hyp}.pos_embed_{h + 1}", slice(h * c, (h + 1) * c)) for h in range(3)]
     if m := re.fullmatch(r"blocks\.(\d+)\.(.+)", key):
         i, rest = int(m[1]), m[2]
-        if i < model.cfg.depth - 1:  # self-hypothesis refinement
+        if i < cfg.depth - 1:  # self-hypothesis refinement
             if r := re.fullmatch(r"(norms|attns)\.(\d)\.(.+)", rest):
                 return f"{hyp}.SHR_blocks.{i}.{'norm1' if r[1] == 'norms' else 'attn'}_{int(r[2]) + 1}.{r[3]}"
             return f"{hyp}.SHR_blocks.{i}.{rest}"
@@ -225,14 +234,15 @@ ORDER: dict[str, tuple[str, ...]] = {
     "motionbert": ("pos_embed_token", "x_token", "temp_embed", "pos_embed", "joints_embed", "blocks_st", "blocks_ts",
                    "norm", "cross_attention", "pre_logits", "head", "ts_attn"),
     "mhformer": ("norm_", "Transformer_encoder_", "embedding_", "Transformer_hypothesis", "regression"),
+    "mhformer/hot": ("embedding_", "Transformer_hypothesis", "regression", "norm_", "Transformer_encoder_"),
     "motionagformer": ("pos_embed_token", "pos_embed", "x_token", "joints_embed", "norm", "layers",
                        "cross_attention", "rep_logit", "head"),
 }  # fmt: skip
 
 
-def _rank(backbone: str, name: str) -> int:
+def _rank(backbone: str, source: str | None, name: str) -> int:
     head = name.split(".")[0]
-    order = ORDER.get(backbone, ())
+    order = ORDER.get(f"{backbone}/{source}", ORDER.get(backbone, ()))
     for i, prefix in enumerate(order):
         if head == prefix or (prefix.endswith("_") and head.startswith(prefix)):
             return i
@@ -415,6 +425,27 @@ def _mapping(backbone: str, model: nn.Module) -> dict[str, tuple[str, slice | No
     return out
 
 
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Parameters registered in the block live on the meta device: shapes only, no memory, no init.
+
+    (accelerate's ``init_empty_weights``.) Buffers and other tensors stay real, so constructors
+    that compute with tensors still work; the checkpoint's tensors are then assigned.
+    """
+    register = nn.Module.register_parameter
+
+    def to_meta(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(self, name, param)
+
+    nn.Module.register_parameter = to_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
 def _fmt(sd: Mapping[str, torch.Tensor], names: list[str]) -> str:
     shown = ", ".join(f"{n} {list(sd[n].shape)}" for n in names[:LISTED])
     return shown + (f" and {len(names) - LISTED} more" if len(names) > LISTED else "")
@@ -478,7 +509,8 @@ def load_official(
         kwargs.pop("hot_slot_norm")
     size = overrides.pop("size", None) or _size_name(backbone, info.config)
     kwargs.update(overrides)
-    model = create(backbone, variant=variant, frames=info.frames, size=size, **kwargs)
+    with _parameters_on_meta():  # every parameter is replaced by the checkpoint's: skip their init
+        model = create(backbone, variant=variant, frames=info.frames, size=size, **kwargs)
     mapping = _mapping(backbone, model)
     own = model.state_dict()
     expected = {name: own[key][..., sl] if sl is not None else own[key] for name, (key, sl) in mapping.items()}
@@ -486,7 +518,9 @@ def load_official(
     parts: dict[str, list[torch.Tensor]] = {}
     for name, (key, _) in mapping.items():  # in channel order where several names make one tensor
         parts.setdefault(key, []).append(sd[name])
-    model.load_state_dict({k: v[0] if len(v) == 1 else torch.cat(v, dim=-1) for k, v in parts.items()}, strict=True)
+    state = {k: v[0] if len(v) == 1 else torch.cat(v, dim=-1) for k, v in parts.items()}
+    # Copies in the model's dtypes: the model never shares memory with the caller's checkpoint.
+    model.load_state_dict({k: v.detach().to(own[k].dtype, copy=True) for k, v in state.items()}, strict=True, assign=True)
     model.official = {"release": info.release, "source": source}  # type: ignore[assignment]
     return model
 
@@ -508,7 +542,7 @@ def official_state_dict(model: nn.Module, source: str | None = None) -> dict[str
         hot = [n for n in mapping if n in ("pos_embed_token", "x_token") or n.startswith("cross_attention.")]
         if hot or getattr(getattr(model, "cfg", None), "hot_slot_norm", False):
             raise ValueError(f"source='original': the original {backbone} release has no token pruning parameters")
-    names = sorted(mapping, key=lambda n: _rank(backbone, n))
+    names = sorted(mapping, key=lambda n: _rank(backbone, source, n))
     out: dict[str, torch.Tensor] = {}
     for name in names:
         key, sl = mapping[name]

@@ -55,6 +55,7 @@ import backbones
 
 from . import metrics
 from .case import Case
+from .convert import accuracy_checkpoint, accuracy_checkpoint_path, checkpoint_model
 from .data import Clips, PoseData
 from .errors import UsageError
 from .executors import run_cases, shard
@@ -429,14 +430,11 @@ def accuracy_case(
     extra: dict[str, Any] = {"steps": steps, "seed": seed}
     try:
         torch.manual_seed(seed)
-        model = case.build().to(case.device)
+        ckpt = load_checkpoint(checkpoint) if checkpoint is not None else None
+        # A checkpoint's model: its case, with the configuration it stores (converted official files).
+        model = (checkpoint_model(ckpt, case, checkpoint) if ckpt and checkpoint else case.build()).to(case.device)
         t0 = time.perf_counter()
-        if checkpoint is not None:
-            ckpt = load_checkpoint(checkpoint)
-            try:
-                model.load_state_dict(ckpt["state_dict"])
-            except RuntimeError as e:
-                raise UsageError(f"{checkpoint}: state_dict does not fit {case.case_id}: {str(e).splitlines()[0]}") from None
+        if ckpt is not None:
             extra.update(steps=int(ckpt.get("steps", 0)), seed=int(ckpt.get("seed", seed)),
                          checkpoint=str(checkpoint))  # fmt: skip
             loss = ckpt.get("train_loss")
@@ -569,9 +567,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     loader: Callable[[], PoseData]
 
     if args.checkpoint:
-        if args.backbones or args.variants or args.frames or args.size:
-            raise UsageError("--checkpoint defines the case; drop --backbones/--variants/--frames/--size")
-        ckpt = load_checkpoint(args.checkpoint)
+        ckpt = accuracy_checkpoint(args)  # a release's file converted, or a vptbench checkpoint as is
         try:
             cases = [Case(**(ckpt["case"] | {"device": args.device})).resolve()]
         except TypeError as e:
@@ -599,7 +595,8 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         run_id = read_meta(run_dir).get("run_id") or run_id  # resumed records keep the run's id
     else:
         ensure_fresh(run_dir)
-    job = AccuracyJob(loader, steps=steps, seed=args.seed, checkpoint=args.checkpoint, lr=preset.lr,
+    checkpoint = accuracy_checkpoint_path(ckpt, args.checkpoint, run_dir) if args.checkpoint else None
+    job = AccuracyJob(loader, steps=steps, seed=args.seed, checkpoint=checkpoint, lr=preset.lr,
                       weight_decay=preset.weight_decay, threads=preset.threads, progress=executor == "inline")  # fmt: skip
     meta = {"kind": "accuracy", "preset": preset.name, "steps": steps, "seed": args.seed, "lr": preset.lr,
             "threads": preset.threads, "data": data.description, "shard": args.shard}  # fmt: skip

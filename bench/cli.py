@@ -70,6 +70,13 @@ def _executor_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-folder", default=None, help="where submitit writes job logs (default: <out>/slurm)")
 
 
+def _checkpoint_options(p: argparse.ArgumentParser, help_checkpoint: str) -> None:
+    p.add_argument("--checkpoint", default=None, help=help_checkpoint)
+    p.add_argument("--source", choices=("hot", "original"), default=None,
+                   help="for a release's checkpoint: hot (NationalGAILab/HoT's copies) or original (the "
+                        "backbone's own release); needed only where the tensors cannot tell (MotionAGFormer-B)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vptbench", description="Efficiency benchmarks of video pose transformers and their token-pruned variants.")
     from . import __version__
@@ -83,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("profile", help="measure one case and print it")
     p.add_argument("backbone")
-    p.add_argument("--variant", default="rectangle")
+    p.add_argument("--variant", default=None, help="rectangle (default), single or hierarchical")
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--device", default="cpu")
@@ -95,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=_metrics, default=list(METRIC_GROUPS))
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
+    _checkpoint_options(p, "profile the model of this checkpoint (a release's file or a vptbench one)")
     p.set_defaults(func=_lazy("commands", "cmd_profile"))
 
     p = sub.add_parser("run", help="measure a matrix of cases (default: the 'paper' preset) and report")
@@ -126,10 +134,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--checkpoint", default=None, help="evaluate this checkpoint instead of training")
+    _checkpoint_options(p, "evaluate this checkpoint instead of training (a vptbench one, or a release's file: "
+                           "then --backbones and --variants take one value each)")
     p.add_argument("--out", default=None)
     _executor_options(p)
     p.set_defaults(func=_lazy("accuracy", "cmd_accuracy"))
+
+    p = sub.add_parser("convert", help="a released checkpoint to a vptbench one, or back with --to-official")
+    p.add_argument("ckpt", help="checkpoint file: a release's (HoT, MixSTE, MotionBERT, MHFormer, MotionAGFormer) "
+                                "or, with --to-official, a vptbench one")
+    p.add_argument("--backbone", default=None, help="mixste | motionbert | mhformer | motionagformer "
+                                                     "(default: told by the checkpoint's keys)")
+    p.add_argument("--variant", default=None, help="where the tensors cannot tell: single for TPC-MixSTE, TPC-MHFormer")
+    p.add_argument("--source", choices=("hot", "original"), default=None,
+                   help="hot: NationalGAILab/HoT's copies; original: the backbone's own release (needed for "
+                        "MotionAGFormer-B, whose two releases differ in heads and neighbours, not in tensors)")
+    p.add_argument("--out", required=True, help="file to write")
+    p.add_argument("--to-official", action="store_true",
+                   help="write the release's key names, shapes and container instead of a vptbench checkpoint")
+    p.set_defaults(func=_lazy("convert", "cmd_convert"))
 
     p = sub.add_parser("report", help="tables and plots of a run, joined with accuracy")
     p.add_argument("run_dir")

@@ -128,14 +128,20 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    case = Case(
-        backbone=args.backbone, variant=args.variant, frames=args.frames, batch=args.batch,
-        device=args.device, dtype=args.dtype, size=args.size, schedule=args.schedule,
-        pruner=args.pruner, recoverer=args.recoverer,
-    ).resolve()
-    check_device(case.device)
-    torch.manual_seed(0)
-    model = case.build()  # UsageError for what only the model knows (e.g. a block beyond the depth)
+    if getattr(args, "checkpoint", None):
+        from .convert import profile_model
+
+        check_device(args.device)
+        model, case = profile_model(args)  # a release's file or a vptbench checkpoint: its model, its case
+    else:
+        case = Case(
+            backbone=args.backbone, variant=args.variant or "rectangle", frames=args.frames, batch=args.batch,
+            device=args.device, dtype=args.dtype, size=args.size, schedule=args.schedule,
+            pruner=args.pruner, recoverer=args.recoverer,
+        ).resolve()
+        check_device(case.device)
+        torch.manual_seed(0)
+        model = case.build()  # UsageError for what only the model knows (e.g. a block beyond the depth)
     if not args.json:
         print(f"profiling {case.case_id} ...", file=sys.stderr)
     # The effort of the preset this case would belong to: tiny sizes are smoke tests.
