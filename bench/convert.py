@@ -36,10 +36,10 @@ from .errors import UsageError
 CHECKPOINT_PREFIX = "vptbench-accuracy-checkpoint/"
 
 
-def _read(path: str | Path) -> Any:
+def _read(path: str | Path, flag: str = "--checkpoint") -> Any:
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"--checkpoint {path}: no such file")
+        raise UsageError(f"{flag} {path}: no such file")
     try:
         return read_checkpoint(path)
     except ValueError as e:
@@ -136,7 +136,7 @@ def accuracy_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
 
     obj = _read(args.checkpoint)
     source = getattr(args, "source", None)
-    if is_vptbench(obj) or (isinstance(obj, dict) and "case" in obj):
+    if is_vptbench(obj) or _malformed_vptbench(obj):
         if args.backbones or args.variants or args.frames or args.size or source:
             raise UsageError("--checkpoint defines the case; drop --backbones/--variants/--frames/--size/--source")
         return load_checkpoint(args.checkpoint)
@@ -148,6 +148,17 @@ def accuracy_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     model = official_model(args.checkpoint, backbone=(args.backbones or [None])[0],
                            variant=(args.variants or [None])[0], source=source, loaded=obj)  # fmt: skip
     return vptbench_checkpoint(model, official=_provenance(model, args.checkpoint))
+
+
+def _malformed_vptbench(obj: Any) -> bool:
+    """A dict with vptbench's keys but no release state_dict: load_checkpoint names what it lacks."""
+    if not isinstance(obj, dict) or not ({"case", "state_dict"} & set(obj)):
+        return False
+    try:
+        unwrap_state_dict(obj)
+    except ValueError:
+        return True
+    return "case" in obj
 
 
 def accuracy_checkpoint_path(ckpt: dict[str, Any], given: str, run_dir: Path) -> str:
@@ -191,7 +202,7 @@ def _provenance(model: nn.Module, path: str | Path) -> dict[str, Any]:
 def cmd_convert(args: argparse.Namespace) -> int:
     """``vptbench convert``: official -> vptbench checkpoint, or ``--to-official`` back."""
     out = Path(args.out)
-    obj = _read(args.ckpt)
+    obj = _read(args.ckpt, flag="convert")
     if is_vptbench(obj):
         if not args.to_official:
             raise UsageError(f"{args.ckpt} is already a vptbench checkpoint; pass --to-official to export it")
