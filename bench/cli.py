@@ -148,12 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_lazy("merge", "cmd_merge"))
+    for command in sub.choices.values():  # every command, those added later too
+        command.add_argument(
+            "--plugin", action="append", default=[], metavar="MODULE",
+            help="import MODULE (a module name or a .py file) first, here and in every worker: it may register "
+                 "backbones, pruners and recoverers; repeatable (also VPTBENCH_PLUGINS and the vptbench.plugins "
+                 "entry points)",
+        )  # fmt: skip
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .plugins import load
+
+        load(args.plugin)
         return args.func(args)
     except UsageError as e:
         print(f"vptbench {args.command}: error: {e}", file=sys.stderr)

@@ -54,9 +54,9 @@ def test_token_profile_has_one_entry_per_block_and_the_variant_shape(name, varia
 @pytest.mark.parametrize("name", NAMES)
 def test_every_pruner_and_recoverer_runs(name):
     spec = backbones.spec(name)
-    recoverers = backbones.RECOVERERS if spec.pipeline == "seq2seq" else (None,)
+    recoverers = backbones.recoverers() if spec.pipeline == "seq2seq" else (None,)
     x = inputs(name)
-    for pruner in backbones.PRUNERS:
+    for pruner in backbones.pruners():
         for recoverer in recoverers:
             torch.manual_seed(0)
             model = tiny(name, "single", pruner=pruner, recoverer=recoverer).eval()

@@ -5,19 +5,15 @@ import re
 import pytest
 import torch
 
-from backbones.tokens import (
-    TokenHourglass,
-    format_schedule,
+from backbones.strategies import (
     gather_tokens,
     interpolate_tokens,
-    parse_schedule,
-    resolve_schedule,
     select_tpa,
     select_tpc,
     select_tpmo,
     select_tps,
-    token_profile,
 )
+from backbones.tokens import TokenHourglass, format_schedule, parse_schedule, resolve_schedule, token_profile
 
 # --------------------------------------------------------------------------- schedules
 
