@@ -10,8 +10,8 @@ import torch.nn.functional as F
 
 import backbones
 from backbones.blocks import Block
-from bench.errors import UsageError
 from bench import flops as flops_module
+from bench.errors import UsageError
 from bench.flops import COUNTERS, FVCORE_NON_MATMUL, FlopReport, count_all, count_flops
 
 CASES = [(name, variant) for name in backbones.names() for variant in backbones.VARIANTS]
