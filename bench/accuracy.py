@@ -58,6 +58,7 @@ from .case import Case
 from .data import Clips, PoseData
 from .errors import UsageError
 from .executors import run_cases, shard
+from .presets import with_strategies
 from .progress import report_progress
 from .results import failure, read_meta, read_records, record
 from .store import ensure_fresh
@@ -545,7 +546,7 @@ def plan_cases(args: argparse.Namespace, preset: Preset) -> list[Case]:
             batch = args.batch or preset.batch_for(spec.pipeline)
             cases.append(Case(name, variant, frames=args.frames or preset.frames, batch=batch, device=args.device,
                               size=size).resolve())  # fmt: skip
-    return cases
+    return with_strategies(cases, getattr(args, "pruners", None), getattr(args, "recoverers", None))
 
 
 def cmd_accuracy(args: argparse.Namespace) -> int:

@@ -50,6 +50,13 @@ def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
     return call
 
 
+def _strategy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pruners", type=_csv, default=None, metavar="P,...",
+                   help="pruned variants once per pruner (built-in or registered; default: each variant's own)")
+    p.add_argument("--recoverers", type=_csv, default=None, metavar="R,...",
+                   help="pruned seq2seq variants once per recoverer (default: each variant's own)")
+
+
 def _executor_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
@@ -77,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vptbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("list", help="backbones, variants and default schedules")
+    p = sub.add_parser("list", help="backbones, variants and default schedules; pruners and recoverers")
+    p.add_argument("what", nargs="?", choices=("backbones", "pruners", "recoverers"), default=None,
+                   help="list only these (default: all three; with --json: backbones)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_lazy("commands", "cmd_list"))
 
@@ -101,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="smoke | paper | scaling (default: paper)")
     p.add_argument("--backbones", type=_csv, default=None)
     p.add_argument("--variants", type=_csv, default=None)
+    _strategy_options(p)
     p.add_argument("--frames", type=_ints, default=None)
     p.add_argument("--batch", type=_ints, default=None)
     p.add_argument("--size", default=None)
@@ -117,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="smoke (default) | full")
     p.add_argument("--backbones", type=_csv, default=None)
     p.add_argument("--variants", type=_csv, default=None)
+    _strategy_options(p)
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--size", default=None)
     p.add_argument("--data", choices=("synthetic", "h36m"), default="synthetic")
