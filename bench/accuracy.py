@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 import backbones
 
-from . import metrics
+from . import metrics, plugins
 from .case import Case
 from .data import Clips, PoseData
 from .errors import UsageError
@@ -603,7 +603,8 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     job = AccuracyJob(loader, steps=steps, seed=args.seed, checkpoint=args.checkpoint, lr=preset.lr,
                       weight_decay=preset.weight_decay, threads=preset.threads, progress=executor == "inline")  # fmt: skip
     meta = {"kind": "accuracy", "preset": preset.name, "steps": steps, "seed": args.seed, "lr": preset.lr,
-            "threads": preset.threads, "data": data.description, "shard": args.shard}  # fmt: skip
+            "threads": preset.threads, "data": data.description, "shard": args.shard,
+            "plugins": plugins.describe()}  # fmt: skip
     before = torch.get_num_threads()
     try:
         run_cases(cases, run_dir, run_id=run_id, resume=args.resume, args=args, job=job, meta=meta)

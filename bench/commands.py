@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 import backbones
 
-from . import executors
+from . import executors, plugins
 from .case import Case
 from .errors import UsageError
 from .measure import Settings, check_device, measure_case
@@ -255,7 +255,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         ensure_fresh(run_dir)
     _check_writable(run_dir)
-    meta = {"preset": preset.name, "executor": executor, "shard": args.shard}
+    meta = {"preset": preset.name, "executor": executor, "shard": args.shard, "plugins": plugins.describe()}
 
     if executor != "inline":
         summary = executors.run_cases(

@@ -109,6 +109,11 @@ def loaded() -> list[Plugin]:
     return list(_LOADED.values())
 
 
+def describe() -> list[dict[str, str | None]]:
+    """The loaded plugins for ``meta.json``: module, where it was imported from, how it was named."""
+    return [{"module": p.module, "path": p.path, "origin": p.origin} for p in _LOADED.values()]
+
+
 def for_module(module: str) -> Plugin:
     """A plugin that imports ``module`` (already imported here) in another process.
 
