@@ -107,3 +107,21 @@ def test_workers_get_the_loaded_plugins_and_the_user_backbone_modules(tmp_path, 
     __import__("plugpkg.net")
     task = plugins.for_task(["plugpkg.net"])
     assert [(p.module, p.path) for p in task] == [("plug_task", str(tmp_path)), ("plugpkg.net", str(tmp_path))]
+
+
+def test_a_case_task_imports_its_plugins_before_the_case_as_a_slurm_job_would(tmp_path, clean):
+    from bench import executors
+    from bench.case import Case
+    from bench.results import read_records
+
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    _write(folder, "plug_worker", "plug_worker")  # not imported in this process yet
+    case = Case("mixste", "single", frames=27, size="tiny", pruner="plug_worker")
+    job = executors.BenchJob(metrics=("params",))
+    part = executors._new_part(tmp_path, case, "r", job.expected(case), "")
+    task = executors.CaseTask(case, job, "r", str(tmp_path), str(part), plugins=(plugins.Plugin("plug_worker", str(folder)),))
+    assert "plug_worker" not in backbones.pruners()
+    task()
+    (rec,) = read_records(tmp_path)
+    assert (rec["metric"], rec["status"], rec["pruner"]) == ("params", "ok", "plug_worker")
