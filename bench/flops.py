@@ -11,7 +11,13 @@ The counters differ in *what* they count, which is why all three are kept:
   counts norms, upsampling and adaptive pooling by its own rough rules (see ``FVCORE_NON_MATMUL``).
 - ``torch``: torch.utils.flop_counter.FlopCounterMode (dispatcher level; already 2 per MAC),
   given formulas for the fused CPU attention kernels it counts as 0 in torch 2.x, and for cdist.
-  Matrix products and convolutions only.
+  Matrix products and convolutions only. Its ``unsupported`` lists ops that read a weight matrix
+  but have no formula (a fused kernel it cannot see into).
+
+Every counter runs under no_grad with the ``nn.MultiheadAttention`` fast path off, so
+``nn.TransformerEncoderLayer`` decomposes into ops with formulas. :func:`disagreements` turns
+counters more than 2x apart into warnings naming the suspect ops (``bench.measure`` prints them
+and stores them in the records).
 - ``paper``: the protocol of the papers' tables (HoT, MixSTE, MotionBERT...): thop 0.1.1's MACs
   x 2, i.e. per-module hooks on nn.Linear, convolutions, norms... Attention matmuls, and anything
   done with functional ops, are left out. Reimplemented here (thop 0.1.1 needs distutils, gone in
