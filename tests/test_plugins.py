@@ -113,13 +113,14 @@ def test_a_case_task_imports_its_plugins_before_the_case_as_a_slurm_job_would(tm
     from bench import executors
     from bench.case import Case
     from bench.results import read_records
+    from bench.store import new_part
 
     folder = tmp_path / "lab"
     folder.mkdir()
     _write(folder, "plug_worker", "plug_worker")  # not imported in this process yet
     case = Case("mixste", "single", frames=27, size="tiny", pruner="plug_worker")
     job = executors.BenchJob(metrics=("params",))
-    part = executors._new_part(tmp_path, case, "r", job.expected(case), "")
+    part = new_part(tmp_path, case, "r", job.expected(case), "")
     task = executors.CaseTask(case, job, "r", str(tmp_path), str(part), plugins=(plugins.Plugin("plug_worker", str(folder)),))
     assert "plug_worker" not in backbones.pruners()
     task()
