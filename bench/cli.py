@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from .plugins import load
 
-        load(args.plugin)
+        load(getattr(args, "plugin", None) or [])
         return args.func(args)
     except UsageError as e:
         print(f"vptbench {args.command}: error: {e}", file=sys.stderr)
