@@ -3,8 +3,10 @@
 A backbone is a plain constructor function ``build(frames=..., schedule=..., pruner=...,
 recoverer=..., **size_and_overrides) -> nn.Module``. Registering it states the facts the harness
 needs without building a model: pipeline, input channels, canonical length, named sizes, and the
-default schedule of each pruned variant. Users register their own backbone the same way and it
-runs in every bench command unchanged.
+default schedule of each pruned variant. :func:`create` gives the model it builds what the
+registration states (``pipeline``, ``frames``, ``in_channels``, and ``token_profile`` from its
+``tokens`` hourglass) where the model does not define them. Users register their own backbone the
+same way and it runs in every bench command unchanged.
 """
 
 from __future__ import annotations
@@ -15,19 +17,18 @@ from typing import Any
 
 import torch.nn as nn
 
+from .tokens import Stage, TokenHourglass
+
 VARIANTS = ("rectangle", "single", "hierarchical")
 PIPELINES = ("seq2seq", "seq2frame")
-
-# A stage is (block_index, keep); keep is a token count (int >= 1) or a ratio of T in (0, 1).
-Stage = tuple[int, int | float]
 
 
 @dataclass(frozen=True)
 class VariantSpec:
     """Defaults of one pruned variant. An empty schedule is the rectangle."""
 
-    schedule: tuple[Stage, ...] = ()
-    pruner: str | None = None
+    schedule: tuple[Stage, ...] = ()  # (block, keep) or (block, keep, pruner) stages
+    pruner: str | None = None  # for the stages that name none
     recoverer: str | None = None
     # HoT adds a learnable position embedding to the kept tokens; H2OT's tps+tri has none.
     embed_kept: bool = False
@@ -174,6 +175,13 @@ def create(
             f"got {n} stage(s)"
         )
     model = s.build(frames=frames, **kwargs)
+    # What the registration states, the model need not repeat (the harness reads it off the model).
+    for attr, value in (("pipeline", s.pipeline), ("frames", frames), ("in_channels", s.in_channels)):
+        if getattr(model, attr, None) is None:
+            setattr(model, attr, value)
+    tokens = getattr(model, "tokens", None)
+    if not hasattr(model, "token_profile") and isinstance(tokens, TokenHourglass):
+        model.token_profile = tokens.profile  # type: ignore[assignment]
     model.backbone = name  # type: ignore[assignment]
     model.variant = variant  # type: ignore[assignment]
     model.size = size  # type: ignore[assignment]

@@ -2,18 +2,22 @@
 
 Vocabulary (SPEC section 4):
 
-- a *schedule* is a sequence of stages ``(block_index, keep)``: before block ``block_index`` the
-  tokens are cut down to ``keep``. Blocks strictly increase, keeps strictly decrease; ``keep`` is a
-  count or a ratio of T in (0, 1), so one schedule scales with the sequence length.
-- a *pruner* picks which tokens survive a stage (``tps``, ``tpc``, ``tpa``, ``tpmo``);
-- a *recoverer* brings the kept tokens back to all T frames at the end (``tri``, ``tra``).
+- a *schedule* is a sequence of stages ``(block_index, keep)`` or ``(block_index, keep, pruner)``:
+  before block ``block_index`` the tokens are cut down to ``keep``. Blocks strictly increase, keeps
+  strictly decrease; ``keep`` is a count or a ratio of T in (0, 1), so one schedule scales with the
+  sequence length. A stage that names no pruner uses the model's ``pruner``. As text:
+  ``"2:81:tpc,5:27:tps"`` (``BLOCK:KEEP[:PRUNER],...``).
+- a *pruner* picks (or merges) the tokens that survive a stage; a *recoverer* brings the kept
+  tokens back to all T frames at the end. Both are registries (:mod:`backbones.strategies`):
+  ``tps``, ``tpc``, ``tpa``, ``tpmo``, ``tome`` and ``tri``, ``tra`` are built in, and
+  ``register_pruner`` / ``register_recoverer`` add more.
 
 Every kept token carries its absolute frame position (B, K) composed across stages, so recovery
 knows where each token sits in time, and seq2frame models can always find the centre frame.
 
 A backbone uses :class:`TokenHourglass` like this::
 
-    pos = self.tokens.positions(x)                     # (B, T) absolute frame indices
+    pos = self.tokens.positions(x)                     # (B, T) absolute frame indices; starts a forward
     for i, block in enumerate(self.blocks):
         x, pos = self.tokens.prune(i, x, pos)          # no-op where no stage starts
         x = block(x)
@@ -22,55 +26,76 @@ A backbone uses :class:`TokenHourglass` like this::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
 
-from .blocks import CrossAttention
+from .strategies import (
+    Merged,
+    PruneInput,
+    gather_tokens,
+    pruner_spec,
+    recoverer_spec,
+    top_sorted,
+)
 
-PRUNERS = ("tps", "tpc", "tpa", "tpmo")
-RECOVERERS = ("tri", "tra")
+# A stage is (block_index, keep) or (block_index, keep, pruner); keep is a count or a ratio of T.
+Stage = tuple[int, int | float] | tuple[int, int | float, str]
 
 
 # --------------------------------------------------------------------------- schedules
 
 
-def parse_schedule(text: str) -> tuple[tuple[int, int | float], ...]:
-    """Parse ``"BLOCK:KEEP,..."`` (KEEP a count or a ratio of T in (0, 1)); ``""`` is no schedule."""
-    stages: list[tuple[int, int | float]] = []
+def parse_schedule(text: str) -> tuple[Stage, ...]:
+    """Parse ``"BLOCK:KEEP[:PRUNER],..."`` (KEEP a count or a ratio of T in (0, 1)); ``""`` is no schedule.
+
+    The pruner name is not looked up here (a plugin may register it later); models and cases do.
+    """
+    stages: list[Stage] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        block, sep, keep = part.partition(":")
-        if not sep:
-            raise ValueError(f"schedule stage {part!r} is not BLOCK:KEEP (e.g. 3:81 or 3:0.33)")
+        fields = [f.strip() for f in part.split(":")]
+        if len(fields) not in (2, 3):
+            raise ValueError(f"schedule stage {part!r} is not BLOCK:KEEP[:PRUNER] (e.g. 3:81, 3:0.33 or 3:81:tpc)")
         try:
-            b = int(block)
-            k: int | float = int(keep) if keep.strip().isdigit() else float(keep)
+            b = int(fields[0])
+            k: int | float = int(fields[1]) if fields[1].isdigit() else float(fields[1])
         except ValueError:
             raise ValueError(
                 f"schedule stage {part!r}: BLOCK must be an integer and KEEP a count or a ratio in (0, 1)"
             ) from None
-        stages.append((b, k))
+        if len(fields) == 3:
+            if not fields[2].isidentifier():
+                raise ValueError(f"schedule stage {part!r}: PRUNER must be a pruner's name (e.g. tpc)")
+            stages.append((b, k, fields[2]))
+        else:
+            stages.append((b, k))
     return tuple(stages)
 
 
-def format_schedule(stages: Iterable[tuple[int, int | float]]) -> str:
-    """The inverse of :func:`parse_schedule`: ``[(3, 81), (5, 27)] -> "3:81,5:27"``."""
-    return ",".join(f"{b}:{k:g}" if isinstance(k, float) else f"{b}:{k}" for b, k in stages)
+def format_schedule(stages: Iterable[Sequence[Any]]) -> str:
+    """The inverse of :func:`parse_schedule`: ``[(3, 81), (5, 27, "tome")] -> "3:81,5:27:tome"``."""
+    parts = []
+    for block, keep, *rest in stages:
+        text = f"{block}:{keep:g}" if isinstance(keep, float) else f"{block}:{keep}"
+        parts.append(f"{text}:{rest[0]}" if rest and rest[0] else text)
+    return ",".join(parts)
 
 
-def resolve_schedule(
-    schedule: Sequence[tuple[int, int | float]], frames: int, depth: int
-) -> list[tuple[int, int]]:
+def resolve_schedule(schedule: Sequence[Sequence[Any]], frames: int, depth: int) -> list[Stage]:
     """Validate a schedule and turn ratios into token counts for ``frames`` frames.
 
     Raises ValueError naming the problem: blocks not strictly increasing or outside
-    ``0..depth-1``, a keep below 1, or a keep not below the tokens entering its stage.
+    ``0..depth-1``, a keep below 1, or a keep not below the tokens entering its stage. A stage's
+    pruner, if it names one, is kept as it is.
     """
-    resolved: list[tuple[int, int]] = []
+    resolved: list[Stage] = []
     tokens, last_block = frames, -1
-    for block, keep in schedule:
+    for stage in schedule:
+        if len(stage) not in (2, 3):
+            raise ValueError(f"schedule stage {tuple(stage)!r} is not (block, keep) or (block, keep, pruner)")
+        block, keep, *rest = stage
         if isinstance(keep, bool) or not isinstance(block, int):
             raise ValueError(f"schedule stage ({block!r}, {keep!r}): block must be an integer")
         if not 0 <= block < depth:
@@ -91,14 +116,30 @@ def resolve_schedule(
             raise ValueError(
                 f"schedule keep {count} at block {block} must be below the {tokens} tokens entering that stage"
             )
-        resolved.append((block, count))
+        resolved.append((block, count, rest[0]) if rest and rest[0] else (block, count))
         tokens, last_block = count, block
     return resolved
 
 
-def token_profile(stages: Sequence[tuple[int, int]], frames: int, depth: int) -> list[int]:
+def stage_pruners(stages: Sequence[Sequence[Any]], pruner: str | None) -> tuple[str | None, list[Stage]]:
+    """The schedule's main pruner and its stages, each naming a pruner only where it differs.
+
+    A stage without a pruner uses ``pruner``; when every stage names one, the first stage's is
+    the main pruner. So ``2:9:tpc,5:3:tome`` is pruner ``tpc`` with ``2:9,5:3:tome``, and one
+    experiment has one spelling (in case ids too).
+    """
+    named = [s[2] if len(s) > 2 and s[2] else None for s in stages]
+    if named and all(named):
+        pruner = named[0]
+    canonical: list[Stage] = [
+        (s[0], s[1]) if p in (None, pruner) else (s[0], s[1], p) for s, p in zip(stages, named, strict=True)
+    ]
+    return pruner, canonical
+
+
+def token_profile(stages: Sequence[Sequence[Any]], frames: int, depth: int) -> list[int]:
     """Tokens seen by each block, e.g. ``[243, 243, 243, 81, 81, 81, 81, 81]``."""
-    keep_at = dict(stages)
+    keep_at = {s[0]: s[1] for s in stages}
     profile, tokens = [], frames
     for i in range(depth):
         tokens = keep_at.get(i, tokens)
@@ -106,86 +147,10 @@ def token_profile(stages: Sequence[tuple[int, int]], frames: int, depth: int) ->
     return profile
 
 
-# --------------------------------------------------------------------------- selection rules
-# Each rule returns local indices (B, keep) into the current tokens, sorted by time.
-
-
-def _pool_joints(x: torch.Tensor) -> torch.Tensor:
-    """(B, T, J, C) -> (B, T, C) by averaging joints; (B, T, C) passes through."""
-    return x.mean(dim=2) if x.dim() == 4 else x
-
-
-def _top_sorted(score: torch.Tensor, keep: int) -> torch.Tensor:
-    return score.topk(keep, dim=-1).indices.sort(dim=-1).values
-
-
-def select_tps(batch: int, tokens: int, keep: int, device: torch.device | None = None) -> torch.Tensor:
-    """Uniform sampling: round(linspace(0, tokens - 1, keep)), the same for every sample."""
-    idx = torch.linspace(0, tokens - 1, keep, device=device).round().long()
-    return idx.unsqueeze(0).expand(batch, keep)
-
-
-def dpc_knn_scores(feat: torch.Tensor, k: int = 2) -> torch.Tensor:
-    """Density-peaks score of every token (B, T, C) -> (B, T): local density x distance to denser.
-
-    Density is exp(-mean squared distance to the k nearest tokens); the distance term is the
-    distance to the nearest token of higher density (the largest distance for the densest token).
-    Cluster centres score highest, so top-k picks one representative per cluster (DPC-kNN).
-    """
-    # Double precision: densities of close tokens differ far below float32's resolution near 1.
-    feat = feat.double()
-    c = feat.shape[-1]
-    dist = torch.cdist(feat, feat) / math.sqrt(c)  # (B, T, T)
-    # As in HoT, the k nearest include the token itself (distance 0): k=2 means "self + nearest".
-    knn = dist.topk(min(k, dist.shape[-1]), dim=-1, largest=False).values
-    density = torch.exp(-(knn**2).mean(dim=-1))
-    # Mutual nearest neighbours have equal densities: break such ties by position, so the choice is
-    # deterministic (HoT adds random noise instead).
-    t = density.shape[-1]
-    density = density + torch.arange(t, device=feat.device, dtype=density.dtype) * 1e-12
-    denser = density[:, None, :] > density[:, :, None]  # [b, i, j]: j is denser than i
-    dmax = dist.flatten(1).max(dim=-1).values[:, None, None]
-    delta = torch.where(denser, dist, dmax).min(dim=-1).values
-    return delta * density
-
-
-def select_tpc(x: torch.Tensor, keep: int, k: int = 2) -> torch.Tensor:
-    """Token pruning by clustering (HoT): the ``keep`` DPC-kNN cluster centres, sorted by time."""
-    with torch.no_grad():
-        return _top_sorted(dpc_knn_scores(_pool_joints(x), k), keep)
-
-
-def select_tpa(received: torch.Tensor, keep: int) -> torch.Tensor:
-    """Token pruning by attention: the ``keep`` tokens that received the most attention (B, T)."""
-    return _top_sorted(received.detach(), keep)
-
-
-def motion_scores(x: torch.Tensor) -> torch.Tensor:
-    """Per-frame motion (B, T): mean feature change to the previous and next frame."""
-    feat = _pool_joints(x).detach().float()
-    step = (feat[:, 1:] - feat[:, :-1]).norm(dim=-1)  # (B, T-1)
-    zero = step.new_zeros(step.shape[0], 1)
-    before, after = torch.cat([zero, step], 1), torch.cat([step, zero], 1)
-    count = torch.full_like(before, 2.0)
-    count[:, 0] = count[:, -1] = 1.0
-    return (before + after) / count
-
-
-def select_tpmo(x: torch.Tensor, keep: int) -> torch.Tensor:
-    """Token pruning by motion: the ``keep`` frames that move most, sorted by time."""
-    return _top_sorted(motion_scores(x), keep)
-
-
-def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """Pick tokens along dim 1: x (B, T, ...) and idx (B, K) -> (B, K, ...)."""
-    batch = torch.arange(x.shape[0], device=x.device).unsqueeze(1)
-    return x[batch, idx]
-
-
 def ensure_centre(idx: torch.Tensor, pos: torch.Tensor, centre: int, score: torch.Tensor | None) -> torch.Tensor:
     """Make sure the token at absolute frame ``centre`` is among ``idx`` (seq2frame pipelines).
 
-    Where it is missing, it replaces the selected token closest to it in time (for ``tps``) or
+    Where it is missing, it replaces the selected token closest to it in time (no scores) or
     the lowest-scored selected token (score given), keeping the indices sorted.
     """
     local = (pos == centre).float().argmax(dim=1, keepdim=True)  # (B, 1) local index of the centre
@@ -200,54 +165,6 @@ def ensure_centre(idx: torch.Tensor, pos: torch.Tensor, centre: int, score: torc
     return torch.where(present, idx, replaced).sort(dim=1).values
 
 
-# --------------------------------------------------------------------------- recoverers
-
-
-def interpolate_tokens(x: torch.Tensor, pos: torch.Tensor, frames: int) -> torch.Tensor:
-    """Linear interpolation along time from kept positions to all ``frames`` positions.
-
-    x (B, K, ...) at sorted absolute positions pos (B, K) -> (B, frames, ...). Frames before the
-    first or after the last kept position take that token's value (no extrapolation).
-    """
-    b, k = pos.shape
-    if k == 1:
-        return x.expand(b, frames, *x.shape[2:]).clone()
-    t = torch.arange(frames, device=x.device, dtype=torch.float32).expand(b, frames).contiguous()
-    p = pos.to(torch.float32).contiguous()
-    right = torch.searchsorted(p, t).clamp(1, k - 1)  # (B, T)
-    left = right - 1
-    p_left, p_right = torch.gather(p, 1, left), torch.gather(p, 1, right)
-    w = ((t - p_left) / (p_right - p_left).clamp_min(1e-6)).clamp(0.0, 1.0)
-    w = w.to(x.dtype).reshape(b, frames, *([1] * (x.dim() - 2)))
-    return gather_tokens(x, left) * (1 - w) + gather_tokens(x, right) * w
-
-
-class AttentionRecoverer(nn.Module):
-    """Token recovering by attention (HoT's TRA): T learnable queries cross-attend to the kept tokens.
-
-    Works per joint: kept (B, K, J, C) -> (B*J, K, C) keys/values; the output is the query plus
-    the attended value (a residual), (B, T, J, C). Position-free: the queries learn where in time
-    they sit, which is why TRA needs no positions.
-    """
-
-    def __init__(self, frames: int, dim: int, heads: int, qkv_bias: bool = True):
-        super().__init__()
-        self.query = nn.Parameter(torch.zeros(1, frames, dim))
-        self.attn = CrossAttention(dim, heads, qkv_bias=qkv_bias)
-        nn.init.trunc_normal_(self.query, std=0.02)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        joints = x.dim() == 4
-        if joints:
-            b, k, j, c = x.shape
-            x = x.permute(0, 2, 1, 3).reshape(b * j, k, c)  # (B, K, J, C) -> (B*J, K, C)
-        q = self.query.expand(x.shape[0], -1, -1)
-        out = q + self.attn(q, x)
-        if joints:
-            out = out.reshape(b, j, -1, c).permute(0, 2, 1, 3)  # -> (B, T, J, C)
-        return out
-
-
 # --------------------------------------------------------------------------- the module
 
 
@@ -255,8 +172,10 @@ class TokenHourglass(nn.Module):
     """Prunes tokens at the scheduled blocks and recovers them at the end.
 
     Holds the resolved schedule, the optional learnable embeddings of the kept tokens (HoT adds
-    one per stage) and the recoverer's parameters; all of them live under this module, so a
-    rectangle checkpoint loads into a pruned variant missing only these.
+    one per stage) and the recoverer (under its name: ``tokens.tra.*``); all of them live under
+    this module, so a rectangle checkpoint loads into a pruned variant missing only these.
+    ``pruner`` is used by the stages that name none. Between :meth:`positions` and the last
+    :meth:`prune` of a forward it remembers how many frames each token stands for (merging).
     """
 
     def __init__(
@@ -265,27 +184,34 @@ class TokenHourglass(nn.Module):
         frames: int,
         depth: int,
         dim: int,
-        schedule: Sequence[tuple[int, int | float]] = (),
+        schedule: Sequence[Sequence[Any]] = (),
         pruner: str | None = None,
         recoverer: str | None = None,
         pipeline: str = "seq2seq",
         embed_kept: bool = False,
         heads: int = 8,
         qkv_bias: bool = True,
-        knn: int = 2,
     ):
         super().__init__()
-        self.frames, self.depth, self.pipeline, self.knn = frames, depth, pipeline, knn
-        self.stages = resolve_schedule(schedule, frames, depth)
-        if self.stages:
-            if pruner not in PRUNERS:
-                raise ValueError(f"unknown pruner {pruner!r}; choose from {', '.join(PRUNERS)}")
-            if pipeline == "seq2seq" and recoverer not in RECOVERERS:
-                raise ValueError(f"unknown recoverer {recoverer!r}; choose from {', '.join(RECOVERERS)}")
-            if pruner == "tpa" and self.stages[0][0] == 0:
-                raise ValueError("pruner 'tpa' needs a block before the first prune point (block >= 1)")
-        self.pruner = pruner if self.stages else None
+        self.frames, self.depth, self.pipeline = frames, depth, pipeline
+        resolved = resolve_schedule(schedule, frames, depth)
+        self.stages: list[tuple[int, int]] = [(s[0], int(s[1])) for s in resolved]
+        main, self.canonical_stages = stage_pruners(resolved, pruner)
+        self.stage_pruner: dict[int, str] = {}
+        for block, _keep, *named in self.canonical_stages:
+            name = named[0] if named else main
+            if name is None:
+                raise ValueError(f"schedule stage at block {block} names no pruner and no pruner was given")
+            if pruner_spec(name).attention and block == 0:  # pruner_spec: ValueError if unknown
+                raise ValueError(f"pruner {name!r} needs a block before its prune point (block >= 1), got block 0")
+            self.stage_pruner[block] = name
+        self.pruner = main if self.stages else None
         self.recoverer = recoverer if self.stages and pipeline == "seq2seq" else None
+        if self.recoverer is not None:
+            build = recoverer_spec(self.recoverer).build
+            if hasattr(self, self.recoverer):
+                raise ValueError(f"recoverer name {self.recoverer!r} clashes with an attribute of TokenHourglass")
+            self.add_module(self.recoverer, build(frames=frames, dim=dim, heads=heads, qkv_bias=qkv_bias))
         self.centre = (frames - 1) // 2
         self.keep_at = dict(self.stages)
         self.embeds = nn.ParameterDict()
@@ -293,9 +219,7 @@ class TokenHourglass(nn.Module):
             for block, keep in self.stages:
                 self.embeds[str(block)] = nn.Parameter(torch.zeros(1, keep, dim))
                 nn.init.trunc_normal_(self.embeds[str(block)], std=0.02)
-        self.tra = (
-            AttentionRecoverer(frames, dim, heads, qkv_bias) if self.recoverer == "tra" else None
-        )
+        self._size: torch.Tensor | None = None  # (B, K) frames per token in the current forward
 
     @property
     def profile(self) -> list[int]:
@@ -303,46 +227,21 @@ class TokenHourglass(nn.Module):
 
     @property
     def schedule_text(self) -> str:
-        return format_schedule(self.stages)
+        """The schedule as ``BLOCK:KEEP[:PRUNER],...``, naming only pruners other than :attr:`pruner`."""
+        return format_schedule(self.canonical_stages)
 
     def wants_attention(self, block: int) -> bool:
-        """Whether block ``block``'s temporal attention must report attention received (tpa)."""
-        return self.pruner == "tpa" and (block + 1) in self.keep_at
+        """Whether block ``block``'s temporal attention must report attention received (e.g. tpa)."""
+        name = self.stage_pruner.get(block + 1)
+        return name is not None and pruner_spec(name).attention
 
     def positions(self, x: torch.Tensor) -> torch.Tensor:
-        """Absolute frame index of every token of a full-length input x (B, T, ...) -> (B, T)."""
-        return torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        """Absolute frame index of every token of a full-length input x (B, T, ...) -> (B, T).
 
-    def select(
-        self, block: int, x: torch.Tensor, pos: torch.Tensor, received: torch.Tensor | None = None
-    ) -> torch.Tensor | None:
-        """Local indices (B, keep) of the tokens that survive the stage at ``block``; None if none.
-
-        ``x`` is the feature the pruner judges, (B, T, J, C) or (B, T, C); ``received`` is the
-        attention each token received in the preceding temporal block (B, T), for ``tpa``.
+        Call it once at the start of every forward: it also forgets the token sizes of the last one.
         """
-        keep = self.keep_at.get(block)
-        if keep is None:
-            return None
-        b, t = pos.shape
-        score: torch.Tensor | None = None
-        if self.pruner == "tps":
-            idx = select_tps(b, t, keep, pos.device)
-        elif self.pruner == "tpc":
-            score = dpc_knn_scores(_pool_joints(x).detach(), self.knn)
-        elif self.pruner == "tpa":
-            if received is None:
-                raise RuntimeError(f"pruner 'tpa' at block {block} got no attention from the block before")
-            score = received.detach().float()
-        else:
-            score = motion_scores(x)
-        if score is not None:
-            if self.pipeline == "seq2frame":
-                score = score.masked_fill(pos == self.centre, float("inf"))
-            idx = _top_sorted(score, keep)
-        if self.pipeline == "seq2frame":
-            idx = ensure_centre(idx, pos, self.centre, score)
-        return idx
+        self._size = None
+        return torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
 
     def embed(self, block: int, x: torch.Tensor) -> torch.Tensor:
         """Add the stage's learnable kept-token embedding (1, K, C), broadcast over joints."""
@@ -355,19 +254,77 @@ class TokenHourglass(nn.Module):
     def prune(
         self, block: int, x: torch.Tensor, pos: torch.Tensor, received: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Select, gather and embed in one call for models with a single token stream."""
-        idx = self.select(block, x, pos, received)
-        if idx is None:
+        """The tokens (B, keep, ...) and positions (B, keep) after the stage at ``block``; as given if none.
+
+        ``x`` is the feature the pruner judges, (B, T, J, C) or (B, T, C); ``received`` is the
+        attention each token received in the preceding temporal block (B, T), for pruners that
+        ask for it (:meth:`wants_attention`).
+        """
+        keep = self.keep_at.get(block)
+        if keep is None:
             return x, pos
-        return self.embed(block, gather_tokens(x, idx)), gather_tokens(pos, idx)
+        name = self.stage_pruner[block]
+        spec = pruner_spec(name)
+        if spec.attention and received is None:
+            raise RuntimeError(f"pruner {name!r} at block {block} got no attention from the block before")
+        size = self._size
+        if size is None or size.shape != pos.shape:
+            size = torch.ones_like(pos, dtype=torch.float32)
+        centre = self.centre if self.pipeline == "seq2frame" else None
+        out = spec.fn(PruneInput(x, pos, keep, size, received if spec.attention else None, centre, block))
+        if isinstance(out, Merged):
+            x, pos, size = self._merged(name, block, out, x, keep)
+        else:
+            idx = self._indices(name, block, out, pos, keep)
+            x, pos, size = gather_tokens(x, idx), gather_tokens(pos, idx), gather_tokens(size, idx)
+        self._size = size
+        return self.embed(block, x), pos
+
+    def _indices(self, name: str, block: int, out: Any, pos: torch.Tensor, keep: int) -> torch.Tensor:
+        """Sorted local indices (B, keep) from a pruner's scores (B, T) or indices (B, keep)."""
+        b, t = pos.shape
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+        if shape == (b, t) and out.is_floating_point():
+            score: torch.Tensor | None = (
+                out.masked_fill(pos == self.centre, float("inf")) if self.pipeline == "seq2frame" else out
+            )
+            idx = top_sorted(out, keep) if score is None else top_sorted(score, keep)
+        elif shape == (b, keep) and not out.is_floating_point() and not out.is_complex():
+            score, idx = None, out.long().sort(dim=1).values
+        else:
+            got = f"{out.dtype} tensor of shape {shape}" if shape is not None else type(out).__name__
+            raise RuntimeError(
+                f"pruner {name!r} at block {block} returned a {got}; expected float scores (B, T) = "
+                f"({b}, {t}), integer indices (B, keep) = ({b}, {keep}) or backbones.Merged"
+            )
+        if self.pipeline == "seq2frame":
+            idx = ensure_centre(idx, pos, self.centre, score)
+        return idx
+
+    def _merged(
+        self, name: str, block: int, out: Merged, x: torch.Tensor, keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A merging pruner's tokens, checked and sorted by frame; sizes default to one each."""
+        b = x.shape[0]
+        want = (b, keep, *x.shape[2:])
+        if tuple(out.x.shape) != want or tuple(out.pos.shape) != (b, keep):
+            raise RuntimeError(
+                f"pruner {name!r} at block {block} merged into tokens {tuple(out.x.shape)} at positions "
+                f"{tuple(out.pos.shape)}; expected {want} and {(b, keep)}"
+            )
+        size = out.size if out.size is not None else torch.ones_like(out.pos, dtype=torch.float32)
+        order = out.pos.argsort(dim=1)
+        new_x, new_pos, size = gather_tokens(out.x, order), gather_tokens(out.pos, order), gather_tokens(size, order)
+        if self.pipeline == "seq2frame" and not bool((new_pos == self.centre).any(dim=1).all()):
+            raise RuntimeError(f"pruner {name!r} at block {block} lost the centre frame {self.centre} (seq2frame)")
+        return new_x, new_pos, size
 
     def recover(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Back to all T frames (B, T, ...) from kept tokens (B, K, ...); identity if nothing was pruned."""
         if x.shape[1] == self.frames or self.recoverer is None:
             return x
-        if self.tra is not None:
-            return self.tra(x)
-        return interpolate_tokens(x, pos, self.frames)
+        module: nn.Module = getattr(self, self.recoverer)
+        return module(x, pos)
 
     def centre_token(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """The token of the centre frame, x (B, K, ...) -> (B, 1, ...), for seq2frame outputs."""

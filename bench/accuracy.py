@@ -53,12 +53,13 @@ from tqdm import tqdm
 
 import backbones
 
-from . import metrics
+from . import metrics, plugins
 from .case import Case
 from .convert import accuracy_checkpoint, accuracy_checkpoint_path, checkpoint_model
 from .data import Clips, PoseData
 from .errors import UsageError
 from .executors import run_cases, shard
+from .presets import with_strategies
 from .progress import report_progress
 from .results import failure, read_meta, read_records, record
 from .store import ensure_fresh
@@ -543,7 +544,7 @@ def plan_cases(args: argparse.Namespace, preset: Preset) -> list[Case]:
             batch = args.batch or preset.batch_for(spec.pipeline)
             cases.append(Case(name, variant, frames=args.frames or preset.frames, batch=batch, device=args.device,
                               size=size).resolve())  # fmt: skip
-    return cases
+    return with_strategies(cases, getattr(args, "pruners", None), getattr(args, "recoverers", None))
 
 
 def cmd_accuracy(args: argparse.Namespace) -> int:
@@ -599,7 +600,8 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     job = AccuracyJob(loader, steps=steps, seed=args.seed, checkpoint=checkpoint, lr=preset.lr,
                       weight_decay=preset.weight_decay, threads=preset.threads, progress=executor == "inline")  # fmt: skip
     meta = {"kind": "accuracy", "preset": preset.name, "steps": steps, "seed": args.seed, "lr": preset.lr,
-            "threads": preset.threads, "data": data.description, "shard": args.shard}  # fmt: skip
+            "threads": preset.threads, "data": data.description, "shard": args.shard,
+            "plugins": plugins.describe()}  # fmt: skip
     before = torch.get_num_threads()
     try:
         run_cases(cases, run_dir, run_id=run_id, resume=args.resume, args=args, job=job, meta=meta)

@@ -8,7 +8,7 @@ from typing import Any
 import torch.nn as nn
 
 import backbones
-from backbones.tokens import format_schedule, parse_schedule, resolve_schedule
+from backbones.tokens import format_schedule, parse_schedule, resolve_schedule, stage_pruners
 
 from .errors import UsageError
 
@@ -30,8 +30,8 @@ class Case:
     device: str = "cpu"
     dtype: str = "float32"
     size: str | None = None
-    schedule: str = ""  # "BLOCK:KEEP,..." with KEEP a count (resolved) or a ratio of T
-    pruner: str = ""
+    schedule: str = ""  # "BLOCK:KEEP[:PRUNER],..." with KEEP a count (resolved) or a ratio of T
+    pruner: str = ""  # the stages' pruner where they name none
     recoverer: str = ""
 
     @property
@@ -67,7 +67,7 @@ class Case:
         try:
             stages = parse_schedule(self.schedule) if self.schedule else v.schedule
             # depth is checked when the model is built; here only the token counts are resolved
-            schedule = format_schedule(resolve_schedule(stages, frames, depth=10**6))
+            resolved = resolve_schedule(stages, frames, depth=10**6)
         except ValueError as e:
             raise UsageError(f"bad schedule {self.schedule!r}: {e}") from None
         pruner = self.pruner or (v.pruner or "")
@@ -76,10 +76,14 @@ class Case:
             pruner = recoverer = ""
         if spec.pipeline == "seq2frame":
             recoverer = ""
-        if pruner and pruner not in backbones.PRUNERS:
-            raise UsageError(f"unknown pruner {pruner!r}; choose from {', '.join(backbones.PRUNERS)}")
-        if recoverer and recoverer not in backbones.RECOVERERS:
-            raise UsageError(f"unknown recoverer {recoverer!r}; choose from {', '.join(backbones.RECOVERERS)}")
+        # One spelling per experiment: "2:9:tpc,5:3:tome" is pruner tpc with "2:9,5:3:tome".
+        main, canonical = stage_pruners(resolved, pruner or None)
+        pruner, schedule = main or "", format_schedule(canonical)
+        for name in dict.fromkeys([pruner, *(s[2] for s in canonical if len(s) > 2)]):
+            if name and name not in backbones.pruners():
+                raise UsageError(f"unknown pruner {name!r}; choose from {', '.join(backbones.pruners())}")
+        if recoverer and recoverer not in backbones.recoverers():
+            raise UsageError(f"unknown recoverer {recoverer!r}; choose from {', '.join(backbones.recoverers())}")
         return replace(self, frames=frames, size=size, schedule=schedule, pruner=pruner, recoverer=recoverer)
 
     @property

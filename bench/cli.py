@@ -50,6 +50,13 @@ def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
     return call
 
 
+def _strategy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pruners", type=_csv, default=None, metavar="P,...",
+                   help="pruned variants once per pruner (built-in or registered; default: each variant's own)")
+    p.add_argument("--recoverers", type=_csv, default=None, metavar="R,...",
+                   help="pruned seq2seq variants once per recoverer (default: each variant's own)")
+
+
 def _executor_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
@@ -84,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"vptbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("list", help="backbones, variants and default schedules")
+    p = sub.add_parser("list", help="backbones, variants and default schedules; pruners and recoverers")
+    p.add_argument("what", nargs="?", choices=("backbones", "pruners", "recoverers"), default=None,
+                   help="list only these (default: all three; with --json: backbones)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_lazy("commands", "cmd_list"))
 
@@ -109,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="smoke | paper | scaling (default: paper)")
     p.add_argument("--backbones", type=_csv, default=None)
     p.add_argument("--variants", type=_csv, default=None)
+    _strategy_options(p)
     p.add_argument("--frames", type=_ints, default=None)
     p.add_argument("--batch", type=_ints, default=None)
     p.add_argument("--size", default=None)
@@ -125,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default=None, help="smoke (default) | full")
     p.add_argument("--backbones", type=_csv, default=None)
     p.add_argument("--variants", type=_csv, default=None)
+    _strategy_options(p)
     p.add_argument("--frames", type=int, default=None)
     p.add_argument("--size", default=None)
     p.add_argument("--data", choices=("synthetic", "h36m"), default="synthetic")
@@ -171,12 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_lazy("merge", "cmd_merge"))
+    for command in sub.choices.values():  # every command, those added later too
+        command.add_argument(
+            "--plugin", action="append", default=[], metavar="MODULE",
+            help="import MODULE (a module name or a .py file) first, here and in every worker: it may register "
+                 "backbones, pruners and recoverers; repeatable (also VPTBENCH_PLUGINS and the vptbench.plugins "
+                 "entry points)",
+        )  # fmt: skip
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .plugins import load
+
+        load(getattr(args, "plugin", None) or [])
         return args.func(args)
     except UsageError as e:
         print(f"vptbench {args.command}: error: {e}", file=sys.stderr)

@@ -24,11 +24,11 @@ from tabulate import tabulate
 
 import backbones
 
-from . import executors
+from . import executors, plugins
 from .case import Case
 from .errors import UsageError
 from .measure import Settings, check_device, measure_case
-from .presets import build_matrix, get_preset
+from .presets import build_matrix, get_preset, with_strategies
 from .results import read_meta
 from .runner import ensure_fresh, run_matrix
 
@@ -105,7 +105,33 @@ def _runs(profile: list[int]) -> str:
     return " ".join(parts)
 
 
+def describe_strategies() -> dict[str, list[dict[str, Any]]]:
+    """The registered pruners and recoverers with their one-line descriptions (built-ins first)."""
+    return {
+        "pruners": [
+            {"name": n, "attention": backbones.pruner_spec(n).attention, "doc": _first_line(backbones.pruner_spec(n).doc)}
+            for n in backbones.pruners()
+        ],
+        "recoverers": [{"name": n, "doc": _first_line(backbones.recoverer_spec(n).doc)} for n in backbones.recoverers()],
+    }
+
+
+def _first_line(doc: str) -> str:
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    what = getattr(args, "what", None)
+    if what in ("pruners", "recoverers"):
+        items = describe_strategies()[what]
+        if args.json:
+            print(json.dumps(items, indent=2))
+        else:
+            print(tabulate([[i["name"], "yes" if i.get("attention") else "", i["doc"]] for i in items]
+                           if what == "pruners" else [[i["name"], i["doc"]] for i in items],
+                           headers=["pruner", "attention", "what it does"] if what == "pruners"
+                           else ["recoverer", "what it does"], disable_numparse=True))  # fmt: skip
+        return 0
     info = describe_backbones()
     if args.json:
         print(json.dumps(info, indent=2))
@@ -120,7 +146,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     headers = ["backbone", "pipeline", "C_in", "T", "sizes (* default)", "variant", "schedule",
                "pruner+recoverer", "params (M)", "tokens per block"]  # fmt: skip
     print(tabulate(rows, headers=headers, disable_numparse=True))
-    print("\nschedule = BLOCK:KEEP,... at the canonical T (the registered keeps are ratios of T).")
+    print("\nschedule = BLOCK:KEEP[:PRUNER],... at the canonical T (the registered keeps are ratios of T).")
+    if what is None:
+        for kind in ("pruners", "recoverers"):
+            print()
+            cmd_list(argparse.Namespace(what=kind, json=False))
     return 0
 
 
@@ -219,6 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         preset, backbone_names=args.backbones, variants=args.variants, frames=args.frames,
         batch=args.batch, size=args.size, device=device, dtype=args.dtype or "float32",
     )
+    cases = with_strategies(cases, getattr(args, "pruners", None), getattr(args, "recoverers", None))
     if args.shard:
         cases = executors.shard(cases, args.shard)  # UsageError for a malformed i/n
     metrics = args.metrics or list(preset.metrics)
@@ -230,7 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         ensure_fresh(run_dir)
     _check_writable(run_dir)
-    meta = {"preset": preset.name, "executor": executor, "shard": args.shard}
+    meta = {"preset": preset.name, "executor": executor, "shard": args.shard, "plugins": plugins.describe()}
 
     if executor != "inline":
         summary = executors.run_cases(

@@ -47,6 +47,7 @@ from .case import Case
 from .errors import UsageError
 from .jobs import BenchJob, Job
 from .measure import METRIC_GROUPS, Settings
+from .plugins import Plugin, activate_all, for_task
 from .progress import read_progress, reporting_to
 from .results import finish_meta, read_records, write_meta
 from .runner import RunSummary
@@ -95,19 +96,21 @@ class CaseTask:
     log: str = ""
     threads: int | None = None
     modules: tuple[str, ...] = ()  # modules registering user backbones, imported first
+    plugins: tuple[Plugin, ...] = ()  # bench.plugins: the run's plugins and user backbone modules
 
     def __call__(self) -> dict[str, Any]:
         import importlib
 
         import torch
 
-        for module in self.modules:
-            importlib.import_module(module)  # a user's backbone registers itself on import
         if self.threads:
             torch.set_num_threads(self.threads)
         part, run_dir = Path(self.part), Path(self.run_dir)
         n = 0
         try:
+            activate_all(self.plugins)  # before the case: it may name their backbones and pruners
+            for module in self.modules:
+                importlib.import_module(module)  # a user's backbone registers itself on import
             with RecordWriter(part) as writer, reporting_to(part):
                 for rec in self.job.records(self.case, self.run_id, run_dir):
                     writer.write(rec)
@@ -284,7 +287,8 @@ def _finish(outcome: Outcome, case: Case, why: str | None, progress: bool) -> No
 
 def _task(case: Case, run_dir: Path, run_id: str, job: Job, log: str, threads: int | None) -> CaseTask:
     part = new_part(run_dir, case, run_id, list(job.expected(case)), log)
-    return CaseTask(case, job, run_id, str(run_dir), str(part), log, threads, _user_modules(case))
+    modules = _user_modules(case)
+    return CaseTask(case, job, run_id, str(run_dir), str(part), log, threads, modules, for_task(modules))
 
 
 def _run_inline(

@@ -11,7 +11,13 @@ The counters differ in *what* they count, which is why all three are kept:
   counts norms, upsampling and adaptive pooling by its own rough rules (see ``FVCORE_NON_MATMUL``).
 - ``torch``: torch.utils.flop_counter.FlopCounterMode (dispatcher level; already 2 per MAC),
   given formulas for the fused CPU attention kernels it counts as 0 in torch 2.x, and for cdist.
-  Matrix products and convolutions only.
+  Matrix products and convolutions only. Its ``unsupported`` lists ops that read a weight matrix
+  but have no formula (a fused kernel it cannot see into).
+
+Every counter runs under no_grad with the ``nn.MultiheadAttention`` fast path off, so
+``nn.TransformerEncoderLayer`` decomposes into ops with formulas. :func:`disagreements` turns
+counters more than 2x apart into warnings naming the suspect ops (``bench.measure`` prints them
+and stores them in the records).
 - ``paper``: the protocol of the papers' tables (HoT, MixSTE, MotionBERT...): thop 0.1.1's MACs
   x 2, i.e. per-module hooks on nn.Linear, convolutions, norms... Attention matmuls, and anything
   done with functional ops, are left out. Reimplemented here (thop 0.1.1 needs distutils, gone in
@@ -37,6 +43,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from .errors import UsageError
 
@@ -119,23 +127,60 @@ def count_all(model: nn.Module, inputs: Inputs) -> dict[str, FlopReport]:
     return {c: count_flops(model, inputs, c) for c in COUNTERS}
 
 
+DISAGREEMENT = 2.0  # counters further apart than this factor get a warning
+
+
+def disagreements(reports: Mapping[str, FlopReport], factor: float = DISAGREEMENT) -> list[str]:
+    """One warning per pair of counters whose totals differ by more than ``factor``, naming suspect ops.
+
+    fvcore and torch both count every multiply-add (fvcore adds norms), so a factor of 2 between
+    them means one misses real work: an op it has no formula for. The paper protocol leaves out
+    attention matmuls by design, which at long T and small width is more than half the work; it
+    being lower is only flagged when it saw modules it could not count. The suspects are what
+    each of the two reports as ``unsupported`` (fvcore: ops without a handle; torch: uncounted
+    ops that read a weight matrix; paper: module types without a rule that hold weights).
+    """
+    out = []
+    names = [c for c in COUNTERS if c in reports] + sorted(set(reports) - set(COUNTERS))
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            lo, hi = sorted((reports[a], reports[b]), key=lambda r: r.total)
+            if hi.total <= factor * lo.total or (lo.counter == "paper" and not lo.unsupported):
+                continue
+            apart = f"{hi.total / lo.total:.1f}x apart" if lo.total > 0 else "one is 0"
+            suspects = [f"{op} ({r.counter}: uncounted)" for r in (lo, hi) for op in r.unsupported]
+            out.append(
+                f"FLOP counters disagree: {lo.counter} {lo.total:.4g} GFLOPs vs {hi.counter} {hi.total:.4g} "
+                f"({apart}); suspect ops: {', '.join(suspects) if suspects else 'none reported, compare by_operator'}"
+            )
+    return out
+
+
 @contextmanager
 def _inference(model: nn.Module) -> Iterator[None]:
-    """Eval mode, no_grad, and parameters that do not require grad, restored afterwards.
+    """Eval mode, no_grad, parameters that do not require grad and no fused fast paths, restored afterwards.
 
     Turning ``requires_grad`` off matters for the torch counter: its module tracker hooks the
     backward of every input that requires grad and fails on views of parameters taken under
     no_grad (e.g. ``query.expand(...)``), which have requires_grad but no grad_fn.
+
+    The fast path of ``nn.TransformerEncoderLayer`` and ``nn.MultiheadAttention`` (taken in eval
+    mode without grad) runs whole layers as one fused kernel that no counter has a formula for
+    (torch counts it as 0, fvcore flags it): with it off they decompose into linear layers and
+    attention, which are counted. The arithmetic is the same either way.
     """
     training = model.training
     grads = [(p, p.requires_grad) for p in model.parameters()]
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()
     for p, _ in grads:
         p.requires_grad_(False)
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad():
             yield
     finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         model.train(training)
         for p, flag in grads:
             p.requires_grad_(flag)
@@ -266,7 +311,8 @@ def _count_torch(model: nn.Module, args: tuple[torch.Tensor, ...]) -> FlopReport
     from torch.utils.flop_counter import FlopCounterMode
 
     mode = FlopCounterMode(display=False, custom_mapping=_torch_custom_mapping())
-    with mode:
+    readers = _UncountedWeightReaders(model, set(mode.flop_registry))
+    with mode, readers:
         model(*args)
     counts = mode.get_flop_counts()
     root = type(model).__name__
@@ -275,8 +321,48 @@ def _count_torch(model: nn.Module, args: tuple[torch.Tensor, ...]) -> FlopReport
         total=_giga(mode.get_total_flops()),
         blocks=tuple(_giga(_subtree_flops(counts, f"{root}.blocks.{i}")) for i in range(len(_blocks(model)))),
         by_operator={str(op): _giga(n) for op, n in sorted(counts.get("Global", {}).items(), key=str)},
+        unsupported=dict(sorted(readers.seen.items())),
         note=_TORCH_NOTE,
     )
+
+
+# Ops that read a weight matrix without multiplying with it: copies, casts, lookups, joins.
+_DATA_MOVEMENT = frozenset({
+    "clone", "_to_copy", "copy_", "detach", "embedding", "index", "index_select", "gather", "cat", "stack",
+    "expand", "repeat", "zeros_like", "ones_like", "empty_like", "lift_fresh", "alias", "_unsafe_view",
+})  # fmt: skip
+
+
+class _UncountedWeightReaders(TorchDispatchMode):
+    """Record the ops that read a weight matrix of the model but have no FLOP formula.
+
+    Such an op is where a counter goes blind: a fused kernel doing a layer's arithmetic in one
+    call (``_native_multi_head_attention``, ``_transformer_encoder_layer_fwd``). Pointwise ops,
+    views and data movement read weights too (embeddings added, transposes) and are left out.
+    The torch report lists what this finds as ``unsupported``.
+    """
+
+    def __init__(self, model: nn.Module, counted: set[Any]):
+        super().__init__()
+        self.weights = {p.untyped_storage().data_ptr() for p in model.parameters() if p.dim() >= 2}
+        self.counted = counted
+        self.seen: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        packet = func._overloadpacket
+        if (
+            packet not in self.counted
+            and not func.is_view
+            and torch.Tag.pointwise not in func.tags
+            and packet.__name__ not in _DATA_MOVEMENT
+            and any(
+                isinstance(a, torch.Tensor) and a.dim() >= 2 and a.untyped_storage().data_ptr() in self.weights
+                for a in tree_leaves((args, kwargs))
+            )
+        ):
+            self.seen[f"aten.{packet.__name__}"] += 1
+        return func(*args, **kwargs)
 
 
 def _subtree_flops(counts: Mapping[str, Mapping[Any, int]], name: str) -> int:
@@ -392,7 +478,8 @@ def _count_paper(model: nn.Module, args: tuple[torch.Tensor, ...]) -> FlopReport
     (Q K^T, A V), other tensor products (graph adjacency), GELU and every ``F.*`` call, added
     embeddings, subclasses of the registered types (e.g. MultiheadAttention's out_proj, whose
     in-projection is functional anyway). Recurrent modules, which thop has rules for, are not
-    reproduced and are listed in ``unsupported`` instead.
+    reproduced and are listed in ``unsupported`` instead, as are the calls of modules of other
+    types that own a weight matrix (counted 0 here although they multiply with it).
 
     The sum follows thop's tree walk: a module with a rule (other than a Sequential) contributes
     its own count and hides its children; any other module contributes its children's. A module
@@ -416,7 +503,7 @@ def _count_paper(model: nn.Module, args: tuple[torch.Tensor, ...]) -> FlopReport
             rule = PAPER_RULES.get(type(m))
             if rule is not None:
                 handles.append(m.register_forward_hook(hook(rule)))
-            elif type(m) in _PAPER_UNREPRODUCED:
+            elif type(m) in _PAPER_UNREPRODUCED or _holds_weights(m):
                 handles.append(m.register_forward_hook(flag))
         model(*args)
     finally:
@@ -434,6 +521,12 @@ def _count_paper(model: nn.Module, args: tuple[torch.Tensor, ...]) -> FlopReport
         unsupported=dict(unsupported),
         note=_PAPER_NOTE,
     )
+
+
+def _holds_weights(m: nn.Module) -> bool:
+    """A module without a thop rule that owns a weight matrix (MultiheadAttention's in_proj_weight,
+    a Linear subclass): the paper protocol counts nothing for it, which may be a lot."""
+    return any("weight" in n and p.dim() >= 2 for n, p in m.named_parameters(recurse=False))
 
 
 def _subtree_macs(

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -202,17 +203,27 @@ def _flops(run_id: str, case: Case, model: nn.Module, x: torch.Tensor) -> Iterat
     from . import flops  # fvcore and the counters load only when FLOPs are asked for
 
     profile = list(getattr(model, "token_profile", []))
-    for counter in flops.COUNTERS:
+    reports: dict[str, flops.FlopReport | BaseException] = {}
+    for counter in flops.COUNTERS:  # all three first: their disagreement goes into each record
         try:
-            rep = flops.count_flops(model, x, counter)
+            reports[counter] = flops.count_flops(model, x, counter)
         except Exception as e:  # one counter failing (e.g. a trace error) leaves the others
-            rec = failure(run_id, case, "flops", e, status=failure_status(e))
+            reports[counter] = e
+    warnings = flops.disagreements({c: r for c, r in reports.items() if isinstance(r, flops.FlopReport)})
+    for w in warnings:
+        print(f"warning: {case.case_id}: {w}", file=sys.stderr)
+    for counter, rep in reports.items():
+        if not isinstance(rep, flops.FlopReport):
+            rec = failure(run_id, case, "flops", rep, status=failure_status(rep))
             rec["method"] = counter
             yield rec
             continue
         extra: dict[str, Any] = {"note": rep.note} if rep.note else {}
-        if counter == "fvcore":
+        if counter == "fvcore" or rep.unsupported:
             extra["unsupported"] = dict(rep.unsupported)
+        mine = [w for w in warnings if f" {counter} " in w]
+        if mine:
+            extra["warning"] = "; ".join(mine)
         yield record(run_id, case, "flops", rep.total, method=counter, **extra)
         if counter == "fvcore":
             for i, g in enumerate(rep.blocks):

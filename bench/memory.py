@@ -195,6 +195,8 @@ def _measure_here(request: dict[str, Any]) -> dict[str, Any]:
         from .timing import measure_latency, train_step_fn
 
         fields, module = request["case"], request.get("module", "")
+        for plugin in request.get("plugins", ()):  # the run's plugins (pruners, backbones), on the path
+            importlib.import_module(plugin)
         if fields["backbone"] not in backbones.names() and module not in ("", "__main__"):
             importlib.import_module(module)  # a user's backbone registers itself on import
         if request.get("threads"):
@@ -343,13 +345,15 @@ def peak_rss(
         raise ValueError(f"unknown phase {bad[0]!r}; choose from {', '.join(PHASES)}")
     import backbones
 
+    from . import plugins
+
     name = case_fields["backbone"]
     module = backbones.spec(name).build.__module__ if name in backbones.names() else ""
     results: dict[str, Any] = {}
     groups: list[list[str]] = [list(phases)]
     for group in groups:
         request = {"case": case_fields, "phases": group, "threads": threads, "module": module,
-                   "train_timing": train_timing}  # fmt: skip
+                   "train_timing": train_timing, "plugins": [p.module for p in plugins.loaded()]}  # fmt: skip
         reply = _ask_fresh(request, timeout_s)
         out = reply["out"]
         if reply["status"] != "ok":

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import backbones
 
@@ -145,3 +145,31 @@ def prepare(case: Case) -> Case:
     except UsageError:
         return case
 
+
+
+def with_strategies(
+    cases: Sequence[Case], pruners: Sequence[str] | None = None, recoverers: Sequence[str] | None = None
+) -> list[Case]:
+    """Every pruned case once per pruner x recoverer (``--pruners``, ``--recoverers``); rectangles once.
+
+    Names are checked against the registries (``backbones.pruners()``, built-in or registered by a
+    plugin); seq2frame cases ignore recoverers. None keeps each variant's own.
+    """
+    for name in pruners or ():
+        if name not in backbones.pruners():
+            raise UsageError(f"unknown pruner {name!r}; choose from {', '.join(backbones.pruners())}")
+    for name in recoverers or ():
+        if name not in backbones.recoverers():
+            raise UsageError(f"unknown recoverer {name!r}; choose from {', '.join(backbones.recoverers())}")
+    if not pruners and not recoverers:
+        return list(cases)
+    out: list[Case] = []
+    for case in cases:
+        if case.variant == "rectangle":
+            out.append(case)
+            continue
+        seq2frame = backbones.spec(case.backbone).pipeline == "seq2frame"
+        recs = [case.recoverer] if seq2frame or not recoverers else list(recoverers)
+        for p, r in itertools.product(pruners or [case.pruner], recs):
+            out.append(prepare(replace(case, pruner=p, recoverer=r)))
+    return list(dict.fromkeys(out))

@@ -70,7 +70,7 @@ def test_canonical_layout_and_default_schedules():
     assert [type(b) for b in hierarchical.blocks] == [SHRBlock, SHRBlock, CHIBlock]
 
 
-@pytest.mark.parametrize("pruner", backbones.PRUNERS)
+@pytest.mark.parametrize("pruner", backbones.pruners())
 @pytest.mark.parametrize("variant", ["single", "hierarchical"])
 def test_every_pruner_returns_the_centre_frame_and_keeps_it_through_every_stage(variant, pruner):
     torch.manual_seed(0)

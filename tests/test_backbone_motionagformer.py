@@ -8,7 +8,6 @@ import torch.nn as nn
 
 import backbones
 from backbones.motionagformer import GraphMixer, frame_batch_norm, normalise_adjacency
-from backbones.tokens import PRUNERS, RECOVERERS
 
 TINY = 27  # frames for the tiny checks: 27 -> 9 -> 3 under the hierarchical default
 
@@ -86,8 +85,8 @@ def test_hierarchical_default_is_a_pyramid():
 
 
 @pytest.mark.parametrize("variant", ["single", "hierarchical"])
-@pytest.mark.parametrize("pruner", PRUNERS)
-@pytest.mark.parametrize("recoverer", RECOVERERS)
+@pytest.mark.parametrize("pruner", backbones.pruners())
+@pytest.mark.parametrize("recoverer", backbones.recoverers())
 def test_pruned_forward_shapes(variant: str, pruner: str, recoverer: str):
     torch.manual_seed(0)
     model = _tiny(variant, pruner=pruner, recoverer=recoverer).eval()

@@ -54,9 +54,9 @@ def test_token_profile_has_one_entry_per_block_and_the_variant_shape(name, varia
 @pytest.mark.parametrize("name", NAMES)
 def test_every_pruner_and_recoverer_runs(name):
     spec = backbones.spec(name)
-    recoverers = backbones.RECOVERERS if spec.pipeline == "seq2seq" else (None,)
+    recoverers = backbones.recoverers() if spec.pipeline == "seq2seq" else (None,)
     x = inputs(name)
-    for pruner in backbones.PRUNERS:
+    for pruner in backbones.pruners():
         for recoverer in recoverers:
             torch.manual_seed(0)
             model = tiny(name, "single", pruner=pruner, recoverer=recoverer).eval()
@@ -220,3 +220,27 @@ def test_backbones_never_import_the_harness():
         if "import bench" in p.read_text() or "from bench" in p.read_text()
     ]
     assert offenders == []
+
+
+def test_the_registration_gives_the_model_what_it_does_not_define():
+    class Bare(nn.Module):  # no pipeline, frames, in_channels or token_profile of its own
+        def __init__(self, frames, schedule, pruner, recoverer):
+            super().__init__()
+            self.tokens = backbones.tokens.TokenHourglass(
+                frames=frames, depth=3, dim=8, schedule=schedule, pruner=pruner, recoverer=recoverer
+            )
+
+    @backbones.register(
+        "user-bare", pipeline="seq2seq", in_channels=3, frames=9,
+        single=VariantSpec(schedule=((1, 3),), pruner="tome", recoverer="tri"), hierarchical=VariantSpec(),
+        sizes={"tiny": {}}, default_size="tiny",
+    )  # fmt: skip
+    def user_bare(frames, schedule, pruner, recoverer, embed_kept):
+        return Bare(frames, schedule, pruner, recoverer)
+
+    try:
+        model = backbones.create("user-bare", "single", frames=27)
+    finally:
+        backbones.unregister("user-bare")
+    assert (model.pipeline, model.frames, model.in_channels) == ("seq2seq", 27, 3)
+    assert model.token_profile == [27, 3, 3]

@@ -43,6 +43,8 @@ def test_list_table(capsys):
     for name in backbones.names():
         assert name in out
     assert "243x3 81x5" in out  # MixSTE single's hourglass, compactly
+    for name in backbones.pruners() + backbones.recoverers():  # the registries, built-in and registered
+        assert f"\n{name} " in out
 
 
 def test_profile_json_prints_only_the_records(capsys):
@@ -128,6 +130,11 @@ BAD_INPUTS = [
     (["run", "--shard", "half"], "--shard 'half'"),
     (["run", "--resume"], "--resume needs --out"),
     (["run", "--metrics", "speed"], "unknown metric 'speed'"),
+    (["profile", "mixste", "--variant", "hierarchical", "--schedule", "2:81:tpc,5:27:tpx"], "unknown pruner 'tpx'"),
+    (["profile", "mixste", "--variant", "hierarchical", "--schedule", "2:81:tpc:x"], "BLOCK:KEEP[:PRUNER]"),
+    (["run", "--pruners", "tpc,tpx"], "unknown pruner 'tpx'; choose from tps, tpc, tpa, tpmo, tome"),
+    (["accuracy", "--recoverers", "trx"], "unknown recoverer 'trx'"),
+    (["list", "--plugin", "no_such_plugin_module"], "plugin 'no_such_plugin_module'"),
 ]
 
 

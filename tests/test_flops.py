@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 import backbones
 from backbones.blocks import Block
+from bench import flops as flops_module
 from bench.errors import UsageError
 from bench.flops import COUNTERS, FVCORE_NON_MATMUL, FlopReport, count_all, count_flops
 
@@ -210,3 +211,93 @@ def test_motionbert_lite_matches_the_published_gflops():
     # HoT, Fig. 1: MotionBERT (lite) ~131 G, HoT w. MotionBERT ~63 G
     assert _paper("motionbert", "rectangle") == pytest.approx(131, rel=0.015)
     assert _paper("motionbert", "single") == pytest.approx(63, rel=0.015)
+
+
+# --------------------------------------------------------------------------- fused kernels, disagreement
+
+
+class EncoderLayers(nn.Module):
+    """A backbone built from nn.TransformerEncoderLayer (whose eval fast path is one fused kernel)."""
+
+    def __init__(self, dim: int = 64, heads: int = 4, hidden: int = 128, depth: int = 2):
+        super().__init__()
+        self.embed = nn.Linear(17 * 2, dim)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, heads, hidden, dropout=0.0, batch_first=True) for _ in range(depth)
+        )
+        self.head = nn.Linear(dim, 17 * 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t = x.shape[:2]
+        x = self.embed(x.reshape(b, t, -1))
+        for blk in self.blocks:
+            x = blk(x)
+        return self.head(x).reshape(b, t, 17, 3)
+
+
+def _encoder_analytic_gflops(t: int, dim: int = 64, hidden: int = 128, depth: int = 2) -> float:
+    """Linear layers (embed, in/out projections, MLP, head) plus Q K^T and A V, 2 FLOPs per MAC."""
+    linear = t * (34 * dim + depth * (dim * 3 * dim + dim * dim + 2 * dim * hidden) + dim * 51)
+    attention = depth * 2 * t * t * dim
+    return 2 * (linear + attention) / 1e9
+
+
+def test_torch_counts_transformer_encoder_layers_within_5_percent_of_the_formula():
+    torch.manual_seed(0)
+    model, x = EncoderLayers().eval(), torch.randn(1, 27, 17, 2)
+    expected = _encoder_analytic_gflops(27)
+    with torch.inference_mode():  # the harness' own mode must not switch the fused fast path back on
+        rep = count_flops(model, x, "torch")
+    assert rep.total == pytest.approx(expected, rel=0.05)
+    assert count_flops(model, x, "fvcore").total == pytest.approx(expected, rel=0.05)  # plus its norms
+    assert torch.backends.mha.get_fastpath_enabled()  # restored afterwards
+
+
+def test_a_blind_counter_is_flagged_with_the_fused_op_it_missed():
+    torch.manual_seed(0)
+    model, x = EncoderLayers().eval(), torch.randn(1, 27, 17, 2)
+    # What the torch counter saw before: the fused fast path, counted as (almost) nothing.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.requires_grad_(False)
+        blind = flops_module._count_torch(model, (x,))
+    assert blind.total < 0.2 * _encoder_analytic_gflops(27)
+    assert "aten._transformer_encoder_layer_fwd" in blind.unsupported
+    reports = {"fvcore": count_flops(model, x, "fvcore"), "torch": blind}
+    (warning,) = flops_module.disagreements(reports)
+    assert "torch" in warning and "fvcore" in warning and "_transformer_encoder_layer_fwd" in warning
+
+
+def test_paper_protocol_missing_multihead_attention_is_flagged_but_its_attention_gap_is_not():
+    model, x = EncoderLayers().eval(), torch.randn(1, 27, 17, 2)
+    reports = count_all(model, x)
+    assert reports["paper"].unsupported == {"MultiheadAttention": 2}  # in/out projections uncounted
+    assert any("MultiheadAttention" in w for w in flops_module.disagreements(reports))
+    # A built-in backbone at long T: attention is most of the work and the paper protocol leaves it
+    # out by design, more than 2x below the others, without a warning.
+    torch.manual_seed(0)
+    mix = backbones.create("mixste", "rectangle", frames=243, size="tiny", depth=2)
+    reports = count_all(mix, torch.randn(1, 243, 17, 2))
+    assert reports["fvcore"].total > 1.9 * reports["paper"].total
+    assert flops_module.disagreements(reports) == []
+
+
+def test_measured_flops_records_carry_the_disagreement_warning(capsys):
+    from bench.case import Case
+    from bench.measure import measure_case
+
+    @backbones.register(
+        "encoder-layers", pipeline="seq2seq", in_channels=2, frames=27, single=backbones.VariantSpec(),
+        hierarchical=backbones.VariantSpec(), sizes={"tiny": {}}, default_size="tiny",
+    )  # fmt: skip
+    def build(frames, schedule, pruner, recoverer, embed_kept):
+        return EncoderLayers()  # no pipeline, frames or in_channels: the registration gives them
+
+    try:
+        records = {r["method"]: r for r in measure_case(Case("encoder-layers", frames=27), ["flops"], "t")}
+    finally:
+        backbones.unregister("encoder-layers")
+    assert records["torch"]["value"] == pytest.approx(_encoder_analytic_gflops(27), rel=0.05)
+    assert "MultiheadAttention" in records["paper"]["warning"]
+    assert "warning" not in records["torch"]
+    assert "FLOP counters disagree" in capsys.readouterr().err

@@ -117,3 +117,18 @@ def test_overrides_replace_the_preset_axes():
         ("rectangle", 81, 2, "tiny"), ("hierarchical", 81, 2, "tiny"),
     ]  # fmt: skip
     assert all(isinstance(c, Case) for c in cases)
+
+
+def test_pruned_cases_run_once_per_pruner_and_recoverer_rectangles_once():
+    from bench.presets import with_strategies
+
+    cases = presets.build_matrix(presets.get_preset("smoke"), backbone_names=["mixste", "mhformer"])
+    out = with_strategies(cases, ["tpc", "tome"], ["tri", "tra"])
+    by = {}
+    for c in out:
+        by.setdefault((c.backbone, c.variant), set()).add((c.pruner, c.recoverer))
+    assert by[("mixste", "rectangle")] == {("", "")}
+    assert by[("mixste", "single")] == {(p, r) for p in ("tpc", "tome") for r in ("tri", "tra")}
+    assert by[("mhformer", "hierarchical")] == {("tpc", ""), ("tome", "")}  # seq2frame: no recoverer
+    assert len({c.case_id for c in out}) == len(out)
+    assert with_strategies(cases) == cases

@@ -5,19 +5,16 @@ import re
 import pytest
 import torch
 
-from backbones.tokens import (
-    TokenHourglass,
-    format_schedule,
+import backbones
+from backbones.strategies import (
     gather_tokens,
     interpolate_tokens,
-    parse_schedule,
-    resolve_schedule,
     select_tpa,
     select_tpc,
     select_tpmo,
     select_tps,
-    token_profile,
 )
+from backbones.tokens import TokenHourglass, format_schedule, parse_schedule, resolve_schedule, token_profile
 
 # --------------------------------------------------------------------------- schedules
 
@@ -102,7 +99,7 @@ def test_tpmo_keeps_the_frames_that_move():
     assert idx.tolist() == [[3, 4, 8, 9]]
 
 
-@pytest.mark.parametrize("pruner", ["tps", "tpc", "tpa", "tpmo"])
+@pytest.mark.parametrize("pruner", backbones.pruners())
 def test_seq2frame_keeps_the_centre_frame_through_every_stage(pruner):
     torch.manual_seed(1)
     frames = 27
@@ -113,7 +110,7 @@ def test_seq2frame_keeps_the_centre_frame_through_every_stage(pruner):
     x[:, hg.centre] = 0.0  # a dull centre frame that no scoring rule would choose by itself
     pos = hg.positions(x)
     for block in range(4):
-        received = torch.rand(2, x.shape[1]) if pruner == "tpa" else None
+        received = torch.rand(2, x.shape[1]) if backbones.pruner_spec(pruner).attention else None
         if received is not None:
             received[:, (pos == hg.centre)[0]] = 0.0
         x, pos = hg.prune(block, x, pos, received)

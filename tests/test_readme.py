@@ -1,0 +1,75 @@
+"""The README's "Your own backbone" and "Your own pruner" files, run exactly as written."""
+
+import json
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+import backbones
+from bench import cli, plugins
+from bench.results import read_records
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_python(heading: str) -> str:
+    """The first python block after ``heading`` in the README."""
+    text = README.read_text(encoding="utf-8")
+    section = text[text.index(f"\n{heading}\n") :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture
+def user_files(tmp_path, monkeypatch):
+    """mynet.py and my_pruner.py from the README in a folder of their own; registrations undone after."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "mynet.py").write_text(readme_python("### Your own backbone"))
+    (folder / "my_pruner.py").write_text(readme_python("### Your own pruner"))
+    monkeypatch.setattr(plugins, "_LOADED", {})
+    path = list(sys.path)
+    yield folder
+    backbones.unregister("mynet")
+    backbones.unregister_pruner("energy")
+    backbones.unregister_recoverer("nearest")
+    for module in ("mynet", "my_pruner"):
+        sys.modules.pop(module, None)
+    sys.path[:] = path
+
+
+def test_readme_files_run_as_scripts(user_files, capsys):
+    runpy.run_path(str(user_files / "mynet.py"), run_name="__main__")
+    assert capsys.readouterr().out.strip() == "[27, 9, 9, 3] torch.Size([2, 27, 17, 3])"
+    runpy.run_path(str(user_files / "my_pruner.py"), run_name="__main__")
+    assert capsys.readouterr().out.strip() == "[27, 27, 9, 9, 9, 3, 3, 3] torch.Size([2, 27, 17, 3])"
+
+
+def test_readme_pruner_as_a_plugin_runs_in_profile_and_in_local_workers(user_files, tmp_path, monkeypatch, capsys):
+    elsewhere = tmp_path / "elsewhere"  # neither the repository nor the plugins' folder
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    pruner, net = str(user_files / "my_pruner.py"), str(user_files / "mynet.py")
+    assert cli.main([
+        "profile", "mixste", "--size", "tiny", "--frames", "27", "--variant", "hierarchical",
+        "--schedule", "2:9:tpc,5:3:energy", "--recoverer", "nearest", "--metrics", "flops,memory", "--json",
+        "--plugin", pruner,
+    ]) == 0  # fmt: skip
+    records = json.loads(capsys.readouterr().out)  # peak_rss comes from a fresh process: it imports the plugin too
+    assert {r["metric"] for r in records} == {"flops", "flops_block", "peak_rss"}
+    assert {(r["schedule"], r["pruner"], r["recoverer"], r["status"]) for r in records} == {
+        ("2:9,5:3:energy", "tpc", "nearest", "ok")
+    }
+    # A fresh subprocess per case: it must import both plugins itself, from their folder.
+    out = tmp_path / "run"
+    assert cli.main([
+        "run", "--preset", "smoke", "--backbones", "mynet", "--variants", "single", "--pruners", "energy",
+        "--recoverers", "nearest", "--metrics", "latency", "--executor", "local", "--out", str(out), "--no-report",
+        "--plugin", net, "--plugin", pruner,
+    ]) == 0  # fmt: skip
+    records = [r for r in read_records(out) if r["metric"] in ("latency", "fps")]
+    assert len(records) == 2 and all(r["value"] > 0 for r in records)
+    assert {(r["case_id"], r["status"]) for r in records} == {("mynet/single/T27/B1/tiny/2:9/energy+nearest/cpu/float32", "ok")}
+    assert {p["module"] for p in json.loads((out / "meta.json").read_text())["plugins"]} == {"my_pruner", "mynet"}
