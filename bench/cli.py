@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 from .errors import UsageError
 
-METRIC_GROUPS = ("params", "flops", "latency", "memory", "train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -39,6 +39,22 @@ def _metrics(text: str) -> list[str]:
     if bad:
         raise argparse.ArgumentTypeError(f"unknown metric {bad[0]!r}; choose from {', '.join(METRIC_GROUPS)}")
     return items
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
+
+
+def _min_time(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-time", type=_seconds, default=None, metavar="SECONDS",
+                   help="time each timed metric (latency, speedup, train_step) at least this long, and allow "
+                        "up to 3x as long to tighten its confidence interval (default: the preset's)")
 
 
 def _lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
@@ -110,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recoverer", default="")
     p.add_argument("--metrics", type=_metrics, default=list(METRIC_GROUPS))
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
+    _min_time(p)
     p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
     _checkpoint_options(p, "profile the model of this checkpoint (a release's file or a vptbench one)")
     p.set_defaults(func=_lazy("commands", "cmd_profile"))
@@ -126,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None)
     p.add_argument("--metrics", type=_metrics, default=None)
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
+    _min_time(p)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     _executor_options(p)

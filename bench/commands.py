@@ -14,7 +14,7 @@ import dataclasses
 import datetime as _dt
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,9 @@ from .case import Case
 from .errors import UsageError
 from .measure import Settings, check_device, measure_case
 from .presets import build_matrix, get_preset, with_strategies
-from .results import read_meta
+from .results import read_meta, read_records
 from .runner import ensure_fresh, run_matrix
+from .timing import unstable_summary
 
 # --------------------------------------------------------------------------- list
 
@@ -176,12 +177,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
         print(f"profiling {case.case_id} ...", file=sys.stderr)
     # The effort of the preset this case would belong to: tiny sizes are smoke tests.
     settings = with_threads(get_preset("smoke" if case.size == "tiny" else "paper").settings, args.threads)
+    settings = with_min_time(settings, args.min_time)
     records = list(measure_case(case, args.metrics, "profile", settings=settings, model=model))
     if args.json:
         print(json.dumps(records))
-        return 0
-    print(format_records(case, records))
+    else:
+        print(format_records(case, records))
+    _warn_unstable(records)
     return 0
+
+
+def _warn_unstable(records: Iterable[dict[str, Any]]) -> None:
+    line = unstable_summary(records)
+    if line:
+        print(f"warning: {line}", file=sys.stderr)
 
 
 def _fmt(value: Any, unit: str) -> str:
@@ -200,8 +209,12 @@ def format_records(case: Case, records: list[dict[str, Any]]) -> str:
             continue
         where = r.get("phase") or ""
         note = r["error"] if r["status"] != "ok" else ""
-        rows.append([r["metric"], _fmt(r["value"], r["unit"]), r["unit"], r["method"], where, r["status"], note])
-    text = [case.case_id, "", tabulate(rows, headers=["metric", "value", "unit", "method", "phase", "status", "note"])]
+        if r["status"] == "ok" and r.get("stable") is False:
+            note = f"unstable: {r.get('unstable_reason', '')}"
+        ci = f"[{_fmt(r['ci_low'], r['unit'])}, {_fmt(r['ci_high'], r['unit'])}]" if r.get("ci_low") is not None else ""
+        rows.append([r["metric"], _fmt(r["value"], r["unit"]), ci, r["unit"], r["method"], where, r["status"], note])
+    headers = ["metric", "value", "95% CI", "unit", "method", "phase", "status", "note"]
+    text = [case.case_id, "", tabulate(rows, headers=headers, disable_numparse=True)]
     blocks = [r for r in records if r["metric"] == "flops_block" and r["status"] == "ok"]
     if blocks:
         text += ["", tabulate([[r["block"], r["tokens"], f"{r['value']:.3f}"] for r in blocks],
@@ -222,6 +235,21 @@ def with_threads(settings: Settings, threads: int | None) -> Settings:
     if threads < 1:
         raise UsageError(f"--threads must be >= 1, got {threads}")
     return dataclasses.replace(settings, speed=dataclasses.replace(settings.speed, threads=threads))
+
+
+def with_min_time(settings: Settings, min_time: float | None) -> Settings:
+    """``settings`` timing each timed metric at least ``min_time`` s and up to 3x that (``--min-time``)."""
+    if min_time is None:
+        return settings
+
+    def most(old: float | None, old_min: float) -> float:
+        return max(old if old is not None else old_min, 3 * min_time)
+
+    return dataclasses.replace(
+        settings, min_time_s=min_time, max_time_s=most(settings.max_time_s, settings.min_time_s),
+        train_min_time_s=min_time, train_max_time_s=most(settings.train_max_time_s, settings.train_min_time_s),
+        max_repeats=max(settings.max_repeats, 1000),
+    )
 
 
 def default_run_id(preset: str) -> str:
@@ -253,7 +281,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.shard:
         cases = executors.shard(cases, args.shard)  # UsageError for a malformed i/n
     metrics = args.metrics or list(preset.metrics)
-    settings = with_threads(preset.settings, args.threads)
+    settings = with_min_time(with_threads(preset.settings, args.threads), args.min_time)
     run_id = default_run_id(preset.name)
     run_dir = Path(args.out) if args.out else Path("results") / run_id
     if args.resume:
@@ -278,6 +306,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{summary.measured} case(s) measured, {summary.resumed} already done, "
         f"{len(summary.failures)} record(s) not ok in {failed_cases} case(s): {summary.run_dir}"
     )
+    _warn_unstable(read_records(summary.run_dir))
     if not args.no_report:
         _report(summary.run_dir)
     return 0

@@ -11,6 +11,15 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
   ``model.blocks`` (fvcore, with ``block`` and ``tokens``).
 - ``latency``: latency (median, method = the timer), latency_p10, latency_p90, fps, clips_per_s;
   with the speed settings (``threads``...) and every sample.
+- ``speedup`` (pruned cases only; a rectangle is the reference and yields no speedup record):
+  speedup (x, method ``paired``) = the median over pairs of rectangle ms / pruned ms, the case's
+  own rectangle (same backbone, size, T, batch, dtype, device, threads, weights seeded alike)
+  built in this process and called alternately with the case (bench.timing.measure_paired);
+  ``samples`` holds the per-pair ratios, ``samples_rectangle``/``samples_pruned`` the ms.
+
+Every timed record (latency, train_step, speedup) also carries the statistics of
+:func:`bench.timing.stats_fields` (``n``, ``ci_low``, ``ci_high``, ``stable``...) and the load
+that :class:`bench.load.Monitor` measured while it was timed (``other_cores``, ``busy``...).
 - ``memory``: per phase (``phase`` inference | train): peak_mem_alloc, peak_mem_reserved and
   peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.memory).
 - ``train``: train_step (median ms of forward + loss + backward + AdamW step). On CPU with
@@ -20,7 +29,8 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
 
 A metric that fails becomes a record with status error (or oom) and its reason, and the other
 metrics go on; a case that cannot be built at all (e.g. frames its backbone cannot take) yields
-one skipped record per requested metric group, so every (case, metric) appears exactly once.
+one skipped record per requested metric group, so every (case, metric) that applies to the case
+appears exactly once (speedup does not apply to a rectangle).
 """
 
 from __future__ import annotations
@@ -37,26 +47,29 @@ import torch.nn as nn
 
 import backbones
 
-from . import memory, timing
+from . import load, memory, timing
 from .case import Case
 from .errors import UsageError
 from .inputs import example_inputs
 from .progress import report_progress
 from .results import failure, record
 
-METRIC_GROUPS = ("params", "flops", "latency", "memory", "train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train")
 
 # The record standing for a group when the group fails or is skipped as a whole.
-GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "train": "train_step"}
+GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "speedup": "speedup", "train": "train_step"}
+REFERENCE_VARIANT = "rectangle"  # what a speed-up is measured against
 
 
 @dataclass(frozen=True)
 class Settings:
     """How hard to measure: timing repeats (cost vs. noise) and the speed switches.
 
-    ``repeats`` timed calls at least, more while their total is below ``min_time_s`` (at most
-    ``max_repeats``), after ``warmup`` untimed ones; the same for training steps with the
-    ``train_*`` fields. The presets choose these per cost (see bench.presets).
+    ``repeats`` timed calls at least and ``min_time_s`` of them, after ``warmup`` untimed ones;
+    then more until the median's CI is tight (bench.timing) or ``max_time_s`` of timed calls
+    (None: ``min_time_s``) or ``max_repeats`` calls are spent; the same for training steps with
+    the ``train_*`` fields, and for the speed-up's pairs with the latency fields (a pair's time
+    counts). The presets choose these per cost (see bench.presets).
     """
 
     warmup: int = 2
@@ -66,6 +79,8 @@ class Settings:
     train_warmup: int = 1
     train_repeats: int = 3
     train_min_time_s: float = 1.0
+    max_time_s: float | None = None
+    train_max_time_s: float | None = None
     speed: timing.SpeedSettings = field(default_factory=timing.SpeedSettings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +149,8 @@ def measure_case(
     if case.backbone not in backbones.names():
         case.resolve()  # raises the UsageError that names the known backbones
     groups = [g for g in METRIC_GROUPS if g in metrics]  # a fixed order: training changes the weights
+    if case.variant == REFERENCE_VARIANT:
+        groups = [g for g in groups if g != "speedup"]
     try:
         case = case.resolve()
         check_device(case.device)
@@ -173,6 +190,7 @@ def _guarded(
         "params": lambda: _params(run_id, case, model),
         "flops": lambda: _flops(run_id, case, model, x),
         "latency": lambda: _latency(run_id, case, model, x, settings),
+        "speedup": lambda: _speedup(run_id, case, model, x, settings),
         "memory": lambda: _memory(run_id, case, model, x, y, settings),
         "memory+train": lambda: _memory_cpu(run_id, case, settings, timed=True),
         "train": lambda: _train(run_id, case, model, x, y, settings),
@@ -240,14 +258,17 @@ def _latency(
         with torch.inference_mode():
             fn_model(x)
 
-    samples = timing.measure_latency(
-        forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
-        min_time_s=settings.min_time_s, max_repeats=settings.max_repeats,
-    )
+    with load.Monitor(torch.get_num_threads()) as mon:
+        samples = timing.measure_latency(
+            forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
+            min_time_s=settings.min_time_s, max_repeats=settings.max_repeats, max_time_s=settings.max_time_s,
+        )
     s = timing.summarise(samples)
     method = timing.timer_name(case.device)
     env = timing.describe(settings.speed, case.device, case.dtype)
-    yield record(run_id, case, "latency", s.median, method=method, samples=samples, warmup=settings.warmup, **env)
+    stats = timing.stats_fields(samples, load=mon.fields())
+    yield record(run_id, case, "latency", s.median, method=method, samples=samples, warmup=settings.warmup,
+                 **stats, **env)  # fmt: skip
     yield record(run_id, case, "latency_p10", s.p10, method=method, threads=env["threads"])
     yield record(run_id, case, "latency_p90", s.p90, method=method, threads=env["threads"])
     m: Any = model
@@ -261,24 +282,64 @@ def _train(
 ) -> Iterator[dict[str, Any]]:
     step = timing.train_step_fn(_maybe_compiled(model, settings), x, y)
     try:
-        samples = timing.measure_latency(
-            step, warmup=settings.train_warmup, repeats=settings.train_repeats, device=case.device,
-            min_time_s=settings.train_min_time_s, max_repeats=settings.max_repeats,
-        )
+        with load.Monitor(torch.get_num_threads()) as mon:
+            samples = timing.measure_latency(
+                step, warmup=settings.train_warmup, repeats=settings.train_repeats, device=case.device,
+                min_time_s=settings.train_min_time_s, max_repeats=settings.max_repeats,
+                max_time_s=settings.train_max_time_s,
+            )
     finally:
         model.eval()
-    yield _train_record(run_id, case, samples, settings, fresh_process=False)
+    yield _train_record(run_id, case, samples, settings, fresh_process=False, load_fields=mon.fields())
 
 
 def _train_record(
-    run_id: str, case: Case, samples: list[float], settings: Settings, *, fresh_process: bool
+    run_id: str, case: Case, samples: list[float], settings: Settings, *, fresh_process: bool,
+    load_fields: dict[str, Any],
 ) -> dict[str, Any]:
     s = timing.summarise(samples)
     env = timing.describe(settings.speed, case.device, case.dtype)
     return record(
         run_id, case, "train_step", s.median, method=timing.timer_name(case.device), p10=s.p10, p90=s.p90,
         samples=samples, warmup=settings.train_warmup, optimizer="AdamW", loss="mpjpe",
-        fresh_process=fresh_process, **env,
+        fresh_process=fresh_process, **timing.stats_fields(samples, load=load_fields), **env,
+    )
+
+
+def reference_case(case: Case) -> Case:
+    """The rectangle ``case`` is compared with: the same case but the variant and its pruning."""
+    return dataclasses.replace(case, variant=REFERENCE_VARIANT, schedule="", pruner="", recoverer="").resolve()
+
+
+def _speedup(
+    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, settings: Settings
+) -> Iterator[dict[str, Any]]:
+    ref_case = reference_case(case)
+    torch.manual_seed(0)  # the rectangle's weights as its own case would have them
+    ref_model = ref_case.build().to(case.device, getattr(torch, case.dtype)).eval()
+    fn_ref, fn_new = _maybe_compiled(ref_model, settings), _maybe_compiled(model, settings)
+
+    def ref() -> None:
+        with torch.inference_mode():
+            fn_ref(x)
+
+    def new() -> None:
+        with torch.inference_mode():
+            fn_new(x)
+
+    with load.Monitor(torch.get_num_threads()) as mon:
+        ref_ms, new_ms = timing.measure_paired(
+            ref, new, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
+            min_time_s=settings.min_time_s, max_repeats=settings.max_repeats, max_time_s=settings.max_time_s,
+        )
+    ratios = [r / n for r, n in zip(ref_ms, new_ms, strict=True)]
+    env = timing.describe(settings.speed, case.device, case.dtype)
+    yield record(
+        run_id, case, "speedup", timing.summarise(ratios).median, method="paired", reference=ref_case.case_id,
+        samples=ratios, samples_rectangle=ref_ms, samples_pruned=new_ms,
+        latency_rectangle_ms=timing.summarise(ref_ms).median, latency_pruned_ms=timing.summarise(new_ms).median,
+        timer=timing.timer_name(case.device), warmup=settings.warmup,
+        **timing.stats_fields(ratios, load=mon.fields()), **env,
     )
 
 
@@ -326,13 +387,16 @@ def _memory_cpu(run_id: str, case: Case, settings: Settings, *, timed: bool) -> 
     train_timing = None
     if timed:
         train_timing = {"warmup": settings.train_warmup, "repeats": settings.train_repeats,
-                        "min_time_s": settings.train_min_time_s, "max_repeats": settings.max_repeats}  # fmt: skip
-    try:
-        peaks = memory.peak_rss(
-            dataclasses.asdict(case), memory.PHASES, threads=torch.get_num_threads(), train_timing=train_timing
-        )
-    except memory.PeakRssError as e:  # the phases measured before the failure still count
-        peaks, error = e.partial, e
+                        "min_time_s": settings.train_min_time_s, "max_repeats": settings.max_repeats,
+                        "max_time_s": settings.train_max_time_s}  # fmt: skip
+    # The fresh process is this one's descendant: its CPU time is ours, not "other processes'".
+    with load.Monitor(torch.get_num_threads()) as mon:
+        try:
+            peaks = memory.peak_rss(
+                dataclasses.asdict(case), memory.PHASES, threads=torch.get_num_threads(), train_timing=train_timing
+            )
+        except memory.PeakRssError as e:  # the phases measured before the failure still count
+            peaks, error = e.partial, e
     for phase in memory.PHASES:
         if phase in peaks:
             yield record(
@@ -348,7 +412,7 @@ def _memory_cpu(run_id: str, case: Case, settings: Settings, *, timed: bool) -> 
         assert error is not None
         yield failure_with(run_id, case, "train_step", error, error.status, method=timing.TIMER_CPU)
         return
-    yield _train_record(run_id, case, peaks["train_samples"], settings, fresh_process=True)
+    yield _train_record(run_id, case, peaks["train_samples"], settings, fresh_process=True, load_fields=mon.fields())
 
 
 def failure_with(

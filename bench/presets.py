@@ -45,20 +45,21 @@ class Preset:
 
 # Effort. The canonical models take seconds per forward on 2 CPU cores and their training steps
 # several times that, so every repeat costs seconds per case (the default run should finish in
-# about 5 minutes on 2 cores). Latency: 1 warm-up and 3 timed calls; training: 1 warm-up step
-# (it creates AdamW's state) and 1 timed step, a multi-second step averaging out its own noise.
-# Cheap models get more timed calls, until 3 s of them. p10/p90 are recorded, so a noisy
-# median shows.
+# under 5 minutes on 2 cores). Latency and the speed-up's pairs: 1 warm-up, then at least 3 timed
+# calls (pairs) and 3 s, more until the median's 95 % CI is within 5 % (which takes at least 6
+# samples) or 12 s are spent: 6 pairs of the slowest rectangle and its variant (~1.9 s a pair)
+# fit. Training: 1 warm-up step (it creates AdamW's state) and 1 timed step, a multi-second step
+# averaging out its own noise; too few samples for a CI, so it is recorded as not stable.
 PAPER_SETTINGS = Settings(
-    warmup=1, repeats=3, min_time_s=3.0, max_repeats=20,
+    warmup=1, repeats=3, min_time_s=3.0, max_time_s=12.0, max_repeats=20,
     train_warmup=1, train_repeats=1, train_min_time_s=3.0,
 )
 # The tiny models are too small for a second thread to pay for its synchronisation; one thread
 # also keeps the smoke run steady on a shared CI runner, where spinning OpenMP threads that wait
 # for each other can make a 2-thread run many times slower.
 SMOKE_SETTINGS = Settings(
-    warmup=2, repeats=5, min_time_s=0.5, max_repeats=50,
-    train_warmup=1, train_repeats=2, train_min_time_s=0.2, speed=SpeedSettings(threads=1),
+    warmup=2, repeats=6, min_time_s=0.5, max_time_s=2.0, max_repeats=60,
+    train_warmup=1, train_repeats=6, train_min_time_s=0.2, train_max_time_s=1.0, speed=SpeedSettings(threads=1),
 )
 
 PRESETS: dict[str, Preset] = {

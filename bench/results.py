@@ -45,6 +45,7 @@ METRIC_UNITS = {
     "fps": "frames/s",
     "clips_per_s": "clips/s",
     "train_step": "ms",
+    "speedup": "x",
     "peak_mem_alloc": "MiB",
     "peak_mem_reserved": "MiB",
     "peak_mem_device": "MiB",

@@ -2,6 +2,8 @@
 
     samples = measure_latency(fn, warmup=2, repeats=10, device="cpu")   # ms per call, every sample
     stats = summarise(samples)                                          # median, p10, p90
+    fields = stats_fields(samples, load=monitor.fields())               # n, CI, stable ... (below)
+    ref_ms, new_ms = measure_paired(rect_fn, pruned_fn, warmup=1, repeats=6)   # alternated
     fps, clips = throughput(stats.median, "seq2seq", batch=1, frames=243)
 
 Timers. On CPU every sample is one ``timeit.Timer.timeit(number=1)`` call of the standard
@@ -12,6 +14,26 @@ stalls between samples. torch.utils.benchmark.Timer is not used for the samples 
 chooses its own number of samples, which would triple the cost of a 5-second forward on 2 CPU
 cores and hide how many samples a median rests on.
 
+Statistics (:func:`stats_fields`, on every timed record). ``ci_low``/``ci_high``: a 95 %
+confidence interval of the median by order statistics (distribution-free: the number of samples
+below the true median is Binomial(n, 1/2), so the k-th smallest and k-th largest samples bracket
+it with a probability that needs no assumption about the distribution; ``ci_method``
+``binomial_order_statistics``). It needs n >= 6 samples; with fewer, [min, max] is given and
+``ci_level`` says its lower coverage. ``mad_pct``: the median absolute deviation from the median,
+in % of the median. ``drift_pct``: the median of the second half of the samples over that of the
+first half, minus 1, in %.
+
+The stability rule (``stable``; ``unstable_reason`` says which part failed, "" when stable): a
+figure is stable when (1) its CI reaches 95 % (n >= 6) and its half-width, the larger of
+median - ci_low and ci_high - median, is at most 5 % of the median; (2) the two halves' medians
+differ by at most 10 % (a load that came or went during the timing); (3) the machine was not busy
+(bench.load: other processes used more than the cores the timing left free, plus a quarter).
+
+Adaptive repetition (``measure_latency``, ``measure_paired``): after the warm-up, at least
+``repeats`` samples and ``min_time_s`` of timed calls; then more, until the CI is tight by rule
+(1) or ``max_time_s`` of timed calls or ``max_repeats`` samples are spent (the way pyperf and
+timeit's autorange calibrate, with the CI as the goal).
+
 FPS follows SPEC section 5: a seq2seq forward yields B x T output frames, a seq2frame forward B
 (the centre frame of each clip); clips/s is B per forward in both cases.
 """
@@ -19,8 +41,9 @@ FPS follows SPEC section 5: a seq2seq forward yields B x T output frames, a seq2
 from __future__ import annotations
 
 import contextlib
+import math
 import timeit
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -30,6 +53,11 @@ import torch.nn as nn
 
 TIMER_CPU = "timeit"  # the ``method`` of latency records measured on CPU
 TIMER_CUDA = "cuda_event"
+CI_METHOD = "binomial_order_statistics"
+CI_LEVEL = 0.95
+MIN_CI_SAMPLES = 6  # the fewest samples whose [min, max] covers the median with >= 95 %
+STABLE_CI_REL = 0.05  # rule (1): CI half-width <= 5 % of the median
+STABLE_DRIFT_REL = 0.10  # rule (2): the halves' medians within 10 % of each other
 
 
 @dataclass(frozen=True)
@@ -67,11 +95,103 @@ def summarise(samples: list[float]) -> Summary:
     return Summary(median=float(med), p10=float(p10), p90=float(p90), n=len(samples))
 
 
+def median_ci(samples: Sequence[float], level: float = CI_LEVEL) -> tuple[float, float, float]:
+    """(low, high, coverage): the order-statistics confidence interval of the median.
+
+    The narrowest symmetric pair of order statistics x_(k), x_(n+1-k) whose coverage
+    P(k <= Binomial(n, 1/2) <= n - k) reaches ``level``; with too few samples for that, [min, max]
+    and its (lower) coverage.
+    """
+    if not samples:
+        raise ValueError("no samples for a confidence interval")
+    x = sorted(float(v) for v in samples)
+    n = len(x)
+
+    def coverage(k: int) -> float:  # k is 1-based: x_(k) .. x_(n+1-k)
+        return sum(math.comb(n, i) for i in range(k, n - k + 1)) / 2.0**n
+
+    k = 1
+    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
+        k += 1
+    return x[k - 1], x[n - k], coverage(k) if n > 1 else 0.0
+
+
+def _median(x: Sequence[float]) -> float:
+    return float(np.median(np.asarray(x, dtype=float)))
+
+
+def ci_tight(samples: Sequence[float], rel: float = STABLE_CI_REL) -> bool:
+    """Rule (1) of the module docstring: a 95 % CI whose half-width is within ``rel`` of the median."""
+    if len(samples) < MIN_CI_SAMPLES:
+        return False
+    low, high, _ = median_ci(samples)
+    med = _median(samples)
+    return med > 0 and max(med - low, high - med) <= rel * med
+
+
+def stats_fields(samples: Sequence[float], *, load: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The statistics every timed record carries (module docstring), with ``load``'s fields merged.
+
+    ``samples`` in the record's unit (ms, or x for ratios). ``load`` is what
+    :meth:`bench.load.Monitor.fields` measured while they were taken; its ``busy`` makes the
+    figure unstable. Metrics added later call this too, so that every timing reads the same way.
+    """
+    if not samples:
+        raise ValueError("no samples to summarise")
+    n = len(samples)
+    med = _median(samples)
+    low, high, level = median_ci(samples)
+    mad = _median([abs(v - med) for v in samples])
+    half = n // 2
+    drift = _median(samples[n - half:]) / _median(samples[:half]) - 1.0 if half and _median(samples[:half]) else 0.0
+    reasons = []
+    if n < MIN_CI_SAMPLES:
+        reasons.append(f"too few samples ({n} < {MIN_CI_SAMPLES}) for a 95 % CI")
+    elif not med > 0 or max(med - low, high - med) > STABLE_CI_REL * med:
+        width = max(med - low, high - med) / med if med else math.inf
+        reasons.append(f"CI half-width {width:.1%} > {STABLE_CI_REL:.0%} of the median")
+    if abs(drift) > STABLE_DRIFT_REL:
+        reasons.append(f"drift {drift:+.1%} between the first and second half")
+    load = dict(load or {})
+    if load.get("busy"):
+        reasons.append(f"CPU busy with other processes ({load.get('other_cores', 0):.2f} cores)")
+    return {
+        "n": n, "ci_low": low, "ci_high": high, "ci_level": round(level, 4), "ci_method": CI_METHOD,
+        "mad_pct": round(100 * mad / med, 3) if med else None, "drift_pct": round(100 * drift, 3),
+        "stable": not reasons, "unstable_reason": "; ".join(reasons), **load,
+    }  # fmt: skip
+
+
 def synchronize(device: str | torch.device) -> None:
     """Wait for the device's queued work (a no-op on CPU)."""
     dev = torch.device(device)
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When adaptive repetition stops (module docstring): sample counts and timed seconds."""
+
+    repeats: int
+    min_time_s: float = 0.0
+    max_time_s: float | None = None  # None: min_time_s (no extension to tighten the CI)
+    max_repeats: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"need repeats >= 1, got repeats={self.repeats}")
+
+    def more(self, values: Sequence[float], spent_ms: float) -> bool:
+        """Whether to take another sample, given the ``values`` so far and the timed ms spent."""
+        n = len(values)
+        cap = max(self.repeats, self.max_repeats if self.max_repeats is not None else self.repeats)
+        if n >= cap:
+            return False
+        if n < self.repeats or spent_ms < self.min_time_s * 1e3:
+            return True
+        limit = max(self.min_time_s, self.max_time_s if self.max_time_s is not None else self.min_time_s)
+        return spent_ms < limit * 1e3 and not ci_tight(values)
 
 
 def measure_latency(
@@ -82,45 +202,94 @@ def measure_latency(
     device: str | torch.device = "cpu",
     min_time_s: float = 0.0,
     max_repeats: int | None = None,
+    max_time_s: float | None = None,
     clock: Callable[[], float] | None = None,
 ) -> list[float]:
     """Milliseconds per call of ``fn``, one entry per timed call (every sample is kept).
 
-    ``fn`` runs ``warmup`` times untimed, then at least ``repeats`` timed times and, while the
-    timed total is below ``min_time_s``, more (up to ``max_repeats``): cheap calls get enough
-    samples for a stable median, expensive ones no more than ``repeats``. ``clock`` replaces
+    ``fn`` runs ``warmup`` times untimed, then at least ``repeats`` timed times and ``min_time_s``
+    of timed calls, then more while the median's CI is wider than the stability rule allows and
+    the timed total is below ``max_time_s`` (at most ``max_repeats`` samples): cheap calls get
+    enough samples for a tight CI, expensive ones no more than their budget. ``clock`` replaces
     ``time.perf_counter`` on CPU (tests drive it by hand); CUDA uses events and ignores it.
     """
     if warmup < 0 or repeats < 1:
         raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
-    cap = max(repeats, max_repeats if max_repeats is not None else repeats)
+    budget = Budget(repeats, min_time_s, max_time_s, max_repeats)
     dev = torch.device(device)
     for _ in range(warmup):
         fn()
     synchronize(dev)
     if dev.type == "cuda":
-        return _cuda_samples(fn, repeats, cap, min_time_s)
+        return _cuda_samples([fn], budget, lambda t: t[0])[0]
     timer = timeit.Timer(fn, timer=clock or timeit.default_timer)
     samples: list[float] = []
-    while len(samples) < repeats or (sum(samples) < min_time_s * 1e3 and len(samples) < cap):
+    while budget.more(samples, sum(samples)):
         samples.append(timer.timeit(number=1) * 1e3)
     return samples
 
 
-def _cuda_samples(fn: Callable[[], Any], repeats: int, cap: int, min_time_s: float) -> list[float]:
-    pairs: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
-    spent_ms = 0.0
-    while len(pairs) < repeats or (spent_ms < min_time_s * 1e3 and len(pairs) < cap):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        pairs.append((start, end))
-        if len(pairs) >= repeats:  # only then is it worth a sync to see whether to go on
-            end.synchronize()
-            spent_ms = sum(s.elapsed_time(e) for s, e in pairs)
+def measure_paired(
+    fn_ref: Callable[[], Any],
+    fn_new: Callable[[], Any],
+    *,
+    warmup: int,
+    repeats: int,
+    device: str | torch.device = "cpu",
+    min_time_s: float = 0.0,
+    max_repeats: int | None = None,
+    max_time_s: float | None = None,
+    clock: Callable[[], float] | None = None,
+) -> tuple[list[float], list[float]]:
+    """(ref ms, new ms) of calls alternated ref, new, ref, new ...; pair i is (ref[i], new[i]).
+
+    Both warm up first (``warmup`` calls each, alternated). Pairs are added under the same budget
+    as :func:`measure_latency`, the CI goal applying to the per-pair ratios ref / new (the
+    speed-up of ``new``): a load that slows the machine for a while slows both calls of a pair,
+    and their ratio keeps its value where two medians taken at different times would not.
+    """
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
+    budget = Budget(repeats, min_time_s, max_time_s, max_repeats)
+    dev = torch.device(device)
+    for _ in range(warmup):
+        fn_ref()
+        fn_new()
+    synchronize(dev)
+    if dev.type == "cuda":
+        ref_ms, new_ms = _cuda_samples([fn_ref, fn_new], budget, lambda t: t[0] / t[1])
+        return ref_ms, new_ms
+    t_ref = timeit.Timer(fn_ref, timer=clock or timeit.default_timer)
+    t_new = timeit.Timer(fn_new, timer=clock or timeit.default_timer)
+    ref: list[float] = []
+    new: list[float] = []
+    while budget.more([r / m for r, m in zip(ref, new, strict=True)], sum(ref) + sum(new)):
+        ref.append(t_ref.timeit(number=1) * 1e3)
+        new.append(t_new.timeit(number=1) * 1e3)
+    return ref, new
+
+
+def _cuda_samples(
+    fns: Sequence[Callable[[], Any]], budget: Budget, value: Callable[[tuple[float, ...]], float]
+) -> list[list[float]]:
+    """Per function, the ms of each round of calls (one call of each ``fns`` per round, in order)."""
+    rounds: list[list[tuple[torch.cuda.Event, torch.cuda.Event]]] = []
+    while True:
+        if len(rounds) >= budget.repeats:  # only then is it worth a sync to see whether to go on
+            rounds[-1][-1][1].synchronize()
+            times = [tuple(s.elapsed_time(e) for s, e in r) for r in rounds]
+            if not budget.more([value(t) for t in times], sum(sum(t) for t in times)):
+                break
+        events = []
+        for fn in fns:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            events.append((start, end))
+        rounds.append(events)
     torch.cuda.synchronize()
-    return [s.elapsed_time(e) for s, e in pairs]
+    return [[s.elapsed_time(e) for s, e in (r[i] for r in rounds)] for i in range(len(fns))]
 
 
 def timer_name(device: str | torch.device) -> str:
@@ -203,3 +372,38 @@ def applied(settings: SpeedSettings) -> Iterator[None]:
         torch.backends.cudnn.benchmark = saved[1]
         torch.backends.cuda.matmul.allow_tf32 = saved[2]
         torch.backends.cudnn.allow_tf32 = saved[3]
+
+
+# Why a figure is unstable, from its ``unstable_reason``, as said in the end-of-run line.
+_REASONS = (
+    ("busy", "the CPU was busy with other processes"),
+    ("drift", "the timings drifted during the run"),
+    ("CI half-width", "the samples spread too wide"),
+    ("too few samples", "too few samples for a 95 % CI"),
+)
+
+
+def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
+    """One line saying how many timed records are unstable and why, or None when none is.
+
+    e.g. "3 timings unstable: the CPU was busy with other processes; rerun or raise --min-time".
+    """
+    counts: dict[str, int] = {}
+    total = 0
+    for r in records:
+        if r.get("status") != "ok" or r.get("stable") is not False:
+            continue
+        total += 1
+        reason = str(r.get("unstable_reason", ""))
+        for key, text in _REASONS:  # the first matching cause is the one to fix first
+            if key in reason:
+                counts[text] = counts.get(text, 0) + 1
+                break
+    if not total:
+        return None
+    if len(counts) == 1:
+        why = next(iter(counts))
+    else:
+        why = ", ".join(f"{n} {text}" for text, n in counts.items())
+    noun = "timing" if total == 1 else "timings"
+    return f"{total} {noun} unstable: {why}; rerun or raise --min-time (see unstable_reason in the records)"
