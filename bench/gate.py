@@ -7,10 +7,14 @@ backbone):
   float noise. Any change, up or down, fails: a drop in FLOPs may mean a block stopped running.
 - peak memory (``peak_rss``, ``peak_mem_*``) may grow by a relative tolerance (default 25 %).
 - time is never gated as an absolute figure (a slower CI machine is not a regression). What is
-  gated is the *speed-up* of each pruned variant over its own rectangle measured in the same run
-  (latency of the rectangle / latency of the variant): it may fall by a relative tolerance
-  (default 25 %) below the baseline's. A machine that is slower on every case by the same factor
-  keeps every speed-up and passes.
+  gated is the *speed-up* of each pruned variant over its own rectangle: the ``speedup`` record
+  (method ``paired``: both alternated in one process, with a 95 % CI). It may fall by a relative
+  tolerance (default 25 %) below the baseline's: a regression only when the whole CI lies below
+  the band, i.e. ``ci_high < baseline x (1 - tolerance)``, so a noisy figure whose CI still
+  reaches the band passes. A current figure marked ``stable: false`` is printed as a warning
+  (``unstable = "fail"`` in the rules makes it a failure); it never passes silently. Runs without
+  ``speedup`` records (older baselines) are compared through the ratio of the latency medians.
+  A machine that is slower on every case by the same factor keeps every speed-up and passes.
 - a case measured ``ok`` in the baseline that is ``oom``/``error`` now fails; a case missing from
   the current run fails (``missing = "warn"`` in the rules makes it a warning); new cases are listed.
 """
@@ -48,6 +52,7 @@ DEFAULT_RULES: dict[str, tuple[str, float]] = {
     "speedup": ("floor", 0.25),
 }
 MISSING_CHOICES = ("fail", "warn")
+UNSTABLE_CHOICES = ("warn", "fail")
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class GateResult:
     missing: list[str] = field(default_factory=list)
     new: list[str] = field(default_factory=list)
     missing_fails: bool = True
+    unstable: list[str] = field(default_factory=list)  # gated figures measured unstable, as warnings
 
     @property
     def failures(self) -> list[Comparison]:
@@ -91,6 +97,7 @@ class Rules:
     tolerances: Mapping[str, float] = field(default_factory=dict)
     per_backbone: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     missing: str = "fail"
+    unstable: str = "warn"
 
     def tolerance(self, metric: str, backbone: str) -> float:
         if metric in self.per_backbone.get(backbone, {}):
@@ -102,6 +109,7 @@ def load_rules(path: str | Path | None) -> Rules:
     """Parse a rules file::
 
         missing = "warn"            # or "fail" (default)
+        unstable = "fail"           # an unstable current speed-up fails (default "warn": a warning)
         [tolerances]                # relative tolerances by metric (see DEFAULT_RULES)
         peak_rss = 0.4
         speedup = 0.3
@@ -117,12 +125,17 @@ def load_rules(path: str | Path | None) -> Rules:
         raise UsageError(f"{p}: no such rules file") from None
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{p}: malformed TOML ({e})") from None
-    unknown = set(data) - {"tolerances", "backbones", "missing"}
+    unknown = set(data) - {"tolerances", "backbones", "missing", "unstable"}
     if unknown:
-        raise UsageError(f"{p}: unknown section {sorted(unknown)[0]!r}; allowed: tolerances, backbones, missing")
+        raise UsageError(
+            f"{p}: unknown section {sorted(unknown)[0]!r}; allowed: tolerances, backbones, missing, unstable"
+        )
     missing = data.get("missing", "fail")
     if missing not in MISSING_CHOICES:
         raise UsageError(f"{p}: missing = {missing!r}; choose from {', '.join(MISSING_CHOICES)}")
+    unstable = data.get("unstable", "warn")
+    if unstable not in UNSTABLE_CHOICES:
+        raise UsageError(f"{p}: unstable = {unstable!r}; choose from {', '.join(UNSTABLE_CHOICES)}")
 
     def _table(table: Any, where: str) -> dict[str, float]:
         if not isinstance(table, dict):
@@ -143,6 +156,7 @@ def load_rules(path: str | Path | None) -> Rules:
         tolerances=_table(data.get("tolerances", {}), "tolerances"),
         per_backbone={b: _table(t, f"backbones.{b}") for b, t in per_backbone.items()},
         missing=missing,
+        unstable=unstable,
     )
 
 
@@ -156,7 +170,10 @@ def _key(rec: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _speedups(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float, str]]:
-    """case_id -> (rectangle latency / this case's latency, backbone), for every pruned case of a run."""
+    """case_id -> (rectangle latency / this case's latency, backbone), for every pruned case of a run.
+
+    The fallback for runs without paired ``speedup`` records: medians taken at different times.
+    """
     latency = {r["case_id"]: r for r in records if r["metric"] == "latency" and r["status"] == "ok" and r["value"]}
 
     def group(r: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -209,18 +226,41 @@ def compare(
             continue
         if b["status"] != "ok" or b["value"] is None or c["value"] is None:
             continue
+        if b["metric"] == "speedup":
+            result.comparisons.append(_compare_speedup(key, b, c, tol, rules, result))
+            continue
         ok = _check(kind, float(b["value"]), float(c["value"]), tol)
         result.comparisons.append(Comparison(key[0], key[1], b["value"], c["value"], tol, kind, ok))
 
+    paired = {r["case_id"] for r in baseline if r["metric"] == "speedup"}
     base_speed, cur_speed = _speedups(baseline), _speedups(current)
     for cid, (b_speed, backbone) in sorted(base_speed.items()):
-        if cid not in cur_speed:
+        if cid not in cur_speed or cid in paired:
             continue
         tol = rules.tolerance("speedup", backbone)
         c_speed = cur_speed[cid][0]
         ok = _check("floor", b_speed, c_speed, tol)
         result.comparisons.append(Comparison(cid, "speedup[latency]", b_speed, c_speed, tol, "floor", ok))
     return result
+
+
+def _compare_speedup(
+    key: tuple[str, str], b: Mapping[str, Any], c: Mapping[str, Any], tol: float, rules: Rules, result: GateResult
+) -> Comparison:
+    """A paired speed-up: a regression when its CI lies wholly below the band; unstable: a warning."""
+    base, cur = float(b["value"]), float(c["value"])
+    high = c.get("ci_high")
+    high = cur if high is None else float(high)
+    floor = base * (1.0 - tol)
+    ok = high >= floor
+    notes = [f"CI [{_fmt(c.get('ci_low'))}, {_fmt(c.get('ci_high'))}] below {_fmt(floor)}"] if not ok else []
+    if c.get("stable") is False:
+        why = c.get("unstable_reason") or "unstable"
+        result.unstable.append(f"{key[0]} {key[1]} = {_fmt(cur)}x {why}")
+        if rules.unstable == "fail":
+            ok = False
+            notes.append(f"unstable: {why}")
+    return Comparison(key[0], key[1], base, cur, tol, "floor", ok, "; ".join(notes))
 
 
 def _fmt(x: float | None) -> str:
@@ -245,10 +285,11 @@ def format_result(result: GateResult) -> str:
         lines += [f"{word}: case missing from the current run: {cid}" for cid in result.missing]
     if result.new:
         lines += [f"new case (not in the baseline): {cid}" for cid in result.new]
+    lines += [f"warning: unstable figure (CI or load; rerun to confirm): {u}" for u in result.unstable]
     verdict = "PASS" if result.passed else "FAIL"
     lines.append(
         f"gate {verdict}: {len(result.comparisons)} comparisons, {len(result.failures)} regressions, "
-        f"{len(result.missing)} missing, {len(result.new)} new cases"
+        f"{len(result.missing)} missing, {len(result.new)} new cases, {len(result.unstable)} unstable"
     )
     return "\n".join(lines)
 

@@ -2,8 +2,9 @@
 
     with load.Monitor(threads=torch.get_num_threads()) as mon:
         samples = timing.measure_latency(...)
-    fields = mon.fields()   # load_1m, other_cores, other_cores_max, cpu_mhz, cpus, busy
+    fields = mon.fields()   # phase_s, load_1m, other_cores, other_cores_max, cpu_mhz, cpus, busy
 
+``phase_s`` is the wall time of the phase (warm-up included: what the timing cost).
 ``other_cores`` is the CPU time that processes *other than this one and its descendants* (the
 memory group's fresh processes are descendants) consumed during the phase, divided by the
 phase's wall time: 1.0 means another process kept one core busy all along. It is the
@@ -142,6 +143,7 @@ class Monitor:
         other = self._other(self._start, self._end)
         load_1m = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         return {
+            "phase_s": round(self._end[0] - self._start[0], 3),
             "load_1m": None if load_1m is None else round(load_1m, 2),
             "other_cores": round(other, 3),
             "other_cores_max": round(max([other, *self._windows]), 3),

@@ -401,9 +401,6 @@ def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
                 break
     if not total:
         return None
-    if len(counts) == 1:
-        why = next(iter(counts))
-    else:
-        why = ", ".join(f"{n} {text}" for text, n in counts.items())
+    why = next(iter(counts)) if len(counts) == 1 else ", ".join(f"{n} {text}" for text, n in counts.items())
     noun = "timing" if total == 1 else "timings"
     return f"{total} {noun} unstable: {why}; rerun or raise --min-time (see unstable_reason in the records)"

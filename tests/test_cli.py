@@ -66,6 +66,24 @@ def test_profile_json_prints_only_the_records(capsys):
     assert blocks[0]["value"] > blocks[2]["value"] > blocks[5]["value"] > 0
 
 
+def test_profile_records_timing_statistics_and_warns_about_unstable_ones(capsys):
+    argv = ["profile", "mixste", "--size", "tiny", "--frames", "9", "--metrics", "latency", "--min-time", "0.05",
+            "--json"]  # fmt: skip
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    (lat,) = [r for r in json.loads(captured.out) if r["metric"] == "latency"]
+    assert lat["n"] == len(lat["samples"]) and lat["ci_low"] <= lat["value"] <= lat["ci_high"]
+    assert isinstance(lat["stable"], bool) and "other_cores" in lat and "busy" in lat
+    assert ("timing unstable" in captured.err) is (not lat["stable"])
+
+
+def test_min_time_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as exit_info:  # argparse's own errors exit from inside parse_args
+        cli.main(["profile", "mixste", "--min-time", "0"])
+    assert exit_info.value.code == 2
+    assert "--min-time" in capsys.readouterr().err
+
+
 def test_profile_table(capsys):
     assert cli.main(["profile", "mixste", "--size", "tiny", "--frames", "9", "--metrics", "params,flops"]) == 0
     out = capsys.readouterr().out

@@ -119,6 +119,7 @@ def test_rules_file_overrides_tolerances_per_metric_and_backbone(tmp_path):
         ("missing = 'maybe'\n", "choose from fail, warn"),
         ("[tolerances\n", "malformed TOML"),
         ("[limits]\n", "unknown section 'limits'"),
+        ("unstable = 'ignore'\n", "choose from warn, fail"),
     ],
 )
 def test_bad_rules_files_are_usage_errors(tmp_path, text, message):
@@ -126,6 +127,51 @@ def test_bad_rules_files_are_usage_errors(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(UsageError, match=message):
         load_rules(path)
+
+
+def _paired(value: float, low: float, high: float, stable: bool = True, backbone: str = "mixste") -> list[dict]:
+    """A run with one paired speedup record (and the case's params, so the case is present)."""
+    c = Case(backbone, "single", frames=27, size="tiny")
+    reason = "" if stable else "CPU busy with other processes (1.40 cores)"
+    return [
+        record("base", c, "params", 1010),
+        record("base", c, "speedup", value, method="paired", ci_low=low, ci_high=high, n=12, stable=stable,
+               unstable_reason=reason),
+    ]  # fmt: skip
+
+
+def test_a_paired_speedup_regresses_only_when_its_whole_ci_is_below_the_band():
+    base = _paired(2.0, 1.95, 2.05)
+    # 25 % band: the floor is 1.5. A median of 1.4 whose CI reaches 1.55 is noise, not a regression.
+    noisy = compare(base, _paired(1.4, 1.2, 1.55))
+    assert noisy.passed and [c.metric for c in noisy.comparisons if c.metric.startswith("speedup")] == [
+        "speedup[paired]"
+    ]
+    low = compare(base, _paired(1.4, 1.35, 1.45))
+    assert not low.passed and low.failures[0].metric == "speedup[paired]" and "below 1.5" in low.failures[0].note
+    assert compare(base, _paired(2.6, 2.5, 2.7)).passed  # faster is fine
+
+
+def test_paired_records_replace_the_latency_ratio():
+    recs = _run()
+    for r in _paired(2.0, 1.9, 2.1):
+        if r["metric"] == "speedup":
+            r["case_id"] = next(x["case_id"] for x in recs if x["variant"] == "single" and x["backbone"] == "mixste")
+            recs.append(r)
+    metrics = sorted(c.metric for c in compare(recs, recs).comparisons if c.metric.startswith("speedup"))
+    assert metrics == ["speedup[latency]", "speedup[paired]"]  # mixste paired; motionbert by latency
+
+
+def test_an_unstable_speedup_is_a_warning_and_the_rules_can_make_it_fail(tmp_path):
+    base, cur = _paired(2.0, 1.95, 2.05), _paired(2.0, 1.0, 3.0, stable=False)
+    result = compare(base, cur)
+    assert result.passed and len(result.unstable) == 1 and "busy" in result.unstable[0]
+    text = format_result(result)
+    assert "warning: unstable figure" in text and "1 unstable" in text
+    rules = tmp_path / "rules.toml"
+    rules.write_text('unstable = "fail"\n')
+    strict = compare(base, cur, load_rules(rules))
+    assert not strict.passed and "unstable" in strict.failures[0].note
 
 
 def _write(path, recs):

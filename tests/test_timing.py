@@ -181,3 +181,121 @@ def test_cuda_events_time_device_work():
                                                    device="cuda"))  # fmt: skip
     # the host returns at once from _sleep; only device-side timing sees the sleep
     assert long.median / short.median == pytest.approx(2.0, rel=0.25)
+
+
+# --------------------------------------------------------------------------- statistics and stability
+
+
+def test_median_ci_is_the_binomial_order_statistics_interval():
+    # n = 10: P(2 <= Bin(10, 1/2) <= 8) = 0.979 >= 0.95 but P(3 <= B <= 7) = 0.891: x_(2), x_(9)
+    low, high, level = timing.median_ci([float(v) for v in range(10, 0, -1)])
+    assert (low, high) == (2.0, 9.0) and level == pytest.approx(1 - 2 * (1 + 10) / 1024)
+    # n = 6 is the fewest with a 95 % interval: [min, max], coverage 1 - 2/64
+    assert timing.median_ci([5.0, 1.0, 2.0, 3.0, 4.0, 6.0]) == (1.0, 6.0, pytest.approx(1 - 2 / 64))
+    low, high, level = timing.median_ci([1.0, 2.0, 3.0])  # too few: [min, max] and its lower coverage
+    assert (low, high, level) == (1.0, 3.0, pytest.approx(0.75))
+
+
+def test_median_ci_narrows_with_more_samples_and_covers_the_median():
+    rng = torch.Generator().manual_seed(0)
+    widths = []
+    for n in (10, 100, 1000):
+        x = (100 + torch.randn(n, generator=rng)).tolist()
+        low, high, level = timing.median_ci(x)
+        assert low <= sorted(x)[n // 2] <= high and level >= 0.95
+        widths.append(high - low)
+    assert widths[0] > widths[1] > widths[2]
+
+
+def _seq(kind: str, n: int = 40) -> list[float]:
+    """Sample sequences with a known character (ms), deterministic."""
+    g = torch.Generator().manual_seed(1)
+    noise = (torch.rand(n, generator=g) - 0.5).tolist()  # uniform in [-0.5, 0.5)
+    if kind == "stable":  # 10 ms +- 1 %
+        return [10.0 + 0.2 * e for e in noise]
+    if kind == "drifting":  # a load arrives half-way: 30 % slower from then on
+        return [(10.0 if i < n // 2 else 13.0) + 0.2 * e for i, e in enumerate(noise)]
+    if kind == "bimodal":  # two states taken at random, e.g. a thread preempted or not
+        return [(10.0 if e < 0 else 20.0) + 0.2 * e for e in noise]
+    if kind == "heavy_tailed":  # steady, with rare huge outliers (a page fault, a context switch)
+        return [100.0 if i % 10 == 3 else 10.0 + 0.2 * e for i, e in enumerate(noise)]
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize(
+    ("kind", "stable", "reason"),
+    [("stable", True, ""), ("drifting", False, "drift"), ("bimodal", False, "CI half-width"),
+     ("heavy_tailed", True, "")],
+)  # fmt: skip
+def test_stability_rule_on_known_sequences(kind, stable, reason):
+    samples = _seq(kind)
+    f = timing.stats_fields(samples)
+    assert f["stable"] is stable and reason in f["unstable_reason"]
+    assert f["n"] == len(samples) and f["ci_method"] == "binomial_order_statistics" and f["ci_level"] >= 0.95
+    assert f["ci_low"] <= timing.summarise(samples).median <= f["ci_high"]
+    if kind == "heavy_tailed":  # the median and its CI ignore the 10 % of outliers
+        assert f["ci_high"] < 10.2 and f["mad_pct"] < 1.0
+    if kind == "drifting":
+        assert f["drift_pct"] == pytest.approx(30.0, abs=2.0)
+
+
+def test_too_few_samples_or_a_busy_machine_are_unstable():
+    f = timing.stats_fields([10.0, 10.0, 10.0])
+    assert f["stable"] is False and "too few samples" in f["unstable_reason"] and f["ci_level"] == 0.75
+    busy = timing.stats_fields(_seq("stable"), load={"busy": True, "other_cores": 1.5, "load_1m": 3.0})
+    assert busy["stable"] is False and "busy" in busy["unstable_reason"] and busy["other_cores"] == 1.5
+    quiet = timing.stats_fields(_seq("stable"), load={"busy": False, "other_cores": 0.01})
+    assert quiet["stable"] is True and quiet["busy"] is False
+
+
+def test_adaptive_repetition_stops_when_the_ci_is_tight_or_the_budget_is_spent():
+    clock = FakeClock()
+    steady = timing.measure_latency(costing(clock, [10.0] * 200), warmup=0, repeats=3, min_time_s=0.0,
+                                    max_time_s=10.0, max_repeats=200, clock=clock)  # fmt: skip
+    assert len(steady) == timing.MIN_CI_SAMPLES  # a tight CI as soon as one exists
+    noisy = [10.0, 20.0] * 100  # bimodal: the CI never gets tight, so the time budget ends it
+    got = timing.measure_latency(costing(clock, noisy), warmup=0, repeats=3, min_time_s=0.0, max_time_s=0.3,
+                                 max_repeats=200, clock=clock)  # fmt: skip
+    assert sum(got) >= 300.0 and sum(got[:-1]) < 300.0
+    assert not timing.ci_tight(got)
+    # no max_time_s: min_time_s is the whole budget (the old behaviour)
+    assert len(timing.measure_latency(costing(clock, noisy), warmup=0, repeats=3, min_time_s=0.05,
+                                      clock=clock, max_repeats=100)) == 4  # fmt: skip
+
+
+def test_paired_timing_alternates_and_its_ratios_survive_a_load_that_comes_and_goes():
+    clock = FakeClock()
+    calls: list[str] = []
+    slow = {"factor": 1.0}
+
+    def ref() -> None:
+        calls.append("ref")
+        clock.spend(30.0 * slow["factor"])
+
+    def new() -> None:
+        calls.append("new")
+        clock.spend(10.0 * slow["factor"])
+        if len(calls) >= 20:  # from the 10th pair on a hog slows both calls 3x
+            slow["factor"] = 3.0
+
+    ref_ms, new_ms = timing.measure_paired(ref, new, warmup=1, repeats=20, clock=clock)
+    assert calls[:4] == ["ref", "new", "ref", "new"] and len(ref_ms) == len(new_ms) == 20
+    ratios = [r / n for r, n in zip(ref_ms, new_ms, strict=True)]
+    assert ratios == pytest.approx([3.0] * 20)  # every pair saw the same load on both sides
+    assert timing.stats_fields(ratios)["stable"] is True
+    assert timing.stats_fields(new_ms)["stable"] is False  # the pruned latency alone drifted 3x
+
+
+def test_unstable_summary_counts_causes():
+    recs = [
+        {"status": "ok", "stable": False, "unstable_reason": "CPU busy with other processes (1.2 cores)"},
+        {"status": "ok", "stable": False, "unstable_reason": "too few samples (1 < 6) for a 95 % CI"},
+        {"status": "ok", "stable": True},
+        {"status": "error", "stable": False},
+        {"status": "ok"},
+    ]
+    line = timing.unstable_summary(recs)
+    assert line is not None and line.startswith("2 timings unstable: 1 the CPU was busy")
+    assert "raise --min-time" in line
+    assert timing.unstable_summary(recs[2:]) is None
+    assert timing.unstable_summary(recs[:1]).startswith("1 timing unstable: the CPU was busy with other processes")

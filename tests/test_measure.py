@@ -1,0 +1,43 @@
+"""The speedup group of bench.measure: paired against the case's own rectangle, one record per pruned case."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import measure, results
+from bench.case import Case
+from bench.measure import Settings, measure_case
+from bench.timing import SpeedSettings
+
+QUICK = Settings(warmup=1, repeats=6, min_time_s=0.0, max_time_s=0.2, max_repeats=30, speed=SpeedSettings(threads=1))
+TIMED_FIELDS = {"n", "ci_low", "ci_high", "ci_level", "ci_method", "mad_pct", "drift_pct", "stable",
+                "unstable_reason", "other_cores", "load_1m", "busy", "cpu_mhz", "threads"}  # fmt: skip
+
+
+def test_a_pruned_case_gets_one_paired_speedup_against_its_own_rectangle():
+    case = Case(backbone="motionbert", variant="single", frames=27, size="tiny").resolve()
+    recs = list(measure_case(case, ["latency", "speedup"], "r", settings=QUICK))
+    (sp,) = [r for r in recs if r["metric"] == "speedup"]
+    assert (sp["status"], sp["unit"], sp["method"]) == ("ok", "x", "paired")
+    assert sp["reference"] == measure.reference_case(case).case_id
+    assert "rectangle" in sp["reference"] and sp["reference"] != case.case_id
+    assert set(sp) >= TIMED_FIELDS
+    n = sp["n"]
+    assert len(sp["samples"]) == len(sp["samples_rectangle"]) == len(sp["samples_pruned"]) == n >= 6
+    assert sp["samples"] == pytest.approx([r / p for r, p in zip(sp["samples_rectangle"], sp["samples_pruned"])])
+    assert sp["ci_low"] <= sp["value"] <= sp["ci_high"]
+    (lat,) = [r for r in recs if r["metric"] == "latency"]
+    assert set(lat) >= TIMED_FIELDS and lat["n"] == len(lat["samples"])
+
+
+def test_a_rectangle_has_no_speedup_record_and_an_unbuildable_case_a_skipped_one():
+    rect = Case(backbone="mixste", variant="rectangle", frames=9, size="tiny").resolve()
+    assert [r["metric"] for r in measure_case(rect, ["params", "speedup"], "r", settings=QUICK)] == ["params"]
+    unbuildable = Case(backbone="mixste", variant="single", frames=9, size="tiny", pruner="no-such-pruner")
+    recs = list(measure_case(unbuildable, ["params", "speedup"], "r", settings=QUICK))
+    assert [(r["metric"], r["status"]) for r in recs] == [("params", "skipped"), ("speedup", "skipped")]
+
+
+def test_speedup_is_a_known_metric_in_x():
+    assert results.METRIC_UNITS["speedup"] == "x"
+    assert "speedup" in measure.METRIC_GROUPS
