@@ -8,8 +8,8 @@
 
 Timers. On CPU every sample is one ``timeit.Timer.timeit(number=1)`` call of the standard
 library (``time.perf_counter``, garbage collection off while timing). On CUDA every sample is a
-pair of CUDA events around one call, read after one synchronisation at the end, so the host never
-stalls between samples. torch.utils.benchmark.Timer is not used for the samples themselves: its
+pair of CUDA events around one call, read only once the minimum ``repeats`` are queued (then after
+each further call, to decide whether to go on), so the host does not stall between the first ones. torch.utils.benchmark.Timer is not used for the samples themselves: its
 ``timeit`` runs two hidden warm-up calls before every measurement and ``blocked_autorange``
 chooses its own number of samples, which would triple the cost of a 5-second forward on 2 CPU
 cores and hide how many samples a median rests on.
@@ -27,7 +27,7 @@ The stability rule (``stable``; ``unstable_reason`` says which part failed, "" w
 figure is stable when (1) its CI reaches 95 % (n >= 6) and its half-width, the larger of
 median - ci_low and ci_high - median, is at most 5 % of the median; (2) the two halves' medians
 differ by at most 10 % (a load that came or went during the timing); (3) the machine was not busy
-(bench.load: other processes used more than the cores the timing left free, plus a quarter).
+(bench.load: busy = other processes used more than the cores the timing left free, plus a quarter).
 
 Adaptive repetition (``measure_latency``, ``measure_paired``): after the warm-up, at least
 ``repeats`` samples and ``min_time_s`` of timed calls; then more, until the CI is tight by rule
@@ -106,14 +106,20 @@ def median_ci(samples: Sequence[float], level: float = CI_LEVEL) -> tuple[float,
         raise ValueError("no samples for a confidence interval")
     x = sorted(float(v) for v in samples)
     n = len(x)
+    # x_(k) .. x_(n+1-k) (1-based) covers the median with 1 - 2 P(B <= k - 1), B ~ Binomial(n, 1/2):
+    # take the largest k whose lower tail P(B <= k - 1) stays within (1 - level) / 2.
+    k, tail = 1, _binomial_half_pmf(n, 0)  # tail = P(B <= k - 1)
+    while k + 1 <= (n + 1) // 2:
+        tail_next = tail + _binomial_half_pmf(n, k)
+        if 1.0 - 2.0 * tail_next < level:
+            break
+        k, tail = k + 1, tail_next
+    return x[k - 1], x[n - k], max(0.0, 1.0 - 2.0 * tail)
 
-    def coverage(k: int) -> float:  # k is 1-based: x_(k) .. x_(n+1-k)
-        return sum(math.comb(n, i) for i in range(k, n - k + 1)) / 2.0**n
 
-    k = 1
-    while k + 1 <= (n + 1) // 2 and coverage(k + 1) >= level:
-        k += 1
-    return x[k - 1], x[n - k], coverage(k) if n > 1 else 0.0
+def _binomial_half_pmf(n: int, i: int) -> float:
+    """P(B = i) for B ~ Binomial(n, 1/2), in log space so that large n does not overflow."""
+    return math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2.0))
 
 
 def _median(x: Sequence[float]) -> float:
