@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default="", metavar="BLOCK:KEEP,...")
     p.add_argument("--pruner", default="")
     p.add_argument("--recoverer", default="")
-    p.add_argument("--metrics", type=_metrics, default=list(METRIC_GROUPS))
+    p.add_argument("--metrics", type=_metrics, default=list(METRIC_GROUPS),
+                   help=f"comma list of {', '.join(METRIC_GROUPS)} (default: all)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     _min_time(p)
     p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
@@ -141,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--dtype", default=None)
-    p.add_argument("--metrics", type=_metrics, default=None)
+    p.add_argument("--metrics", type=_metrics, default=None,
+                   help=f"comma list of {', '.join(METRIC_GROUPS)} (default: the preset's, all)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     _min_time(p)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
