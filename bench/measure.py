@@ -16,16 +16,16 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
   own rectangle (same backbone, size, T, batch, dtype, device, threads, weights seeded alike)
   built in this process and called alternately with the case (bench.timing.measure_paired);
   ``samples`` holds the per-pair ratios, ``samples_rectangle``/``samples_pruned`` the ms.
-
-Every timed record (latency, train_step, speedup) also carries the statistics of
-:func:`bench.timing.stats_fields` (``n``, ``ci_low``, ``ci_high``, ``stable``...) and the load
-that :class:`bench.load.Monitor` measured while it was timed (``other_cores``, ``busy``...).
 - ``memory``: per phase (``phase`` inference | train): peak_mem_alloc, peak_mem_reserved and
   peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.memory).
 - ``train``: train_step (median ms of forward + loss + backward + AdamW step). On CPU with
   ``memory`` asked for too, the steps timed are those of the memory group's fresh process (its
   steady state is measured anyway; training is the most expensive part of a case), and the
   record says ``fresh_process: true``.
+
+Every timed record (latency, train_step, speedup) also carries the statistics of
+:func:`bench.timing.stats_fields` (``n``, ``ci_low``, ``ci_high``, ``stable``...) and the load
+that :class:`bench.load.Monitor` measured while it was timed (``other_cores``, ``busy``...).
 
 A metric that fails becomes a record with status error (or oom) and its reason, and the other
 metrics go on; a case that cannot be built at all (e.g. frames its backbone cannot take) yields
