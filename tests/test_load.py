@@ -45,11 +45,11 @@ def test_a_childs_cpu_is_this_process_trees_not_another_processes():
 
 
 def test_monitor_fields():
-    with load.Monitor(threads=1, interval_s=0.05) as mon:
-        time.sleep(0.2)
+    with load.Monitor(threads=1, interval_s=0.1) as mon:  # /proc/stat counts in 10 ms ticks
+        time.sleep(0.3)
     f = mon.fields()
     assert set(f) == {"phase_s", "load_1m", "other_cores", "other_cores_max", "cpu_mhz", "cpus", "busy"}
-    assert f["phase_s"] >= 0.2
+    assert f["phase_s"] >= 0.3
     assert 0 <= f["other_cores"] <= f["other_cores_max"] <= f["cpus"] + 0.5
     assert f["busy"] is load.is_busy(f["other_cores"], f["cpus"], 1)
     with pytest.raises(RuntimeError):
