@@ -6,8 +6,10 @@
 A *job* (:mod:`bench.jobs`) is the work done for one case. Executors:
 
 - ``inline``: every case in this process, in order.
-- ``local`` (the default): every case in a fresh subprocess, ``workers`` at a time, so that the
-  peak memory and allocator state of one case never leak into the next. CPU threads are divided
+- ``local`` (the default): every case in a fresh process, ``workers`` at a time, so that the
+  peak memory and allocator state of one case never leak into the next. The processes are forked
+  from one zygote that imported torch and ran nothing (:mod:`bench.worker`), as clean as a new
+  interpreter without paying torch's import per case. CPU threads are divided
   among the workers (``torch.set_num_threads`` and ``OMP_NUM_THREADS`` in the child); cases on
   ``cuda`` get one GPU per worker through ``CUDA_VISIBLE_DEVICES`` (at most one worker per GPU).
   Workers running side by side share memory bandwidth and caches: for latency figures that
@@ -43,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import worker
 from .case import Case
 from .errors import UsageError
 from .jobs import BenchJob, Job
@@ -346,9 +349,14 @@ def _run_local(
     threads = max(1, _cpus() // workers)
     (run_dir / "logs").mkdir(exist_ok=True)
     pending = list(cases)
-    running: dict[int, tuple[subprocess.Popen[bytes], Case, Path, Path]] = {}  # slot -> (proc, case, part, log)
+    running: dict[int, tuple[Any, Case, Path, Path]] = {}  # slot -> (process, case, part, log)
     shown, shown_at = "", 0.0  # what the bar last showed of the running cases, and when
-    with _bar(len(cases), progress, "local") as bar:
+    thread_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    # One zygote forks every case's fresh process: torch is imported once, not once per case.
+    server = worker.fork_server(thread_env)
+    with contextlib.ExitStack() as stack, _bar(len(cases), progress, "local") as bar:
+        if server is not None:
+            stack.callback(server.close)
         try:
             while pending or running:
                 for slot in range(workers):
@@ -359,17 +367,10 @@ def _run_local(
                     task = _task(case, run_dir, run_id, job, str(log), threads)
                     part = Path(task.part)
                     (part / "task.pkl").write_bytes(cloudpickle.dumps(task))
-                    env = os.environ | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+                    env = dict(thread_env)
                     if gpus[slot] is not None and case.device == "cuda":
                         env["CUDA_VISIBLE_DEVICES"] = str(gpus[slot])
-                    with open(log, "ab") as fh:
-                        proc = subprocess.Popen(
-                            [sys.executable, "-m", "bench.worker", str(part)],
-                            stdout=fh,
-                            stderr=subprocess.STDOUT,
-                            env=env,
-                        )
-                    running[slot] = (proc, case, part, log)
+                    running[slot] = (worker.start_worker(server, part, log, env), case, part, log)
                 for slot, (proc, case, part, log) in list(running.items()):
                     rc = proc.poll()
                     if rc is None:

@@ -36,7 +36,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,8 +229,8 @@ def _measure_here(request: dict[str, Any]) -> dict[str, Any]:
         return {"status": "oom" if oom else "error", "message": f"{type(e).__name__}: {e}", "out": out}
 
 
-def _serve(reply_fd: int) -> None:
-    """The zygote: one JSON request per stdin line, each measured in a child forked for it.
+def _serve(reply_fd: int, requests: Iterable[str] | None = None) -> None:
+    """The zygote: one JSON request per line of ``requests`` (stdin), each measured in a child forked for it.
 
     The zygote has imported torch and the harness and run nothing, so every child starts as clean
     as a new interpreter but without the seconds of importing torch. Replies go to ``reply_fd``.
@@ -239,7 +239,7 @@ def _serve(reply_fd: int) -> None:
 
     from . import inputs, timing  # noqa: F401
 
-    for line in sys.stdin:
+    for line in sys.stdin if requests is None else requests:
         request = json.loads(line)
         r, w = os.pipe()
         pid = os.fork()
@@ -280,21 +280,25 @@ class _Zygote:
             [sys.executable, "-m", "bench.memory", "--serve"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True,
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.requests, self.replies = self.proc.stdin, self.proc.stdout
 
     def ask(self, request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
-        line = self.proc.stdout.readline() if ready else ""
+        self.requests.write(json.dumps(request) + "\n")
+        self.requests.flush()
+        ready, _, _ = select.select([self.replies], [], [], timeout_s)
+        line = self.replies.readline() if ready else ""
         if not line:
             self.close()
-            why = f"timed out after {timeout_s:.0f} s" if not ready else f"exited with {self.proc.poll()}"
+            why = f"timed out after {timeout_s:.0f} s" if not ready else f"exited with {self.returncode()}"
             raise PeakRssError(f"memory process {why}")
         return json.loads(line)
 
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.returncode() is None
 
     def close(self) -> None:
         if self.alive():
@@ -303,7 +307,70 @@ class _Zygote:
         self.proc.wait()
 
 
+class _ForkedZygote(_Zygote):
+    """A zygote forked from this process, which must not have run anything yet (see :func:`fork_server`)."""
+
+    def __init__(self) -> None:  # the parent's __init__ would start an interpreter: not called
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.setpgid(0, 0)  # its own group: close() stops it and a child it may be waiting on
+                os.close(req_w)
+                os.close(rep_r)
+                with os.fdopen(req_r) as requests:
+                    _serve(rep_w, requests)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(req_r)
+        os.close(rep_w)
+        self.pid = pid
+        self.requests, self.replies = os.fdopen(req_w, "w"), os.fdopen(rep_r)
+        self._code: int | None = None
+
+    def returncode(self) -> int | None:
+        if self._code is None:
+            with contextlib.suppress(ChildProcessError):
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self._code = os.waitstatus_to_exitcode(status)
+        return self._code
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.requests.close()  # the end of its requests: it exits
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+        self._code = self._code if self._code is not None else -signal.SIGKILL
+
+
 _zygote: _Zygote | None = None
+
+
+def fork_server() -> None:
+    """Fork this process's memory zygote now, while the process has imported but run nothing.
+
+    The local executor's case processes call this first (they are forked from a zygote of their
+    own, :mod:`bench.worker`): every later :func:`peak_rss` of the case then forks from this clean
+    copy instead of starting an interpreter and importing torch, seconds per case.
+    """
+    global _zygote
+    if hasattr(os, "fork") and (_zygote is None or not _zygote.alive()):
+        _zygote = _ForkedZygote()
+
+
+def shutdown() -> None:
+    """Stop this process's memory zygote, if it has one."""
+    global _zygote
+    if _zygote is not None:
+        _zygote.close()
+        _zygote = None
 
 
 def _ask_fresh(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
