@@ -32,9 +32,12 @@ import importlib
 import json
 import os
 import select
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -307,62 +310,95 @@ class _Zygote:
         self.proc.wait()
 
 
-class _ForkedZygote(_Zygote):
-    """A zygote forked from this process, which must not have run anything yet (see :func:`fork_server`)."""
+class _SocketZygote(_Zygote):
+    """A per-connection zygote of the memory server that this process was forked after (:func:`start_server`)."""
 
-    def __init__(self) -> None:  # the parent's __init__ would start an interpreter: not called
-        req_r, req_w = os.pipe()
-        rep_r, rep_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                os.setpgid(0, 0)  # its own group: close() stops it and a child it may be waiting on
-                os.close(req_w)
-                os.close(rep_r)
-                with os.fdopen(req_r) as requests:
-                    _serve(rep_w, requests)
-            except BaseException:
-                code = 1
-            os._exit(code)
-        os.close(req_r)
-        os.close(rep_w)
-        self.pid = pid
-        self.requests, self.replies = os.fdopen(req_w, "w"), os.fdopen(rep_r)
-        self._code: int | None = None
+    def __init__(self, path: str) -> None:  # the parent's __init__ would start an interpreter: not called
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.requests, self.replies = self.sock.makefile("w"), self.sock.makefile("r")
+        self.pid = int(self.replies.readline())  # the zygote's own process group, see _handle
 
     def returncode(self) -> int | None:
-        if self._code is None:
-            with contextlib.suppress(ChildProcessError):
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid:
-                    self._code = os.waitstatus_to_exitcode(status)
-        return self._code
+        try:
+            os.kill(self.pid, 0)
+            return None
+        except ProcessLookupError:
+            return -signal.SIGKILL
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            self.requests.close()  # the end of its requests: it exits
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-        self._code = self._code if self._code is not None else -signal.SIGKILL
+            self.requests.close()
+            self.replies.close()
+            self.sock.close()  # the end of its requests: it exits
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)  # in case it is stuck measuring
 
 
 _zygote: _Zygote | None = None
+_server_path: str | None = None  # the memory server of :func:`start_server`, for processes forked after it
 
 
-def fork_server() -> None:
-    """Fork this process's memory zygote now, while the process has imported but run nothing.
+def start_server() -> int:
+    """Fork a memory server from this process, which must have imported but run nothing; its pid.
 
-    The local executor's case processes call this first (they are forked from a zygote of their
-    own, :mod:`bench.worker`): every later :func:`peak_rss` of the case then forks from this clean
-    copy instead of starting an interpreter and importing torch, seconds per case.
+    The local executor's zygote (:mod:`bench.worker`) calls this before it imports what only the
+    cases need (fvcore, torch._dynamo: tens of MiB that a fresh interpreter measuring memory would
+    not hold). Processes forked from this one afterwards ask the server: each connection gets a
+    zygote forked from it, which forks a fresh child per request, as clean as a new interpreter
+    without paying torch's import per case. The server ends when this process does.
     """
-    global _zygote
-    if hasattr(os, "fork") and (_zygote is None or not _zygote.alive()):
-        _zygote = _ForkedZygote()
+    global _server_path
+    folder = tempfile.mkdtemp(prefix="vptbench-memory-")
+    path = os.path.join(folder, "socket")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            _accept_loop(listener, parent)
+        except BaseException:
+            code = 1
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        os._exit(code)
+    listener.close()
+    _server_path = path
+    return pid
+
+
+def _accept_loop(listener: socket.socket, parent: int) -> None:
+    """The memory server: a zygote forked per connection, until the process that started it ends."""
+    handlers: set[int] = set()
+    while os.getppid() == parent:
+        ready, _, _ = select.select([listener], [], [], 0.5)
+        if ready:
+            conn, _ = listener.accept()
+            pid = os.fork()
+            if pid == 0:
+                listener.close()
+                os._exit(_handle(conn))
+            conn.close()
+            handlers.add(pid)
+        for pid in list(handlers):
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    handlers.discard(pid)
+
+
+def _handle(conn: socket.socket) -> int:
+    """One connection's zygote: says its pid, then serves the connection's requests."""
+    try:
+        os.setpgid(0, 0)  # its own group: the client can stop it and a child it waits on at once
+        conn.sendall(f"{os.getpid()}\n".encode())
+        with conn, conn.makefile("r") as requests:
+            _serve(conn.fileno(), requests)
+        return 0
+    except BaseException:
+        return 1
 
 
 def shutdown() -> None:
@@ -386,7 +422,7 @@ def _ask_fresh(request: dict[str, Any], timeout_s: float) -> dict[str, Any]:
             raise PeakRssError(f"memory process exited with {done.returncode}: {done.stderr.strip()[-300:]}")
         return json.loads(lines[-1])
     if _zygote is None or not _zygote.alive():
-        _zygote = _Zygote()
+        _zygote = _SocketZygote(_server_path) if _server_path else _Zygote()
         atexit.register(_zygote.close)
     return _zygote.ask(request, timeout_s)
 

@@ -35,10 +35,6 @@ def run_part(part: str | Path) -> None:
     import cloudpickle
 
     task = cloudpickle.loads((Path(part) / "task.pkl").read_bytes())
-    if _wants_memory_zygote(task):
-        from . import memory
-
-        memory.fork_server()  # now, while this process has run nothing
     try:
         task()
     finally:
@@ -47,22 +43,29 @@ def run_part(part: str | Path) -> None:
         memory.shutdown()
 
 
-def _wants_memory_zygote(task: Any) -> bool:
-    job, case = getattr(task, "job", None), getattr(task, "case", None)
-    return "memory" in (getattr(job, "metrics", None) or ()) and str(getattr(case, "device", "")).startswith("cpu")
-
-
 # --------------------------------------------------------------------------- the zygote (child side)
 
 
-def _preload() -> None:
-    """What every case needs: imported once in the zygote, inherited by every child."""
-    import cloudpickle  # noqa: F401
+def _preload() -> int:
+    """What every case needs, imported once in the zygote and inherited by every child; the memory server's pid.
+
+    First what a fresh process measuring peak memory holds (torch, the backbones, the harness),
+    then the memory server is forked (:func:`bench.memory.start_server`), then the rest: fvcore
+    and torch._dynamo (which FlopCounterMode and AdamW import on first use, seconds each time).
+    """
     import torch  # noqa: F401
 
     import backbones  # noqa: F401
 
-    from . import executors, flops, measure, memory  # noqa: F401
+    from . import measure, memory  # noqa: F401
+
+    server = memory.start_server()
+    import cloudpickle  # noqa: F401
+    import torch._dynamo  # noqa: F401
+
+    from . import executors, flops  # noqa: F401
+
+    return server
 
 
 def _child(request: dict[str, Any], reply_fd: int) -> int:
@@ -100,7 +103,7 @@ def serve(reply_fd: int) -> None:
     ``exit PID CODE`` when it ends (CODE negative for a signal, as subprocess reports it).
     At the end of stdin the zygote stops its remaining children and exits.
     """
-    _preload()
+    memory_server = _preload()
     buf = b""
     children: set[int] = set()
     eof = False
@@ -132,6 +135,9 @@ def serve(reply_fd: int) -> None:
             children.discard(pid)
             with contextlib.suppress(OSError):
                 os.write(reply_fd, f"exit {pid} {os.waitstatus_to_exitcode(status)}\n".encode())
+    with contextlib.suppress(OSError):
+        os.kill(memory_server, signal.SIGTERM)
+        os.waitpid(memory_server, 0)  # reaped: its CPU time counts in this process tree's
 
 
 # --------------------------------------------------------------------------- the zygote (executor side)
