@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 import backbones
 
-from . import executors, plugins
+from . import executors, numbers, plugins
 from .case import Case
 from .errors import UsageError
 from .measure import Settings, check_device, measure_case
@@ -143,9 +143,9 @@ def cmd_list(args: argparse.Namespace) -> int:
         for variant, v in b["variants"].items():
             how = f"{v['pruner']}+{v['recoverer'] or '-'}" if v["pruner"] else ""
             rows.append([b["name"], b["pipeline"], b["in_channels"], b["frames"], sizes, variant,
-                         v["schedule"], how, f"{v['params'] / 1e6:.2f}", _runs(v["token_profile"])])  # fmt: skip
+                         v["schedule"], how, numbers.count(v["params"]), _runs(v["token_profile"])])  # fmt: skip
     headers = ["backbone", "pipeline", "C_in", "T", "sizes (* default)", "variant", "schedule",
-               "pruner+recoverer", "params (M)", "tokens per block"]  # fmt: skip
+               "pruner+recoverer", "params", "tokens per block"]  # fmt: skip
     print(tabulate(rows, headers=headers, disable_numparse=True))
     print("\nschedule = BLOCK:KEEP[:PRUNER],... at the canonical T (the registered keeps are ratios of T).")
     if what is None:
@@ -193,12 +193,19 @@ def _warn_unstable(records: Iterable[dict[str, Any]]) -> None:
         print(f"warning: {line}", file=sys.stderr)
 
 
-def _fmt(value: Any, unit: str) -> str:
+def _value_and_unit(r: dict[str, Any]) -> tuple[str, str]:
+    """A record's value for people (counts with separators, units scaled, a CI where timed) and its unit."""
+    value, unit = r["value"], str(r.get("unit") or "")
     if value is None:
-        return "-"
+        return "-", unit
     if unit == "count":
-        return f"{int(value):,}"
-    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+        return numbers.count(value), unit
+    x, new_unit = numbers.scaled(float(value), unit)
+    factor = x / float(value) if value else 1.0
+    low, high = r.get("ci_low"), r.get("ci_high")
+    if numbers.finite(low) and numbers.finite(high):
+        return numbers.with_ci(x, low * factor, high * factor), new_unit
+    return numbers.sig(x), new_unit
 
 
 def format_records(case: Case, records: list[dict[str, Any]]) -> str:
@@ -211,14 +218,14 @@ def format_records(case: Case, records: list[dict[str, Any]]) -> str:
         note = r["error"] if r["status"] != "ok" else ""
         if r["status"] == "ok" and r.get("stable") is False:
             note = f"unstable: {r.get('unstable_reason', '')}"
-        ci = f"[{_fmt(r['ci_low'], r['unit'])}, {_fmt(r['ci_high'], r['unit'])}]" if r.get("ci_low") is not None else ""
-        rows.append([r["metric"], _fmt(r["value"], r["unit"]), ci, r["unit"], r["method"], where, r["status"], note])
-    headers = ["metric", "value", "95% CI", "unit", "method", "phase", "status", "note"]
-    text = [case.case_id, "", tabulate(rows, headers=headers, disable_numparse=True)]
+        rows.append([r["metric"], *_value_and_unit(r), r["method"], where, r["status"], note])
+    headers = ["metric", "value [95 % CI]", "unit", "method", "phase", "status", "note"]
+    text = [case.case_id, "", tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", "right"))]
     blocks = [r for r in records if r["metric"] == "flops_block" and r["status"] == "ok"]
     if blocks:
-        text += ["", tabulate([[r["block"], r["tokens"], f"{r['value']:.3f}"] for r in blocks],
-                              headers=["block", "tokens", "GFLOPs (fvcore)"])]  # fmt: skip
+        unit, factor = numbers.column_unit([r["value"] for r in blocks], "GFLOPs")
+        text += ["", tabulate([[r["block"], r["tokens"], numbers.sig(r["value"] * factor)] for r in blocks],
+                              headers=["block", "tokens", f"{unit} (fvcore)"], disable_numparse=True)]  # fmt: skip
     unsupported = next((r.get("unsupported") for r in records if r["metric"] == "flops" and r["method"] == "fvcore"), None)
     if unsupported:
         text += ["", "fvcore could not count: " + ", ".join(f"{k} x{v}" for k, v in unsupported.items())]
