@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TypeGuard
 
 SIG_DIGITS = 3
 # unit -> (smaller unit, factor to it) used when every value is below 1; (larger unit, divisor) from 1,000 on
@@ -18,7 +19,7 @@ _DOWN = {"GFLOPs": ("MFLOPs", 1e3), "MFLOPs": ("KFLOPs", 1e3), "s": ("ms", 1e3),
 _UP = {"ms": ("s", 1e3), "MFLOPs": ("GFLOPs", 1e3), "GFLOPs": ("TFLOPs", 1e3), "MiB": ("GiB", 1024.0)}
 
 
-def finite(x: object) -> bool:
+def finite(x: object) -> TypeGuard[float]:
     """A real, finite number (not None, NaN or a bool)."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
@@ -78,5 +79,5 @@ def quantity(value: float | int | None, unit: str) -> str:
 def with_ci(value: float, low: float | None, high: float | None, digits: int = SIG_DIGITS) -> str:
     """``median [low, high]`` when the interval is known, else the median alone."""
     if finite(low) and finite(high):
-        return f"{sig(value, digits)} [{sig(float(low), digits)}, {sig(float(high), digits)}]"  # type: ignore[arg-type]
+        return f"{sig(value, digits)} [{sig(low, digits)}, {sig(high, digits)}]"
     return sig(value, digits)

@@ -9,7 +9,9 @@ papers. Nothing here runs a model.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import textwrap
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,8 @@ from matplotlib.colors import BoundaryNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullLocator  # noqa: E402
+
+from .numbers import column_unit  # noqa: E402
 
 VARIANT_ORDER = ("rectangle", "single", "hierarchical")
 MARKERS = {"rectangle": "o", "single": "s", "hierarchical": "^"}
@@ -79,37 +83,234 @@ def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     return paths
 
 
+@dataclass(frozen=True)
+class PlotInputs:
+    """What a plot may draw from: the summary (one row per case), per-block records, reported accuracy."""
+
+    summary: pd.DataFrame
+    blocks: pd.DataFrame
+    reported: pd.DataFrame | None
+
+
+@dataclass(frozen=True)
+class Plot:
+    """A registered figure: ``draw`` returns None when the run lacks its data (``why_missing`` says so)."""
+
+    name: str
+    title: str
+    draw: Callable[[PlotInputs], Figure | None]
+    why_missing: str
+
+
+PLOTS: dict[str, Plot] = {}  # in drawing order
+
+
+def register(name: str, title: str, why_missing: str) -> Callable[[Callable[[PlotInputs], Figure | None]], Callable]:
+    """Add a figure to every report: ``@register("name", "Title", "why it can be absent")`` on a draw function."""
+
+    def deco(draw: Callable[[PlotInputs], Figure | None]) -> Callable[[PlotInputs], Figure | None]:
+        if name in PLOTS:
+            raise ValueError(f"plot {name!r} is registered twice")
+        PLOTS[name] = Plot(name, title, draw, why_missing)
+        return draw
+
+    return deco
+
+
+def title(name: str) -> str:
+    return PLOTS[name].title if name in PLOTS else name
+
+
 def render_all(
     summary: pd.DataFrame, blocks: pd.DataFrame, reported: pd.DataFrame | None, out_dir: Path
 ) -> dict[str, list[Path]]:
-    """Every figure the data allows, name -> written files; :func:`missing` says why one is absent.
+    """Every registered figure the data allows, name -> written files; :func:`missing` says why one is absent.
 
     An empty chart says nothing, so a figure without data is left out rather than drawn blank.
     """
+    data = PlotInputs(summary, blocks, reported)
     out: dict[str, list[Path]] = {}
     with plt.rc_context(STYLE):  # type: ignore[arg-type]  # the stubs want Literal keys
-        if not _accuracy_points(summary, reported).empty:
-            out["efficiency_accuracy"] = save(efficiency_accuracy(summary, reported), out_dir, "efficiency_accuracy")
-        if (summary.groupby("backbone")["frames"].nunique() > 1).any():
-            out["scaling"] = save(scaling(summary), out_dir, "scaling")
-        if not blocks.empty:
-            out["hourglass"] = save(hourglass(blocks), out_dir, "hourglass")
-            out["flops_per_block"] = save(flops_per_block(blocks, summary), out_dir, "flops_per_block")
+        for plot in PLOTS.values():
+            fig = plot.draw(data)
+            if fig is not None:
+                out[plot.name] = save(fig, out_dir, plot.name)
     return out
-
-
-WHY_MISSING = {
-    "efficiency_accuracy": "no accuracy value matches a case of this run (pass --accuracy reported for the "
-    "papers' values at their canonical T and size, or the run directory of `vptbench accuracy`)",
-    "scaling": "no backbone was measured at several sequence lengths; run several --frames to see costs scale",
-    "hourglass": "the run has no per-block FLOPs (flops_block records come with --metrics flops)",
-    "flops_per_block": "the run has no per-block FLOPs (flops_block records come with --metrics flops)",
-}
 
 
 def missing(written: dict[str, list[Path]]) -> dict[str, str]:
     """Figures that :func:`render_all` left out, with the reason to show the reader."""
-    return {name: why for name, why in WHY_MISSING.items() if name not in written}
+    return {name: p.why_missing for name, p in PLOTS.items() if name not in written}
+
+
+def fit_title(fig: Figure, text: str, size: float | None = None) -> None:
+    """A figure title wrapped to the figure's width, so that it is never clipped."""
+    size = size or float(plt.rcParams["axes.titlesize"] if isinstance(plt.rcParams["axes.titlesize"], int | float) else 12)
+    chars = max(20, int(fig.get_figwidth() * 72 / (size * 0.56)))
+    fig.suptitle("\n".join(textwrap.wrap(text, chars)), fontsize=size)
+
+
+VARIANT_COLOURS = {"rectangle": "0.55", "single": "#1f77b4", "hierarchical": "#d62728"}
+
+
+def _groups(summary: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """(label, rows) per backbone setting: the backbone, plus T/batch/device where the run has several."""
+    keys = ["backbone", "frames", "batch", "device", "dtype", "size"]
+    varying = [k for k in keys[1:] if summary[k].nunique() > 1]
+    out = []
+    for vals, g in summary.groupby(keys, sort=True):
+        d = dict(zip(keys, vals, strict=True))
+        extra = " ".join({"frames": f"T={d['frames']}", "batch": f"B={d['batch']}"}.get(k, str(d[k])) for k in varying)
+        out.append((f"{d['backbone']}{' ' + extra if extra else ''}", g))
+    return out
+
+
+# --------------------------------------------------------------------------- speed-up vs FLOPs
+
+
+def _speedup_points(summary: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Pruned cases with a speed-up and a FLOPs change: x = FLOPs saving (rectangle / pruned), y = speed-up."""
+    counter = "fvcore" if "flops_change_fvcore_pct" in summary and summary["flops_change_fvcore_pct"].notna().any() else "paper"
+    col = "flops_change_fvcore_pct" if counter == "fvcore" else "flops_change_pct"
+    if "speedup" not in summary or col not in summary:
+        return pd.DataFrame(), counter
+    pts = summary[(summary["variant"] != "rectangle") & summary["speedup"].notna() & summary[col].notna()].copy()
+    pts["flops_saving"] = 1.0 / (1.0 + pts[col] / 100.0)
+    return pts, counter
+
+
+@register("speedup_vs_flops", "Speed-up vs FLOPs saving",
+          "no pruned case has both a speed-up (a rectangle timed beside it) and FLOPs; run --metrics latency,flops")  # fmt: skip
+def _draw_speedup(data: PlotInputs) -> Figure | None:
+    pts, _ = _speedup_points(data.summary)
+    return speedup_vs_flops(data.summary) if not pts.empty else None
+
+
+def speedup_vs_flops(summary: pd.DataFrame) -> Figure:
+    """Measured speed-up of every pruned case against its FLOPs saving; on the diagonal, time falls as FLOPs do.
+
+    Error bars are the 95 % CI of the paired speed-up where the run measured it; a speed-up taken as
+    the ratio of two FPS medians has none, and the legend says so.
+    """
+    pts, counter = _speedup_points(summary)
+    fig, ax = plt.subplots(figsize=(7.6, 5.4))
+    backbones = sorted(pts["backbone"].unique())
+    multi_t = pts.groupby("backbone")["frames"].nunique().max() > 1
+    paired = pts.get("speedup_method", pd.Series("", index=pts.index)) == "paired"
+    for r, is_paired in zip(pts.itertuples(index=False), paired, strict=True):
+        c = colour(str(r.backbone), backbones)
+        lo, hi = getattr(r, "speedup_ci_low", None), getattr(r, "speedup_ci_high", None)
+        yerr = None
+        if _real(lo) and _real(hi):
+            yerr = [[max(0.0, r.speedup - lo)], [max(0.0, hi - r.speedup)]]
+        ax.errorbar(r.flops_saving, r.speedup, yerr=yerr, fmt=marker(str(r.variant)), color=c, markersize=9,
+                    markerfacecolor=c if is_paired else "white", capsize=3, linewidth=1.2, zorder=3)  # fmt: skip
+        if multi_t:
+            ax.annotate(f"T={r.frames}", (r.flops_saving, r.speedup), xytext=(6, -3), textcoords="offset points",
+                        fontsize=8.5, color=c)  # fmt: skip
+    top = max(float(pts["flops_saving"].max()), float(pts["speedup"].max()),
+              float(pd.to_numeric(pts.get("speedup_ci_high"), errors="coerce").max() or 0), 1.0) * 1.12  # fmt: skip
+    bottom = min(float(pts["speedup"].min()), float(pd.to_numeric(pts.get("speedup_ci_low"), errors="coerce").min() or 1), 1.0)
+    bottom = min(bottom * 0.9, 0.9)
+    ax.plot([bottom, top], [bottom, top], linestyle="--", color="0.4", linewidth=1.2, zorder=1)
+    ax.annotate("realised = FLOPs", xy=(top * 0.97, top * 0.97), ha="right", va="bottom", rotation=0, color="0.35",
+                fontsize=9.5, xytext=(0, 4), textcoords="offset points")  # fmt: skip
+    ax.axhline(1.0, color="0.6", linewidth=1, linestyle=":", zorder=1)
+    ax.annotate("no speed-up", xy=(top, 1.0), ha="right", va="top", color="0.45", fontsize=9, xytext=(-2, -3),
+                textcoords="offset points")  # fmt: skip
+    ax.set_xlim(min(bottom, 0.9), top)
+    ax.set_ylim(bottom, top)
+    ax.set_xlabel(f"FLOPs saving, rectangle / pruned ({counter} counter, ×)")
+    ax.set_ylabel("measured speed-up over the rectangle (×)")
+    ax.set_title("Speed-up vs FLOPs saving: below the diagonal, time falls less than FLOPs")
+    handles = [Line2D([], [], color=colour(b, backbones), marker="o", linestyle="", label=b) for b in backbones]
+    handles += [Line2D([], [], color="0.35", marker=marker(v), linestyle="", label=v)
+                for v in sorted(pts["variant"].unique(), key=_variant_rank)]  # fmt: skip
+    if paired.any():
+        handles.append(Line2D([], [], color="0.35", marker="o", linestyle="", label="paired (95 % CI)"))
+    if (~paired).any():
+        handles.append(Line2D([], [], color="0.35", marker="o", markerfacecolor="white", linestyle="",
+                              label="ratio of FPS medians (no CI)"))  # fmt: skip
+    ax.legend(handles=handles, loc="upper left", frameon=False, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- cost per variant
+
+
+def _cost_panels(summary: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(column, CI prefix, label, unit) of the per-variant costs this run measured."""
+    cuda = summary["device"].astype(str).str.startswith("cuda").any()
+    mem = "peak_mem_alloc" if cuda else "peak_rss"
+    how = "CUDA alloc" if cuda else "CPU RSS"
+    panels = [
+        ("latency_ms", "latency", "Latency per forward", "ms"),
+        ("train_step_ms", "train_step", "Training step", "ms"),
+        (f"{mem}_inference_mib", "", f"Peak memory, inference ({how})", "MiB"),
+        (f"{mem}_train_mib", "", f"Peak memory, training ({how})", "MiB"),
+    ]
+    return [p for p in panels if p[0] in summary and summary[p[0]].notna().any()]
+
+
+@register("cost_per_variant", "Latency, training step and peak memory per variant",
+          "the run measured no latency, training step or memory")  # fmt: skip
+def _draw_costs(data: PlotInputs) -> Figure | None:
+    return cost_per_variant(data.summary) if _cost_panels(data.summary) else None
+
+
+def cost_per_variant(summary: pd.DataFrame) -> Figure:
+    """Bars per variant for each measured cost, grouped by backbone; whiskers = 95 % CI of the median
+    where the timing records carry one, else the p10-p90 spread of the latency samples."""
+    panels = _cost_panels(summary)
+    fig, axes = _panel_grid(len(panels), width=6.4, height=3.9)
+    groups = _groups(summary)
+    variants = sorted(summary["variant"].unique(), key=_variant_rank)
+    width = 0.8 / max(1, len(variants))
+    spread_labels: set[str] = set()
+    for ax, (col, ci, label, unit) in zip(axes, panels, strict=True):
+        shown_unit, factor = column_unit(summary[col].tolist(), unit)
+        for k, v in enumerate(variants):
+            xs, ys, lo_err, hi_err = [], [], [], []
+            for gx, (_, g) in enumerate(groups):
+                row = g[g["variant"] == v]
+                if row.empty or not _real(row[col].iloc[0]):
+                    continue
+                y = float(row[col].iloc[0]) * factor
+                lo, hi = _interval(row.iloc[0], col, ci, spread_labels)
+                xs.append(gx + (k - (len(variants) - 1) / 2) * width)
+                ys.append(y)
+                lo_err.append(max(0.0, y - lo * factor) if lo is not None else 0.0)
+                hi_err.append(max(0.0, hi * factor - y) if hi is not None else 0.0)
+            if xs:
+                ax.bar(xs, ys, width=width * 0.92, color=VARIANT_COLOURS.get(v, "0.3"), label=v,
+                       yerr=[lo_err, hi_err] if any(lo_err) or any(hi_err) else None, capsize=2.5,
+                       error_kw={"linewidth": 1, "ecolor": "0.15"})  # fmt: skip
+        ax.set_xticks(range(len(groups)), [lab for lab, _ in groups], rotation=15 if len(groups) > 3 else 0)
+        ax.set_ylabel(f"{shown_unit} (median)" if ci else shown_unit)
+        ax.set_title(label)
+        ax.grid(axis="x", visible=False)
+    handles = [Line2D([], [], color=VARIANT_COLOURS.get(v, "0.3"), marker="s", linestyle="", markersize=10, label=v)
+               for v in variants]  # fmt: skip
+    note = " and ".join(sorted(spread_labels))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
+    fit_title(fig, "Cost per variant" + (f" (whiskers: {note})" if note else ""))
+    fig.tight_layout(rect=(0, 0.06 * 4.0 / fig.get_figheight(), 1, 1))
+    return fig
+
+
+def _interval(row: pd.Series, col: str, ci: str, labels: set[str]) -> tuple[float | None, float | None]:
+    """The whisker of one bar: the record's 95 % CI, else p10-p90 for latency, else none."""
+    if ci:
+        suffix = "_ms" if col.endswith("_ms") else ""
+        lo, hi = row.get(f"{ci}_ci_low{suffix}"), row.get(f"{ci}_ci_high{suffix}")
+        if _real(lo) and _real(hi):
+            labels.add("95 % CI of the median")
+            return float(lo), float(hi)
+    if col == "latency_ms" and _real(row.get("latency_p10_ms")) and _real(row.get("latency_p90_ms")):
+        labels.add("p10-p90 of the latency samples")
+        return float(row["latency_p10_ms"]), float(row["latency_p90_ms"])
+    return None, None
 
 
 # --------------------------------------------------------------------------- efficiency vs accuracy
@@ -174,6 +375,18 @@ def _real(x: object) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
+@register("efficiency_accuracy", "Efficiency vs accuracy",
+          "no accuracy value matches a case of this run (pass --accuracy reported for the papers' values at "
+          "their canonical T and size, or the run directory of `vptbench accuracy`)")  # fmt: skip
+def _draw_efficiency_accuracy(data: PlotInputs) -> Figure | None:
+    if _accuracy_points(data.summary, data.reported).empty:
+        return None
+    return efficiency_accuracy(data.summary, data.reported)
+
+
+MIN_MPJPE_SPAN_MM = 4.0  # an accuracy axis never spans less: 0.1 mm must not look like a cliff
+
+
 def efficiency_accuracy(summary: pd.DataFrame, reported: pd.DataFrame | None) -> Figure:
     """GFLOPs (paper) vs MPJPE and FPS vs MPJPE, arrows rectangle -> single -> hierarchical.
 
@@ -183,12 +396,17 @@ def efficiency_accuracy(summary: pd.DataFrame, reported: pd.DataFrame | None) ->
     pts = _accuracy_points(summary, reported)
     kinds = [k for k in ("h36m", "synthetic") if (pts["kind"] == k).any()]
     nrows = max(1, len(kinds))
-    fig, axes = plt.subplots(nrows, 2, figsize=(13, 4.8 * nrows), squeeze=False)
-    backbones = sorted(set(summary["backbone"]) | set(pts["backbone"]))
-    panels = (
-        ("gflops", "GFLOPs per clip, paper protocol (lower is cheaper)"),
-        ("fps", "FPS, output frames/s in this run (higher is faster)"),
-    )
+    panels = tuple(
+        (col, label)
+        for col, label in (
+            ("gflops", "GFLOPs per clip, paper protocol (lower is cheaper)"),
+            ("fps", "FPS, output frames/s in this run (higher is faster)"),
+        )
+        if pts.dropna(subset=[col, "mpjpe"]).shape[0] or pts.empty
+    ) or (("gflops", "GFLOPs per clip, paper protocol (lower is cheaper)"),)
+    fig, axes = plt.subplots(nrows, len(panels), figsize=(6.5 * len(panels) + 1.5, 4.8 * nrows), squeeze=False)
+    drawn = pts.dropna(subset=["mpjpe"])
+    backbones = sorted(set(drawn["backbone"])) or sorted(set(summary["backbone"]))
     if not kinds:
         for ax, (_, xlabel) in zip(axes[0], panels, strict=True):
             ax.text(
@@ -222,14 +440,14 @@ def efficiency_accuracy(summary: pd.DataFrame, reported: pd.DataFrame | None) ->
                     va="center",
                     transform=ax.transAxes,
                 )
-    _legend(
+    _legend(  # only what is drawn: a variant without MPJPE has no point, so no legend entry
         fig,
         backbones,
-        sorted(set(summary["variant"]) | set(pts["variant"]), key=_variant_rank),
-        hollow=bool(pts["hollow"].any()),
-        filled=bool((~pts["hollow"]).any()),
+        sorted(set(drawn["variant"]), key=_variant_rank),
+        hollow=bool(drawn["hollow"].any()),
+        filled=bool((~drawn["hollow"]).any()),
     )
-    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    fig.tight_layout(rect=(0, 0, 1 - 2.3 / fig.get_figwidth(), 1))
     return fig
 
 
@@ -294,7 +512,11 @@ def _scatter_with_arrows(ax: Axes, pts: pd.DataFrame, xcol: str, backbones: list
         pad = 0.1 * (hi - lo)
         ax.set_xlim(lo - pad, hi + pad)
     lo, hi = ax.get_ylim()
-    ax.set_ylim(lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo))
+    lo, hi = lo - 0.06 * (hi - lo), hi + 0.06 * (hi - lo)
+    if hi - lo < MIN_MPJPE_SPAN_MM:
+        mid = (lo + hi) / 2
+        lo, hi = mid - MIN_MPJPE_SPAN_MM / 2, mid + MIN_MPJPE_SPAN_MM / 2
+    ax.set_ylim(lo, hi)
 
 
 def _source_handle(face: str, label: str) -> Line2D:
@@ -313,7 +535,7 @@ def _legend(fig: Figure, backbones: list[str], variants: list[str], hollow: bool
         if not handles:
             continue
         leg = fig.legend(
-            handles=handles, title=title, loc="upper left", bbox_to_anchor=(0.83, y), frameon=False, alignment="left"
+            handles=handles, title=title, loc="upper left", bbox_to_anchor=(1 - 2.2 / fig.get_figwidth(), y), frameon=False, alignment="left"
         )
         fig.add_artist(leg)
         y -= (0.45 + 0.24 * len(handles)) / fig.get_figheight()  # title + entries, in inches
@@ -331,6 +553,14 @@ def _scaling_slice(summary: pd.DataFrame) -> pd.DataFrame:
         dev = (g["device"].astype(str) + "|" + g["dtype"].astype(str)).mode().iloc[0]
         parts.append(g[(g["device"].astype(str) + "|" + g["dtype"].astype(str)) == dev])
     return pd.concat(parts) if parts else summary
+
+
+@register("scaling", "Cost vs sequence length",
+          "no backbone was measured at several sequence lengths; run several --frames to see costs scale")  # fmt: skip
+def _draw_scaling(data: PlotInputs) -> Figure | None:
+    if not (data.summary.groupby("backbone")["frames"].nunique() > 1).any():
+        return None
+    return scaling(data.summary)
 
 
 def scaling(summary: pd.DataFrame) -> Figure:
@@ -382,7 +612,7 @@ def scaling(summary: pd.DataFrame) -> Figure:
         ax.set_ylabel(ylabel)
     batches = sorted(data["batch"].unique())
     devices = sorted(set(data["device"].astype(str)))
-    fig.suptitle(f"Cost vs sequence length (batch {'/'.join(map(str, batches))}, {', '.join(devices)})")
+    fit_title(fig, f"Cost vs sequence length (batch {'/'.join(map(str, batches))}, {', '.join(devices)})")
     handles = [Line2D([], [], color=colour(b, backbones), linewidth=2.5, label=b) for b in backbones]
     handles += [
         Line2D([], [], color="0.3", marker=marker(v), linestyle=LINESTYLES.get(v, "-."), label=v)
@@ -425,6 +655,14 @@ def _cases_in_order(b: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
         yield cid, b[b["case_id"] == cid].sort_values("block")
 
 
+_NO_BLOCKS = "the run has no per-block FLOPs (flops_block records come with --metrics flops)"
+
+
+@register("hourglass", "The token hourglass: tokens per block", _NO_BLOCKS)
+def _draw_hourglass(data: PlotInputs) -> Figure | None:
+    return hourglass(data.blocks) if not data.blocks.empty else None
+
+
 def hourglass(blocks: pd.DataFrame) -> Figure:
     """Tokens seen by each block, one line per variant, one panel per backbone: the hourglass shape."""
     backbones = sorted(blocks["backbone"].unique())
@@ -456,11 +694,16 @@ def hourglass(blocks: pd.DataFrame) -> Figure:
         ax.set_xticks(range(0, nblocks, 1 if nblocks <= 16 else 2))
         for line in ax.get_lines():
             seen.setdefault(str(line.get_label()), line)
-    fig.suptitle("The token hourglass: tokens per block")
+    fit_title(fig, "The token hourglass: tokens per block")
     # One legend for all panels, below them, so that it never hides a line.
     fig.legend(handles=list(seen.values()), loc="lower center", ncol=min(len(seen), 4), frameon=False)
     fig.tight_layout(rect=(0, 0.05 * (4.0 / fig.get_figheight()) * 2, 1, 1))
     return fig
+
+
+@register("flops_per_block", "FLOPs per block (fvcore)", _NO_BLOCKS)
+def _draw_flops_per_block(data: PlotInputs) -> Figure | None:
+    return flops_per_block(data.blocks, data.summary) if not data.blocks.empty else None
 
 
 def flops_per_block(blocks: pd.DataFrame, summary: pd.DataFrame) -> Figure:
@@ -497,7 +740,7 @@ def flops_per_block(blocks: pd.DataFrame, summary: pd.DataFrame) -> Figure:
         cb.set_label("block index")
         cb.ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=min(nblocks, 9)))
         cb.ax.minorticks_off()
-    fig.suptitle("FLOPs per block (fvcore); grey = outside the blocks (embedding, head, recoverer)")
+    fit_title(fig, "FLOPs per block (fvcore); grey = outside the blocks (embedding, head, recoverer)")
     fig.tight_layout()
     return fig
 

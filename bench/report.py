@@ -26,7 +26,7 @@ import html
 import json
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from tabulate import tabulate
 
 from backbones.registry import VARIANTS
 
+from . import numbers
 from .errors import UsageError
 from .results import MEASUREMENT_KEY, read_meta, read_records
 
@@ -230,12 +231,27 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     put("params", ok["metric"] == "params")
     for counter in ("paper", "fvcore", "torch"):
         put(f"gflops_{counter}", (ok["metric"] == "flops") & (ok["method"] == counter))
-    put("latency_ms", ok["metric"] == "latency")
+    def put_timed(col: str, metric: str) -> None:
+        """The median and, where the record has them, its 95 % CI, n and stability flag."""
+        put(col, ok["metric"] == metric)
+        base = col.removesuffix("_ms")
+        unit = "_ms" if col.endswith("_ms") else ""
+        rows = ok[ok["metric"] == metric].groupby("case_id").last()
+        fields = (("ci_low", f"{base}_ci_low{unit}"), ("ci_high", f"{base}_ci_high{unit}"), ("n", f"{base}_n"),
+                  ("mad_pct", f"{base}_mad_pct"))  # fmt: skip
+        for field_, name in fields:
+            vals = rows[field_] if field_ in rows else pd.Series(dtype=float)
+            cases[name] = pd.to_numeric(vals.reindex(cases.index), errors="coerce").astype(float)
+        stable = rows["stable"] if "stable" in rows else pd.Series(dtype=object)
+        cases[f"{base}_stable"] = stable.reindex(cases.index).map(lambda x: x if isinstance(x, bool) else None)
+
+    put_timed("latency_ms", "latency")
     put("latency_p10_ms", ok["metric"] == "latency_p10")
     put("latency_p90_ms", ok["metric"] == "latency_p90")
     put("fps", ok["metric"] == "fps")
     put("clips_per_s", ok["metric"] == "clips_per_s")
-    put("train_step_ms", ok["metric"] == "train_step")
+    put_timed("train_step_ms", "train_step")
+    put_timed("speedup_paired", "speedup")
     for m in MEMORY_METRICS:
         for phase in ("inference", "train"):
             put(f"{m}_{phase}_mib", (ok["metric"] == m) & (ok["phase"] == phase))
@@ -315,7 +331,18 @@ def _changes(cases: pd.DataFrame) -> pd.DataFrame:
     merged.index = cases.index
     for counter, col in (("paper", "flops_change_pct"), ("fvcore", "flops_change_fvcore_pct")):
         merged[col] = (merged[f"gflops_{counter}"] / merged[f"gflops_{counter}_ref"] - 1.0) * 100.0
-    merged["speedup"] = merged["fps"] / merged["fps_ref"]
+    # The paired speed-up (pruned and rectangle alternated in one process) where it was measured;
+    # else the ratio of the two FPS medians, measured apart, and labelled so.
+    ratio = merged["fps"] / merged["fps_ref"]
+    paired = merged.get("speedup_paired", pd.Series(float("nan"), index=merged.index))
+    merged["speedup"] = paired.where(paired.notna(), ratio)
+    merged["speedup_method"] = [
+        "paired" if p == p else ("ratio of medians" if r == r else "") for p, r in zip(paired, ratio, strict=True)
+    ]
+    for end in ("ci_low", "ci_high"):
+        merged[f"speedup_{end}"] = merged.get(f"speedup_paired_{end}", pd.Series(float("nan"), index=merged.index))
+    merged["speedup_stable"] = merged.get("speedup_paired_stable", pd.Series(None, index=merged.index, dtype=object))
+    merged = merged.drop(columns=[c for c in merged.columns if c.startswith("speedup_paired")])
     for c in acc_cols:
         merged[f"{c}_change"] = merged[c] - merged[f"{c}_ref"]
     return merged.drop(columns=[f"{c}_ref" for c in value_cols])
@@ -379,6 +406,9 @@ class Column:
     tex: str  # header in LaTeX
     group: str = ""  # the metric group whose failure marks this column's blank cells
     fmt: str = "num"
+    unit: str = ""  # the unit of the summary column; "{unit}" in the headers becomes the scaled one
+    ci: str = ""  # summary column prefix of a 95 % CI (``{ci}_ci_low``...) and stability flag
+    factor: float = 1.0  # summary unit -> shown unit, set per table
 
 
 @dataclass
@@ -394,12 +424,9 @@ class Table:
 
 
 def _fmt(x: float, kind: str) -> str:
-    if kind == "params":
-        m = x / 1e6
-        return f"{m:.2f}" if m >= 1 else f"{m:.3g}"  # tiny test sizes have ~0.1 M
-    if kind == "pct":
-        return f"{x:+.1f}"
-    if kind == "delta":
+    if kind == "count":
+        return numbers.count(x)
+    if kind in ("pct", "delta"):
         return f"{x:+.1f}"
     if kind == "ratio":
         return f"{x:.2f}"
@@ -407,12 +434,7 @@ def _fmt(x: float, kind: str) -> str:
         return f"{x:.1f}"
     if kind == "int":
         return f"{x:.0f}"
-    ax = abs(x)
-    if ax >= 100:
-        return f"{x:.1f}" if ax < 1000 else f"{x:.0f}"
-    if ax >= 1:
-        return f"{x:.2f}"
-    return f"{x:.3g}"
+    return numbers.sig(x)
 
 
 def _table_columns(rows: pd.DataFrame, methods: list[str]) -> list[Column]:
@@ -426,9 +448,9 @@ def _table_columns(rows: pd.DataFrame, methods: list[str]) -> list[Column]:
     if rows["device"].nunique() > 1 or rows["dtype"].nunique() > 1:
         cols.append(Column("device_text", "Device", "Device", fmt="text"))
     cols += [
-        Column("params", "Params (M)", "Params (M)", "params", "params"),
-        Column("gflops_paper", "GFLOPs (paper)", "GFLOPs (paper)", "flops"),
-        Column("gflops_fvcore", "GFLOPs (fvcore)", "GFLOPs (fvcore)", "flops"),
+        Column("params", "Params", "Params", "params", "count"),
+        Column("gflops_paper", "{unit} (paper)", "{unit} (paper)", "flops", unit="GFLOPs"),
+        Column("gflops_fvcore", "{unit} (fvcore)", "{unit} (fvcore)", "flops", unit="GFLOPs"),
     ]
     paper = rows["gflops_paper"].notna().any() or not rows["gflops_fvcore"].notna().any()
     counter = "paper" if paper else "fvcore"
@@ -439,24 +461,27 @@ def _table_columns(rows: pd.DataFrame, methods: list[str]) -> list[Column]:
         cols.append(
             Column(
                 "peak_mem_alloc_inference_mib",
-                "Peak mem. inference (MiB, CUDA alloc)",
-                "Peak mem.\\ inf.\\ (MiB, CUDA alloc)",
+                "Peak mem. inference ({unit}, CUDA alloc)",
+                "Peak mem.\\ inf.\\ ({unit}, CUDA alloc)",
                 "memory",
+                unit="MiB",
             )
         )
     if (~cuda).any():
         cols.append(
             Column(
                 "peak_rss_inference_mib",
-                "Peak mem. inference (MiB, CPU RSS)",
-                "Peak mem.\\ inf.\\ (MiB, CPU RSS)",
+                "Peak mem. inference ({unit}, CPU RSS)",
+                "Peak mem.\\ inf.\\ ({unit}, CPU RSS)",
                 "memory",
+                unit="MiB",
             )
         )
     cols += [
-        Column("train_step_ms", "Train step (ms)", "Train step (ms)", "train"),
+        Column("latency_ms", "Latency ({unit})", "Latency ({unit})", "latency", unit="ms", ci="latency"),
+        Column("train_step_ms", "Train step ({unit})", "Train step ({unit})", "train", unit="ms", ci="train_step"),
         Column("fps", "FPS", "FPS", "latency"),
-        Column("speedup", "Speed-up (×)", r"Speed-up ($\times$)", "latency", "ratio"),
+        Column("speedup", "Speed-up (×)", r"Speed-up ($\times$)", "latency", "ratio", ci="speedup"),
     ]
     for m in methods or [""]:
         suffix = f" {m}" if m else ""
@@ -479,7 +504,7 @@ def build_tables(summary: pd.DataFrame, marks: dict[tuple[str, str], tuple[str, 
             for v, s, pr, rc in zip(rows["variant"], rows["schedule"], rows["pruner"], rows["recoverer"], strict=True)
         ]
         rows["device_text"] = rows["device"].astype(str) + " " + rows["dtype"].astype(str)
-        columns = _table_columns(rows, methods)
+        columns = [_scaled_column(c, rows) for c in _table_columns(rows, methods)]
         table = Table(str(backbone), "", columns, [])
         notes: dict[tuple[str, str], int] = {}
         for r in rows.itertuples(index=False):
@@ -490,10 +515,12 @@ def build_tables(summary: pd.DataFrame, marks: dict[tuple[str, str], tuple[str, 
             table.rows.append(cells)
         # Columns nobody measured in this run are dropped (and named) rather than shown empty;
         # accuracy columns stay, so that a missing MPJPE is visibly blank.
+        # An accuracy column of a source that has no value for any case of this table (accuracy at
+        # another T or size) goes too; write_report says why above the tables.
         keep = [
             i
             for i, c in enumerate(columns)
-            if c.fmt == "text" or c.group.startswith("accuracy") or any(row[i].text for row in table.rows)
+            if c.fmt == "text" or c.group == "accuracy:" or any(row[i].text for row in table.rows)
         ]
         dropped = [c.md for i, c in enumerate(columns) if i not in keep]
         table.columns = [columns[i] for i in keep]
@@ -501,6 +528,13 @@ def build_tables(summary: pd.DataFrame, marks: dict[tuple[str, str], tuple[str, 
         if dropped:
             table.remarks.append(f"Not measured in this run: {', '.join(dropped)}.")
         table.remarks.append("Δ columns compare with the rectangle of the same T, batch, device and size (— = it).")
+        if any("[" in row[i].text for row in table.rows for i in range(len(table.columns))):
+            table.remarks.append("Timings: median [95 % CI of the median].")
+        if ((rows["variant"] != "rectangle") & (rows.get("speedup_method") == "ratio of medians")).any():
+            table.remarks.append(
+                "† Speed-up = ratio of the FPS medians, each measured on its own (this run has no paired "
+                "speed-up records; --metrics speedup measures them alternated in one process)."
+            )
         if not methods:
             table.remarks.append("No accuracy source: pass --accuracy reported, or a run of `vptbench accuracy`.")
         sources = sorted({s for s in rows.get("reported_source", pd.Series(dtype=str)).dropna() if s})
@@ -516,6 +550,15 @@ def build_tables(summary: pd.DataFrame, marks: dict[tuple[str, str], tuple[str, 
     return tables
 
 
+def _scaled_column(col: Column, rows: pd.DataFrame) -> Column:
+    """``col`` with one unit for all its rows (MFLOPs for tiny models, s for slow ones) in its headers."""
+    if not col.unit:
+        return col
+    values = rows[col.key] if col.key in rows else pd.Series(dtype=float)
+    unit, factor = numbers.column_unit(values.tolist(), col.unit)
+    return replace(col, md=col.md.replace("{unit}", unit), tex=col.tex.replace("{unit}", unit), factor=factor)
+
+
 def _cell(rd: dict[str, Any], col: Column, marks: dict, notes: dict, table: Table) -> Cell:
     value = rd.get(col.key)
     if col.fmt == "text":
@@ -523,7 +566,9 @@ def _cell(rd: dict[str, Any], col: Column, marks: dict, notes: dict, table: Tabl
     if value is not None and not (isinstance(value, float) and math.isnan(value)):
         if rd["variant"] == "rectangle" and (col.fmt in ("pct", "delta") or col.key == "speedup"):
             return Cell("—")  # the reference itself: its change is not a measurement
-        return Cell(_fmt(float(value), col.fmt))
+        if col.ci:
+            return _timed_cell(rd, col, float(value), notes, table)
+        return Cell(_fmt(float(value) * col.factor, col.fmt))
     mark = marks.get((rd["case_id"], col.group))
     if mark is None:
         return Cell("")
@@ -537,6 +582,29 @@ def _cell(rd: dict[str, Any], col: Column, marks: dict, notes: dict, table: Tabl
             f"{' — ' + error if error else ''}"
         )
     return Cell(STATUS_LABEL.get(status, status), notes[key])
+
+
+def _timed_cell(rd: dict[str, Any], col: Column, value: float, notes: dict, table: Table) -> Cell:
+    """``median [low, high]`` from the timing record's CI; an unstable figure gets a footnote."""
+    f = col.factor
+    unit = "_ms" if col.key.endswith("_ms") else ""
+    low, high = rd.get(f"{col.ci}_ci_low{unit}"), rd.get(f"{col.ci}_ci_high{unit}")
+    text = (
+        numbers.with_ci(value * f, low * f, high * f)
+        if numbers.finite(low) and numbers.finite(high)
+        else _fmt(value * f, col.fmt)
+    )
+    if col.ci == "speedup" and rd.get("speedup_method") == "ratio of medians":
+        text += " †"  # explained under the table: not a paired measurement
+    if rd.get(f"{col.ci}_stable") is False:
+        key = (rd["case_id"], f"unstable:{col.ci}")
+        if key not in notes:
+            notes[key] = len(table.notes) + 1
+            mad = rd.get(f"{col.ci}_mad_pct")
+            spread = f" (MAD {mad:.1f} % of the median)" if numbers.finite(mad) else ""
+            table.notes.append(f"{rd['variant']} T={rd['frames']}: unstable {col.ci.replace('_', ' ')} timing{spread}")
+        return Cell(text, notes[key])
+    return Cell(text)
 
 
 def table_markdown(t: Table) -> str:
@@ -659,21 +727,57 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     for t in tables:
         (out_dir / "tables" / f"{_safe(t.backbone)}.tex").write_text(table_latex(t), encoding="utf-8")
     absent = plots.missing(images)
-    (out_dir / "index.md").write_text(_markdown(run_id, meta, tables, images, absent, out_dir), encoding="utf-8")
-    (out_dir / "index.html").write_text(_html(run_id, meta, tables, images, absent, out_dir), encoding="utf-8")
+    notices = accuracy_elsewhere(recs[~recs["metric"].isin(ACCURACY_METRICS)], acc)
+    unstable = unstable_timings(summary)
+    if unstable:
+        notices.insert(0, "Unstable timings (the record's stability rule failed; rerun on a quieter machine): "
+                       + "; ".join(unstable) + ".")  # fmt: skip
+    md = _markdown(run_id, meta, tables, images, absent, out_dir, notices)
+    (out_dir / "index.md").write_text(md, encoding="utf-8")
+    (out_dir / "index.html").write_text(_html(run_id, meta, tables, images, absent, out_dir, notices), encoding="utf-8")
     return out_dir
+
+
+TIMED = {"latency": "latency", "train_step": "train step", "speedup": "speed-up"}
+
+
+def unstable_timings(summary: pd.DataFrame) -> list[str]:
+    """'case_id: latency, speed-up' for every case with a timing whose record says it is not stable."""
+    out = []
+    for r in summary.to_dict("records"):
+        bad = [label for key, label in TIMED.items() if r.get(f"{key}_stable") is False]
+        if bad:
+            out.append(f"{r['case_id']}: {', '.join(bad)}")
+    return out
+
+
+def accuracy_elsewhere(recs: pd.DataFrame, accuracy: pd.DataFrame | None) -> list[str]:
+    """Backbones with accuracy values, none of them at a (T, size) this run measured: say where they are."""
+    if accuracy is None or accuracy.empty:
+        return []
+    acc = accuracy[(accuracy["status"] == "ok") & accuracy["value"].notna()]
+    out = []
+    for backbone, mine in recs.drop_duplicates("case_id").groupby("backbone"):
+        theirs = acc[acc["backbone"] == backbone]
+        if theirs.empty:
+            continue
+        here = {(int(t), str(z)) for t, z in zip(mine["frames"], mine["size"], strict=True)}
+        there = {(int(t), str(z)) for t, z in zip(theirs["frames"], theirs["size"].fillna(""), strict=True)}
+        if any(t == ht and (z in ("", hz)) for t, z in there for ht, hz in here):
+            continue
+        where = ", ".join(f"T={t}" + (f" size {z}" if z else "") for t, z in sorted(there))
+        run = ", ".join(f"T={t} size {z}" for t, z in sorted(here))
+        out.append(
+            f"Accuracy for {backbone} exists at {where}, but this run measured {run}: T or size differs, so its "
+            "accuracy columns are left out (accuracy joins by backbone, variant, T and size)."
+        )
+    return out
 
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-PLOT_TITLES = {
-    "efficiency_accuracy": "Efficiency vs accuracy",
-    "scaling": "Cost vs sequence length",
-    "hourglass": "The token hourglass: tokens per block",
-    "flops_per_block": "FLOPs per block (fvcore)",
-}
 
 
 def _markdown(
@@ -683,11 +787,16 @@ def _markdown(
     images: dict[str, list[Path]],
     missing: dict[str, str],
     out: Path,
+    notices: Sequence[str] = (),
 ) -> str:
+    from . import plots
+
     lines = [f"# vptbench report: {run_id}", ""]
     env = _env_line(meta)
     if env:
         lines += [env, ""]
+    for n in notices:
+        lines += [f"> **Note.** {n}", ""]
     lines += [
         "Full numbers: [summary.csv](summary.csv); LaTeX tables in [tables/](tables/); the page with "
         "everything: [index.html](index.html).",
@@ -701,11 +810,11 @@ def _markdown(
         lines += [table_markdown(t), f"LaTeX: [tables/{_safe(t.backbone)}.tex](tables/{_safe(t.backbone)}.tex)", ""]
     lines += ["## Plots", ""]
     for name, why in missing.items():
-        lines += [f"*{PLOT_TITLES.get(name, name)}: not drawn; {why}.*", ""]
+        lines += [f"*{plots.title(name)}: not drawn; {why}.*", ""]
     for name, files in images.items():
         png = next(p for p in files if p.suffix == ".png")
         svg = next((p for p in files if p.suffix == ".svg"), None)
-        lines += [f"### {PLOT_TITLES.get(name, name)}", "", f"![{name}]({png.relative_to(out).as_posix()})", ""]
+        lines += [f"### {plots.title(name)}", "", f"![{name}]({png.relative_to(out).as_posix()})", ""]
         if svg is not None:
             lines += [f"[SVG]({svg.relative_to(out).as_posix()})", ""]
     return "\n".join(lines)
@@ -732,6 +841,7 @@ thead th{border-bottom:2px solid #444}
 figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}
 .note{background:#f6f6f6;padding:.6em 1em;border-left:4px solid #999;font-size:.9em}
 table.env td{text-align:left}
+.warn{background:#fff4e0;padding:.6em 1em;border-left:4px solid #e69500;font-size:.9em}
 """
 
 
@@ -742,13 +852,17 @@ def _html(
     images: dict[str, list[Path]],
     missing: dict[str, str],
     out: Path,
+    notices: Sequence[str] = (),
 ) -> str:
+    from . import plots
+
     parts = [
         "<!DOCTYPE html>",
         "<html lang='en'><head><meta charset='utf-8'>",
         f"<title>vptbench report: {html.escape(run_id)}</title><style>{_CSS}</style></head><body>",
         f"<h1>vptbench report: {html.escape(run_id)}</h1>",
         f"<p>{html.escape(_env_line(meta))} Full numbers in <a href='summary.csv'>summary.csv</a>.</p>",
+        *[f"<p class='warn'><b>Note.</b> {html.escape(n)}</p>" for n in notices],
         f"<p class='note'><b>FLOPs counters.</b> {html.escape(FLOPS_NOTE)}</p>",
         "<h2>Tables</h2>",
     ]
@@ -756,7 +870,7 @@ def _html(
     parts.append("<h2>Plots</h2>")
     for name, why in missing.items():
         parts.append(
-            f"<p class='remark'><i>{html.escape(PLOT_TITLES.get(name, name))}: not drawn; {html.escape(why)}.</i></p>"
+            f"<p class='remark'><i>{html.escape(plots.title(name))}: not drawn; {html.escape(why)}.</i></p>"
         )
     for name, files in images.items():
         png = next(p for p in files if p.suffix == ".png")
@@ -765,7 +879,7 @@ def _html(
         link = f" (<a href='{svg.relative_to(out).as_posix()}'>SVG</a>)" if svg is not None else ""
         parts.append(
             f"<figure id='plot-{name}'><img alt='{name}' data-plot='{png.relative_to(out).as_posix()}' "
-            f"src='data:image/png;base64,{data}'><figcaption>{html.escape(PLOT_TITLES.get(name, name))}"
+            f"src='data:image/png;base64,{data}'><figcaption>{html.escape(plots.title(name))}"
             f"{link}</figcaption></figure>"
         )
     parts.append("<h2>Environment (meta.json)</h2>")
