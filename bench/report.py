@@ -339,7 +339,7 @@ def _changes(cases: pd.DataFrame) -> pd.DataFrame:
     merged["speedup_method"] = [
         "paired" if p == p else ("ratio of medians" if r == r else "") for p, r in zip(paired, ratio, strict=True)
     ]
-    for end in ("ci_low", "ci_high"):
+    for end in ("ci_low", "ci_high", "n", "mad_pct"):
         merged[f"speedup_{end}"] = merged.get(f"speedup_paired_{end}", pd.Series(float("nan"), index=merged.index))
     merged["speedup_stable"] = merged.get("speedup_paired_stable", pd.Series(None, index=merged.index, dtype=object))
     merged = merged.drop(columns=[c for c in merged.columns if c.startswith("speedup_paired")])
@@ -723,7 +723,7 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     reported = acc[acc["method"] == "reported"] if acc is not None else None
     images = plots.render_all(summary, blocks, reported, out_dir / "plots")
 
-    summary.to_csv(out_dir / "summary.csv", index=False)
+    _for_csv(summary).to_csv(out_dir / "summary.csv", index=False)
     for t in tables:
         (out_dir / "tables" / f"{_safe(t.backbone)}.tex").write_text(table_latex(t), encoding="utf-8")
     absent = plots.missing(images)
@@ -771,6 +771,15 @@ def accuracy_elsewhere(recs: pd.DataFrame, accuracy: pd.DataFrame | None) -> lis
             f"Accuracy for {backbone} exists at {where}, but this run measured {run}: T or size differs, so its "
             "accuracy columns are left out (accuracy joins by backbone, variant, T and size)."
         )
+    return out
+
+
+def _for_csv(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary with counts as integers (``31516125``, not ``31516125.0``); blanks stay blank."""
+    out = summary.copy()
+    for col in ["params", *[c for c in out.columns if c.endswith("_n")]]:
+        if col in out:
+            out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
     return out
 
 

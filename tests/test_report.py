@@ -104,6 +104,7 @@ def rec(
         "train_step": "ms",
         "peak_rss": "MiB",
         "peak_mem_alloc": "MiB",
+        "speedup": "x",
         "mpjpe": "mm",
         "p_mpjpe": "mm",
         "mpjve": "mm",
@@ -306,15 +307,16 @@ def test_table_numbers_equal_the_records(tmp_path, mixste_run):
     assert s.loc["hierarchical", "flops_change_pct"] == pytest.approx(-57.97, abs=0.01)
     assert s.loc["single", "speedup"] == pytest.approx(value("single", "fps") / value("rectangle", "fps"))
 
-    # The Markdown table shows those numbers: params in M, GFLOPs, change %, speed-up.
+    # The Markdown table shows those numbers: params counted, GFLOPs to 3 digits, change %, speed-up.
     md = (out / "index.md").read_text().splitlines()
     single = [c.strip() for c in next(line for line in md if line.startswith("| single")).split("|")[1:-1]]
     header = [c.strip() for c in next(line for line in md if line.startswith("| Variant")).split("|")[1:-1]]
     row = dict(zip(header, single, strict=True))
-    assert row["Params (M)"] == "35.00"
-    assert row["GFLOPs (paper)"] == "167.5"
+    assert row["Params"] == "35,000,323"
+    assert row["GFLOPs (paper)"] == "168"
     assert row["ΔFLOPs % (paper)"] == "-39.6"
-    assert row["Speed-up (×)"] == f"{s.loc['single', 'speedup']:.2f}"
+    assert row["Speed-up (×)"] == f"{s.loc['single', 'speedup']:.2f} †"  # no paired records: ratio of medians
+    assert s.loc["single", "speedup_method"] == "ratio of medians"
     rect = dict(
         zip(
             header,
@@ -322,7 +324,7 @@ def test_table_numbers_equal_the_records(tmp_path, mixste_run):
             strict=True,
         )
     )
-    assert rect["Params (M)"] == "33.78" and rect["GFLOPs (paper)"] == "277.4"
+    assert rect["Params"] == "33,783,811" and rect["GFLOPs (paper)"] == "277"
     assert rect["ΔFLOPs % (paper)"] == "—"  # the rectangle is the reference, not a measured change
 
 
@@ -343,7 +345,7 @@ def test_latex_table_is_booktabs_and_escapes(tmp_path, mixste_run):
     for cmd in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}", r"\caption{", r"\resizebox{"):
         assert cmd in tex
     assert r"$\Delta$FLOPs \%" in tex
-    assert "tpc+tra" in tex and "33.78" in tex
+    assert "tpc+tra" in tex and "33,783,811" in tex
     assert tex.count(r"\\") == 1 + 3  # header + one row per variant
 
 
@@ -377,7 +379,7 @@ def full_report(tmp_path_factory) -> tuple[Path, float]:
 
 def test_every_plot_is_written_as_valid_png_and_svg(full_report, real_plots):
     out, _ = full_report
-    names = ("efficiency_accuracy", "scaling", "hourglass", "flops_per_block")
+    names = ("speedup_vs_flops", "cost_per_variant", "efficiency_accuracy", "scaling", "hourglass", "flops_per_block")
     files = [out / "plots" / f"{n}.{ext}" for n in names for ext in ("png", "svg")]
     _assert_images(files)
 
@@ -405,7 +407,7 @@ def test_html_holds_every_table_and_embeds_every_plot(full_report, real_plots):
         assert f"id='table-{b}'" in page
     assert page.count("<table") == len(BACKBONES) + 1  # + the environment table
     pngs = sorted((out / "plots").glob("*.png"))
-    assert len(pngs) == 4
+    assert len(pngs) == 6
     for png in pngs:
         assert f"data-plot='plots/{png.name}'" in page
         assert f"plots/{png.stem}.svg" in page
@@ -446,7 +448,7 @@ def test_failed_and_oom_cases_are_reported_and_marked(tmp_path):
     md = (out / "index.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and "729" in line]
     oom_row = next(r for r in rows if r.startswith("| rectangle"))
-    assert "OOM [" in oom_row and "832.2" in oom_row  # what was measured stays, what failed says why
+    assert "OOM [" in oom_row and "832" in oom_row  # what was measured stays, what failed says why
     assert "error [" in next(r for r in rows if r.startswith("| hierarchical"))
     assert "Tried to allocate 9.5 GiB" in md and "shapes cannot be multiplied" in md  # the footnotes
     assert "OOM" in (out / "index.html").read_text()
@@ -568,3 +570,93 @@ def test_backbones_at_different_single_lengths_are_no_scaling_curve(tmp_path, re
     records += [r for v in VARIANTS for r in efficiency_records(case("mixste", v, 81))]
     out = write_report(write_run(tmp_path / "run2", records), accuracy=[], out=tmp_path / "rep2")
     _assert_images([out / "plots" / "scaling.png"])
+
+
+# --------------------------------------------------------------------------- timing statistics (SPEC section 9)
+
+
+def timed_run(tmp_path: Path, unstable: str = "") -> Path:
+    """mixste x 3 variants with the timing fields of SPEC section 9 and paired speed-up records."""
+    records = []
+    for v in VARIANTS:
+        c = case("mixste", v, 243)
+        for r in efficiency_records(c):
+            if r["metric"] in ("latency", "train_step"):
+                r.update(n=20, ci_low=r["value"] * 0.97, ci_high=r["value"] * 1.04, stable=True, mad_pct=1.5)
+            records.append(r)
+        if v != "rectangle":
+            records.append(rec(c, "speedup", 1.5 if v == "single" else 2.25, "paired", n=20, ci_low=1.4,
+                               ci_high=1.6 if v == "single" else 2.4, stable=v != unstable, mad_pct=9.0))  # fmt: skip
+    return write_run(tmp_path / "run", records)
+
+
+def test_paired_speedup_and_cis_fill_the_table(tmp_path):
+    out = write_report(timed_run(tmp_path, unstable="hierarchical"), accuracy=[], out=tmp_path / "rep")
+    s = read_summary(out)
+    assert s.loc["single", "speedup"] == 1.5 and s.loc["single", "speedup_method"] == "paired"
+    assert s.loc["single", "speedup_ci_low"] == 1.4
+    assert s["params"].dtype.kind == "i"  # counts stay integers in the CSV
+    md = (out / "index.md").read_text()
+    single = next(line for line in md.splitlines() if line.startswith("| single"))
+    assert "1.50 [1.40, 1.60]" in single and "†" not in single
+    hier = next(line for line in md.splitlines() if line.startswith("| hierarchical"))
+    assert "2.25 [1.40, 2.40] [" in hier  # the unstable figure carries a footnote mark
+    assert "unstable speedup timing (MAD 9.0 % of the median)" in md
+    assert "Unstable timings" in md and "mixste/hierarchical" in md.split("Unstable timings")[1].split("\n")[0]
+    assert "class='warn'" in (out / "index.html").read_text()
+
+
+def test_accuracy_at_another_length_is_named_not_left_as_empty_columns(tmp_path, mixste_run):
+    csv = write_reported(tmp_path / "reported.csv", [("mixste", "rectangle", 81, "base", "mpjpe", 50.0, "mm", "", "x")])
+    out = write_report(mixste_run, accuracy=[str(csv)], out=tmp_path / "rep")
+    md = (out / "index.md").read_text()
+    assert "Accuracy for mixste exists at T=81 size base, but this run measured T=243 size base" in md
+    header = next(line for line in md.splitlines() if line.startswith("| Variant"))
+    assert "MPJPE reported" not in header
+
+
+def test_a_report_without_accuracy_has_the_efficiency_plots(tmp_path, real_plots):
+    from bench import plots
+
+    out = write_report(timed_run(tmp_path), accuracy=[], out=tmp_path / "rep")
+    drawn = sorted(p.stem for p in (out / "plots").glob("*.png"))
+    assert {"speedup_vs_flops", "cost_per_variant", "hourglass", "flops_per_block"} <= set(drawn)
+    _assert_images([out / "plots" / f"{n}.png" for n in drawn])
+    fig = plots.speedup_vs_flops(read_summary(out).reset_index(drop=True))
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("FLOPs saving") and "realised = FLOPs" in [t.get_text() for t in ax.texts]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "paired (95 % CI)" in labels and "rectangle" not in labels  # only what is drawn
+    fig = plots.cost_per_variant(read_summary(out).reset_index(drop=True))
+    assert [a.get_title() for a in fig.axes] == [
+        "Latency per forward", "Training step", "Peak memory, inference (CPU RSS)", "Peak memory, training (CPU RSS)"
+    ]
+    assert "95 % CI of the median" in fig._suptitle.get_text()
+
+
+def test_accuracy_axis_has_a_minimum_span_and_legend_lists_only_drawn_variants(tmp_path, mixste_run, real_plots):
+    from bench import plots
+    from bench.report import _records_frame, load_accuracy, summarize
+
+    reported = load_accuracy(str(write_reported(tmp_path / "reported.csv", REPORTED_ROWS)))
+    summary = summarize(_records_frame(mixste_run), reported)
+    fig = plots.efficiency_accuracy(summary, reported)
+    lo, hi = fig.axes[0].get_ylim()
+    assert hi - lo >= plots.MIN_MPJPE_SPAN_MM  # 40.9 vs 41.0 mm must not fill the axis
+    texts = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert "single" in texts and "hierarchical" not in texts  # no MPJPE for hierarchical: not in the legend
+
+
+def test_a_plot_is_added_by_registering_one_function(tmp_path, mixste_run, real_plots, monkeypatch):
+    from bench import plots
+
+    monkeypatch.setattr(plots, "PLOTS", dict(plots.PLOTS))
+
+    @plots.register("my_plot", "My plot", "never missing")
+    def _mine(data):
+        fig, ax = plots.plt.subplots()
+        ax.plot(data.summary["frames"], data.summary["params"])
+        return fig
+
+    out = write_report(mixste_run, accuracy=[], out=tmp_path / "rep")
+    assert (out / "plots" / "my_plot.png").is_file() and "### My plot" in (out / "index.md").read_text()
