@@ -9,10 +9,42 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from .errors import UsageError
 
 METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train")
+
+
+def versions() -> str:
+    """The versions a result depends on: this package, torch and fvcore (installed or not)."""
+    from importlib import metadata
+
+    from . import __version__
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    return f"vptbench {__version__}\ntorch {version('torch')}\nfvcore {version('fvcore')}"
+
+
+class _Versions(argparse.Action):
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kw: Any) -> None:
+        print(versions())
+        parser.exit()
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says what it is (or it is an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -76,18 +108,18 @@ def _strategy_options(p: argparse.ArgumentParser) -> None:
 def _executor_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("execution")
     g.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
-                   help="inline: this process; local: a fresh subprocess per case (default); slurm: a submitit job array")
+                   help="inline: this process; local: a fresh process per case; slurm: a submitit job array (default: local)")
     g.add_argument("--workers", type=int, default=None,
                    help="local executor: cases run at once (default: 1 for run, so timings do not disturb each "
                         "other; one per CPU core for accuracy on the CPU)")
-    g.add_argument("--shard", default=None, metavar="i/n", help="run only the i-th of n deterministic slices")
+    g.add_argument("--shard", default=None, metavar="i/n", help="run only the i-th of n deterministic slices (default: all)")
     g.add_argument("--resume", action="store_true", help="skip cases already finished in --out")
-    g.add_argument("--slurm-partition", default=None)
-    g.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES")
-    g.add_argument("--slurm-gpus", type=int, default=0)
-    g.add_argument("--slurm-cpus", type=int, default=4)
-    g.add_argument("--slurm-mem", type=int, default=32, metavar="GB")
-    g.add_argument("--slurm-account", default=None)
+    g.add_argument("--slurm-partition", default=None, help="Slurm partition (default: the cluster's default)")
+    g.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="time limit per job")
+    g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job")
+    g.add_argument("--slurm-cpus", type=int, default=4, help="CPU cores per job")
+    g.add_argument("--slurm-mem", type=int, default=32, metavar="GB", help="memory per job")
+    g.add_argument("--slurm-account", default=None, help="Slurm account to charge (default: yours)")
     g.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sbatch option, repeatable (e.g. --slurm-extra constraint=a100)")
     g.add_argument("--slurm-folder", default=None, help="where submitit writes job logs (default: <out>/slurm)")
@@ -102,28 +134,29 @@ def _checkpoint_options(p: argparse.ArgumentParser, help_checkpoint: str) -> Non
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vptbench", description="Efficiency benchmarks of video pose transformers and their token-pruned variants.")
-    from . import __version__
-
-    parser.add_argument("--version", action="version", version=f"vptbench {__version__}")
+    parser.add_argument("--version", action=_Versions, nargs=0, help="print the versions of vptbench, torch and fvcore")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    # Every option shows its default in --help.
+    sub_kw: dict[str, Any] = {"formatter_class": _Help}
 
-    p = sub.add_parser("list", help="backbones, variants and default schedules; pruners and recoverers")
+    p = sub.add_parser("list", **sub_kw, help="backbones, variants and default schedules; pruners and recoverers")
     p.add_argument("what", nargs="?", choices=("backbones", "pruners", "recoverers"), default=None,
                    help="list only these (default: all three; with --json: backbones)")
     p.add_argument("--json", action="store_true", help="print as JSON")
     p.set_defaults(func=_lazy("commands", "cmd_list"))
 
-    p = sub.add_parser("profile", help="measure one case and print it")
-    p.add_argument("backbone")
+    p = sub.add_parser("profile", **sub_kw, help="measure one case and print it")
+    p.add_argument("backbone", help="a registered backbone (see vptbench list)")
     p.add_argument("--variant", default=None, help="rectangle (default), single or hierarchical")
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--batch", type=int, default=1)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--size", default=None)
-    p.add_argument("--schedule", default="", metavar="BLOCK:KEEP,...")
-    p.add_argument("--pruner", default="")
-    p.add_argument("--recoverer", default="")
+    p.add_argument("--frames", type=int, default=None, help="sequence length T (default: the backbone's canonical T)")
+    p.add_argument("--batch", type=int, default=1, help="clips per forward")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--dtype", default="float32", help="float32 | float16 | bfloat16")
+    p.add_argument("--size", default=None, help="model size (default: the backbone's default, e.g. lite for motionbert)")
+    p.add_argument("--schedule", default="", metavar="BLOCK:KEEP,...",
+                   help="prune points; KEEP a token count or a ratio of T (default '': the variant's)")
+    p.add_argument("--pruner", default="", help="tps | tpc | tpa | tpmo (default '': the variant's)")
+    p.add_argument("--recoverer", default="", help="tri | tra (default '': the variant's)")
     p.add_argument("--metrics", type=_metrics, default=list(METRIC_GROUPS),
                    help=f"comma list of {', '.join(METRIC_GROUPS)} (default: all)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
@@ -132,46 +165,47 @@ def build_parser() -> argparse.ArgumentParser:
     _checkpoint_options(p, "profile the model of this checkpoint (a release's file or a vptbench one)")
     p.set_defaults(func=_lazy("commands", "cmd_profile"))
 
-    p = sub.add_parser("run", help="measure a matrix of cases (default: the 'paper' preset) and report")
+    p = sub.add_parser("run", **sub_kw, help="measure a matrix of cases (default: the 'paper' preset) and report")
     p.add_argument("--preset", default=None, help="smoke | paper | scaling (default: paper)")
-    p.add_argument("--backbones", type=_csv, default=None)
-    p.add_argument("--variants", type=_csv, default=None)
+    p.add_argument("--backbones", type=_csv, default=None, help="comma list (default: every registered backbone)")
+    p.add_argument("--variants", type=_csv, default=None, help="comma list (default: all three)")
     _strategy_options(p)
-    p.add_argument("--frames", type=_ints, default=None)
-    p.add_argument("--batch", type=_ints, default=None)
-    p.add_argument("--size", default=None)
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default=None)
-    p.add_argument("--metrics", type=_metrics, default=None,
-                   help=f"comma list of {', '.join(METRIC_GROUPS)} (default: the preset's, all)")
+    p.add_argument("--frames", type=_ints, default=None, help="comma list of T (default: the preset's)")
+    p.add_argument("--batch", type=_ints, default=None, help="comma list of batch sizes (default: the preset's)")
+    p.add_argument("--size", default=None, help="model size for every backbone (default: the preset's)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: float32)")
+    p.add_argument("--metrics", type=_metrics, default=None, help=f"comma list of {', '.join(METRIC_GROUPS)} (default: the preset's, all)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     _min_time(p)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
+    p.add_argument("--report-out", default=None,
+                   help="report directory (default: OUT/report with --out, else reports/<run_id>)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     _executor_options(p)
     p.set_defaults(func=_lazy("commands", "cmd_run"))
 
-    p = sub.add_parser("accuracy", help="train/evaluate variants and record MPJPE, P-MPJPE, MPJVE")
-    p.add_argument("--preset", default=None, help="smoke (default) | full")
-    p.add_argument("--backbones", type=_csv, default=None)
-    p.add_argument("--variants", type=_csv, default=None)
+    p = sub.add_parser("accuracy", **sub_kw, help="train/evaluate variants and record MPJPE, P-MPJPE, MPJVE")
+    p.add_argument("--preset", default=None, help="smoke | full (default: smoke)")
+    p.add_argument("--backbones", type=_csv, default=None, help="comma list (default: every registered backbone)")
+    p.add_argument("--variants", type=_csv, default=None, help="comma list (default: all three)")
     _strategy_options(p)
-    p.add_argument("--frames", type=int, default=None)
-    p.add_argument("--size", default=None)
-    p.add_argument("--data", choices=("synthetic", "h36m"), default="synthetic")
-    p.add_argument("--data-dir", default=None)
+    p.add_argument("--frames", type=int, default=None, help="sequence length T (default: the preset's)")
+    p.add_argument("--size", default=None, help="model size (default: the preset's)")
+    p.add_argument("--data", choices=("synthetic", "h36m"), default="synthetic", help="the dataset")
+    p.add_argument("--data-dir", default=None, help="h36m: folder of the VideoPose3D npz files")
     p.add_argument("--keypoints", choices=("cpn", "gt"), default="cpn", help="h36m: 2D from CPN detections or ground truth")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    p.add_argument("--batch", type=int, default=None, help="training batch size (default: the preset's)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights, data order and synthetic data")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     _checkpoint_options(p, "evaluate this checkpoint instead of training (a vptbench one, or a release's file: "
                            "then --backbones and --variants take one value each)")
-    p.add_argument("--out", default=None)
+    p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
     _executor_options(p)
     p.set_defaults(func=_lazy("accuracy", "cmd_accuracy"))
 
-    p = sub.add_parser("convert", help="a released checkpoint to a vptbench one, or back with --to-official")
+    p = sub.add_parser("convert", **sub_kw, help="a released checkpoint to a vptbench one, or back with --to-official")
     p.add_argument("ckpt", help="checkpoint file: a release's (HoT, MixSTE, MotionBERT, MHFormer, MotionAGFormer) "
                                 "or, with --to-official, a vptbench one")
     p.add_argument("--backbone", default=None, help="mixste | motionbert | mhformer | motionagformer "
@@ -185,23 +219,31 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the release's key names, shapes and container instead of a vptbench checkpoint")
     p.set_defaults(func=_lazy("convert", "cmd_convert"))
 
-    p = sub.add_parser("report", help="tables and plots of a run, joined with accuracy")
-    p.add_argument("run_dir")
+    p = sub.add_parser("report", **sub_kw, help="tables and plots of a run, joined with accuracy")
+    p.add_argument("run_dir", help="a run directory (or its records.jsonl)")
     p.add_argument("--accuracy", nargs="*", default=None, metavar="SRC",
                    help="accuracy records (run dirs or records.jsonl) or 'reported' (the papers' table)")
-    p.add_argument("--out", default=None, help="default: reports/<run_id>")
+    p.add_argument("--out", default=None, help="report directory (default: reports/<run_id>)")
     p.set_defaults(func=_lazy("report", "cmd_report"))
 
-    p = sub.add_parser("gate", help="compare a run with a baseline; exit 1 on an efficiency regression")
-    p.add_argument("--baseline", required=True)
-    p.add_argument("--current", required=True)
+    p = sub.add_parser("gate", **sub_kw, help="compare a run with a baseline; exit 1 on an efficiency regression")
+    p.add_argument("--baseline", required=True, help="baseline records (a run directory or .jsonl)")
+    p.add_argument("--current", required=True, help="the run to check (a run directory or .jsonl)")
     p.add_argument("--rules", default=None, help="TOML file of per-metric/backbone tolerances")
     p.set_defaults(func=_lazy("gate", "cmd_gate"))
 
-    p = sub.add_parser("merge", help="combine shard run directories into one run")
-    p.add_argument("run_dirs", nargs="+")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("merge", **sub_kw, help="combine shard run directories into one run")
+    p.add_argument("run_dirs", nargs="+", help="shard run directories")
+    p.add_argument("--out", required=True, help="the merged run directory (new)")
     p.set_defaults(func=_lazy("merge", "cmd_merge"))
+
+    p = sub.add_parser("compare", **sub_kw, help="runs side by side: ratios per metric with CIs; always exits 0")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or records.jsonl files; the first is the reference")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--markdown", action="store_true", help="print a Markdown table (changes beyond noise in bold)")
+    fmt.add_argument("--csv", action="store_true", help="print CSV, full precision")
+    p.set_defaults(func=_lazy("compare", "cmd_compare"))
+
     for command in sub.choices.values():  # every command, those added later too
         command.add_argument(
             "--plugin", action="append", default=[], metavar="MODULE",

@@ -315,11 +315,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     _warn_unstable(read_records(summary.run_dir))
     if not args.no_report:
-        _report(summary.run_dir)
+        _report(summary.run_dir, report_dir(args, run_id))
     return 0
 
 
-def _report(run_dir: Path) -> None:
+def report_dir(args: argparse.Namespace, run_id: str) -> Path:
+    """Where ``run`` writes its report: --report-out, else next to the results (OUT/report), else reports/<run_id>."""
+    if getattr(args, "report_out", None):
+        return Path(args.report_out)
+    if args.out:
+        return Path(args.out) / "report"
+    return Path("reports") / run_id
+
+
+def _report(run_dir: Path, out: Path) -> None:
     from .report import write_report  # matplotlib is imported only when a report is written
 
-    print(f"report: {write_report(run_dir)}")
+    written = write_report(run_dir, out=out)
+    print(f"report: {written / 'index.html'}")  # the last line: the page to open

@@ -294,11 +294,38 @@ def format_result(result: GateResult) -> str:
     return "\n".join(lines)
 
 
+def _matrix_text(records: list[dict[str, Any]], where: str) -> str:
+    """'preset smoke, 12 cases: size tiny, T=27' (the preset from the run's meta.json, when there is one)."""
+    from .results import read_meta
+
+    path = Path(where)
+    meta = read_meta(path if path.is_dir() else path.parent) if path.exists() else {}
+    sizes = sorted({str(r.get("size")) for r in records})
+    frames = sorted({int(r.get("frames") or 0) for r in records})
+    preset = f"preset {meta['preset']}, " if meta.get("preset") else ""
+    n = len({r["case_id"] for r in records})
+    return f"{preset}{n} cases: size {'/'.join(sizes)}, T={'/'.join(map(str, frames))}"
+
+
+def check_same_matrix(
+    baseline: list[dict[str, Any]], current: list[dict[str, Any]], baseline_path: str, current_path: str
+) -> None:
+    """UsageError when the two runs share no case: they measured different presets or matrices."""
+    if {r["case_id"] for r in baseline} & {r["case_id"] for r in current}:
+        return
+    raise UsageError(
+        f"the baseline and the current run share no case: {baseline_path} is {_matrix_text(baseline, baseline_path)}; "
+        f"{current_path} is {_matrix_text(current, current_path)}. Gate a run of the baseline's preset and "
+        "matrix (e.g. vptbench run --preset smoke for results/baselines/cpu-smoke.jsonl)"
+    )
+
+
 def cmd_gate(args: argparse.Namespace) -> int:
     baseline = read_records(args.baseline)
     current = read_records(args.current)
     if not baseline:
         raise UsageError(f"{args.baseline}: the baseline holds no records")
+    check_same_matrix(baseline, current, args.baseline, args.current)
     result = compare(baseline, current, load_rules(args.rules))
     print(format_result(result), file=sys.stdout)
     return 0 if result.passed else 1

@@ -107,9 +107,39 @@ def test_run_writes_records_meta_and_report(tmp_path, capsys, monkeypatch):
         import bench.report  # noqa: F401
     except ImportError:
         return
-    report_line = next(line for line in stdout.splitlines() if line.startswith("report: "))
-    report = Path(report_line.removeprefix("report: "))
-    assert report.is_dir() and (tmp_path / "reports") in report.resolve().parents
+    last = stdout.strip().splitlines()[-1]  # the last line names the page to open
+    assert last == f"report: {out / 'report' / 'index.html'}" and (out / "report" / "index.html").is_file()
+    assert not (tmp_path / "reports").exists()  # with --out, the report lies next to its results
+
+
+def test_profile_prints_counts_with_separators(capsys):
+    assert cli.main(["profile", "mixste", "--metrics", "params"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("params"))
+    assert row.split()[1] == "33,783,811"
+
+
+def test_version_names_the_package_torch_and_fvcore(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines] == ["vptbench", "torch", "fvcore"]
+    assert lines[1] == f"torch {torch.__version__}"
+
+
+def test_every_option_has_help_and_its_default():
+    import argparse
+
+    parser = cli.build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in subs.choices.items():
+        for action in sub._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS or action.dest == "help":
+                continue
+            assert action.help, f"{name} {action.option_strings[0]} has no help"
+            if action.default not in (None, False, [], ()):
+                text = sub.formatter_class(name)._get_help_string(action)
+                assert "default" in text, f"{name} {action.option_strings[0]} does not show its default"
 
 
 @pytest.fixture

@@ -198,3 +198,15 @@ def test_a_malformed_baseline_exits_2_naming_the_line(tmp_path, capsys):
     assert main(["gate", "--baseline", str(base), "--current", str(base)]) == 2
     err = capsys.readouterr().err
     assert "base.jsonl:3:" in err and err.count("\n") == 1
+
+
+def test_runs_of_different_presets_are_a_usage_error_with_a_hint(tmp_path, capsys):
+    base = _write(tmp_path / "base.jsonl", _run())
+    other = [dict(r, case_id=r["case_id"].replace("T27", "T243"), frames=243) for r in _run()]
+    (tmp_path / "cur").mkdir()
+    _write(tmp_path / "cur" / "records.jsonl", other)
+    (tmp_path / "cur" / "meta.json").write_text(json.dumps({"preset": "paper"}))
+    assert main(["gate", "--baseline", str(base), "--current", str(tmp_path / "cur")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "share no case" in err and "preset paper" in err and "T=27" in err
+    assert "vptbench run --preset" in err

@@ -1,0 +1,75 @@
+"""`vptbench compare`: runs side by side, ratios with CIs from the timing records, changes beyond noise marked."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from bench.case import Case
+from bench.cli import main
+from bench.compare import compare_runs
+from bench.results import record
+
+
+def _run(latency: float, ci: float | None, params: int = 1000, rss: float = 500.0, extra_case: bool = False) -> list[dict]:
+    recs = []
+    variants = ("rectangle", "single", "hierarchical") if extra_case else ("rectangle", "single")
+    for variant in variants:
+        c = Case("mixste", variant, frames=27, size="tiny")
+        timing = {} if ci is None else {"n": 20, "ci_low": latency * (1 - ci), "ci_high": latency * (1 + ci), "stable": True}
+        recs += [
+            record("r", c, "params", params + (variant != "rectangle")),
+            record("r", c, "flops", 2.0, method="paper"),
+            record("r", c, "latency", latency, method="timeit", **timing),
+            record("r", c, "peak_rss", rss, method="process", phase="inference"),
+        ]
+    return recs
+
+
+def _write(run: Path, recs: list[dict]) -> Path:
+    run.mkdir(parents=True)
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return run
+
+
+def test_ratios_carry_the_ci_and_only_changes_beyond_noise_are_marked():
+    rows, only = compare_runs([_run(10.0, 0.02), _run(10.1, 0.02), _run(13.0, 0.02, params=1001)])
+    by = {(r.case_id.split("/")[1], r.metric): r for r in rows}
+    lat = by[("rectangle", "latency")]
+    ratio, low, high = lat.ratios[0]
+    assert ratio == 1.01 and low == 10.1 * 0.98 / 10.2 and high == 10.1 * 1.02 / 9.8
+    assert lat.beyond_noise == [False, True]  # +1 % inside the CIs; +30 % outside
+    assert by[("rectangle", "params")].beyond_noise == [False, True]  # counts: any change
+    assert by[("rectangle", "peak_rss[process,inference]")].beyond_noise == [False, False]
+    assert only == [set(), set(), set()]
+
+
+def test_timings_without_cis_are_never_called_a_change():
+    rows, _ = compare_runs([_run(10.0, None), _run(20.0, None)])
+    lat = next(r for r in rows if r.metric == "latency")
+    assert lat.ratios[0] == (2.0, None, None) and lat.beyond_noise == [False]
+
+
+def test_cli_prints_text_markdown_and_csv_and_exits_0(tmp_path, capsys):
+    a = _write(tmp_path / "a", _run(10.0, 0.02, extra_case=True))
+    b = _write(tmp_path / "b", _run(13.0, 0.02, rss=600.0))
+    assert main(["compare", str(a), str(b)]) == 0
+    out = capsys.readouterr().out
+    assert "1.300× [" in out and " *" in out and "only in a: 1 case(s)" in out
+    assert main(["compare", str(a), str(b), "--markdown"]) == 0
+    md = capsys.readouterr().out
+    assert "| case" in md and "**1.300× [" in md and "**1.200×**" in md  # memory +20 %: beyond noise
+    assert main(["compare", str(a), str(b / "records.jsonl"), "--csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    params = next(r for r in rows if r["metric"] == "params" and "/single/" in r["case_id"])
+    assert params["value_a"] == "1001" and params["ratio_b"] == "1.0" and params["beyond_noise_b"] == "False"
+
+
+def test_cli_bad_input_exits_2(tmp_path, capsys):
+    a = _write(tmp_path / "a", _run(10.0, 0.02))
+    assert main(["compare", str(a)]) == 2
+    assert "at least two runs" in capsys.readouterr().err
+    assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
+    assert "missing" in capsys.readouterr().err
