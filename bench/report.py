@@ -522,7 +522,7 @@ def build_tables(summary: pd.DataFrame, marks: dict[tuple[str, str], tuple[str, 
             for i, c in enumerate(columns)
             if c.fmt == "text" or c.group == "accuracy:" or any(row[i].text for row in table.rows)
         ]
-        dropped = [c.md for i, c in enumerate(columns) if i not in keep]
+        dropped = [c.md for i, c in enumerate(columns) if i not in keep and not c.group.startswith("accuracy")]
         table.columns = [columns[i] for i in keep]
         table.rows = [[row[i] for i in keep] for row in table.rows]
         if dropped:
