@@ -358,6 +358,7 @@ def start_server() -> int:
     pid = os.fork()
     if pid == 0:
         code = 0
+        signal.signal(signal.SIGTERM, _exit_on_term)  # so that the socket's folder is removed
         try:
             _accept_loop(listener, parent)
         except BaseException:
@@ -368,6 +369,10 @@ def start_server() -> int:
     listener.close()
     _server_path = path
     return pid
+
+
+def _exit_on_term(*_: object) -> None:
+    raise SystemExit(0)
 
 
 def _accept_loop(listener: socket.socket, parent: int) -> None:
@@ -392,6 +397,7 @@ def _accept_loop(listener: socket.socket, parent: int) -> None:
 def _handle(conn: socket.socket) -> int:
     """One connection's zygote: says its pid, then serves the connection's requests."""
     try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.setpgid(0, 0)  # its own group: the client can stop it and a child it waits on at once
         conn.sendall(f"{os.getpid()}\n".encode())
         with conn, conn.makefile("r") as requests:
