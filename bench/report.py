@@ -244,6 +244,8 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
             cases[name] = pd.to_numeric(vals.reindex(cases.index), errors="coerce").astype(float)
         stable = rows["stable"] if "stable" in rows else pd.Series(dtype=object)
         cases[f"{base}_stable"] = stable.reindex(cases.index).map(lambda x: x if isinstance(x, bool) else None)
+        why = rows["unstable_reason"] if "unstable_reason" in rows else pd.Series(dtype=object)
+        cases[f"{base}_unstable_reason"] = why.reindex(cases.index).map(lambda x: x if isinstance(x, str) else "")
 
     put_timed("latency_ms", "latency")
     put("latency_p10_ms", ok["metric"] == "latency_p10")
@@ -342,6 +344,7 @@ def _changes(cases: pd.DataFrame) -> pd.DataFrame:
     for end in ("ci_low", "ci_high", "n", "mad_pct"):
         merged[f"speedup_{end}"] = merged.get(f"speedup_paired_{end}", pd.Series(float("nan"), index=merged.index))
     merged["speedup_stable"] = merged.get("speedup_paired_stable", pd.Series(None, index=merged.index, dtype=object))
+    merged["speedup_unstable_reason"] = merged.get("speedup_paired_unstable_reason", pd.Series("", index=merged.index))
     merged = merged.drop(columns=[c for c in merged.columns if c.startswith("speedup_paired")])
     for c in acc_cols:
         merged[f"{c}_change"] = merged[c] - merged[f"{c}_ref"]
@@ -600,8 +603,8 @@ def _timed_cell(rd: dict[str, Any], col: Column, value: float, notes: dict, tabl
         key = (rd["case_id"], f"unstable:{col.ci}")
         if key not in notes:
             notes[key] = len(table.notes) + 1
-            mad = rd.get(f"{col.ci}_mad_pct")
-            spread = f" (MAD {mad:.1f} % of the median)" if numbers.finite(mad) else ""
+            mad, why = rd.get(f"{col.ci}_mad_pct"), rd.get(f"{col.ci}_unstable_reason")
+            spread = f" ({why})" if isinstance(why, str) and why else f" (MAD {mad:.1f} % of the median)" if numbers.finite(mad) else ""
             table.notes.append(f"{rd['variant']} T={rd['frames']}: unstable {col.ci.replace('_', ' ')} timing{spread}")
         return Cell(text, notes[key])
     return Cell(text)
