@@ -770,11 +770,13 @@ def accuracy_elsewhere(recs: pd.DataFrame, accuracy: pd.DataFrame | None) -> lis
             continue
         where = ", ".join(f"T={t}" + (f" size {z}" if z else "") for t, z in sorted(there))
         run = ", ".join(f"T={t} size {z}" for t, z in sorted(here))
-        out.append(
-            f"Accuracy for {backbone} exists at {where}, but this run measured {run}: T or size differs, so its "
-            "accuracy columns are left out (accuracy joins by backbone, variant, T and size)."
-        )
-    return out
+        out.append(f"{backbone} at {where} (this run: {run})")
+    if not out:
+        return []
+    return [
+        "Accuracy exists only at another T or size than this run measured, so its columns are left out "
+        f"(accuracy joins by backbone, variant, T and size): {'; '.join(out)}."
+    ]
 
 
 def _for_csv(summary: pd.DataFrame) -> pd.DataFrame:
