@@ -23,7 +23,7 @@ are measured in a separate pass from the latency figure, and each record carries
 activity), so gaps where the GPU waits on the host fall in no part and the sum can fall short of
 the latency; this path is written for CUDA but was verified on CPU only.
 
-``machine_peak_gflops`` times large square matmuls (the best median over three sizes): the
+``machine_peak_gflops`` times large square matmuls (the fastest call over three sizes): the
 "peak" a well-tuned dense kernel reaches on this machine with this dtype and these threads, a
 practical roofline ceiling rather than the datasheet's. It is measured once per run and cached in
 the run's ``meta.json`` (under a file lock: the local executor runs each case in its own process).
@@ -375,7 +375,11 @@ GEMM_SIZES = {"cpu": (512, 1024, 2048), "cuda": (2048, 4096, 8192)}
 
 
 def gemm_gflops(device: str, dtype: str, threads: int | None = None, min_time_s: float = 0.3) -> dict[str, Any]:
-    """The best median GFLOP/s of square matmuls on ``device`` in ``dtype`` (sizes in ``GEMM_SIZES``)."""
+    """The best GFLOP/s of square matmuls on ``device`` in ``dtype`` (sizes in ``GEMM_SIZES``).
+
+    The fastest call, not the median: a ceiling, which on a shared machine is the call least
+    disturbed by other work.
+    """
     from .timing import measure_latency
 
     dev = torch.device(device)
@@ -391,7 +395,7 @@ def gemm_gflops(device: str, dtype: str, threads: int | None = None, min_time_s:
                 return torch.mm(a, b)
 
             samples = measure_latency(mm, warmup=2, repeats=3, device=dev, min_time_s=min_time_s, max_repeats=50)
-            by_size[n] = 2 * n**3 / (float(np.median(samples)) / 1e3) / 1e9
+            by_size[n] = 2 * n**3 / (min(samples) / 1e3) / 1e9  # a ceiling: the fastest call
     finally:
         torch.set_num_threads(saved)
     best = max(by_size, key=lambda k: by_size[k])
@@ -502,10 +506,11 @@ def _part_records(
 
 def breakdown_records(
     run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings,
-    seen: Sequence[dict[str, Any]] = (), run_dir: str | Path | None = None,
+    seen: Sequence[dict[str, Any]] = (), run_dir: str | Path | None = None, *, train: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """The ``breakdown`` group: machine_peak_gflops, achieved_gflops per counter, time_by_part.
 
+    ``train``: break a training step down too (phase train; forward, backward, optimizer).
     Reuses the case's latency, train_step and flops records in ``seen`` when those groups ran;
     otherwise it times (and counts with the torch counter) here. The model's weights are restored
     after the profiled training steps.
@@ -548,6 +553,8 @@ def breakdown_records(
         calls = profile_calls(inference_call(model, x, device), calls=max(3, settings.repeats), device=device,
                               warmup=1)  # fmt: skip
     yield from _part_records(run_id, case, "inference", summarise_parts(calls), latency, env, part_flops)
+    if not train:
+        return
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     try:
         with labelled(model, backbone):

@@ -21,7 +21,8 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
   peak_mem_activations (the step's peak above the memory in use before it).
 - ``breakdown`` (bench.breakdown): machine_peak_gflops (a GEMM microbenchmark, once per run),
   achieved_gflops per FLOP counter (flops / latency), and time_by_part per (phase, part, block):
-  a torch.profiler pass over labelled forwards and training steps, separate from the latency.
+  a torch.profiler pass over labelled forwards, separate from the latency; over training steps
+  too when training is measured as well (``train`` or ``flops_train``: a step costs several forwards).
 - ``flops_train``: flops_train, the torch counter over forward + loss + backward.
 - ``train``: train_step (median ms of forward + loss + backward + AdamW step). On CPU with
   ``memory`` asked for too, the steps timed are those of the memory group's fresh process (its
@@ -182,10 +183,11 @@ def measure_case(
         # those instead of running the (most expensive) training steps a second time here.
         groups = [g if g != "memory" else "memory+train" for g in groups if g != "train"]
     seen: list[dict[str, Any]] = []  # this case's records so far: later groups reuse them
+    train_too = bool({"train", "flops_train"} & set(metrics))  # the breakdown of a training step too
     with timing.applied(settings.speed):
         for group in groups:
             report_progress(group)  # on the local executor's bar: what this case is measuring
-            for rec in _guarded(group, run_id, case, model, x, y, settings, seen, run_dir):
+            for rec in _guarded(group, run_id, case, model, x, y, settings, seen, run_dir, train_too):
                 seen.append(rec)
                 yield rec
     if torch.device(case.device).type == "cuda":
@@ -196,7 +198,7 @@ def measure_case(
 
 def _guarded(
     group: str, run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings,
-    seen: Sequence[dict[str, Any]] = (), run_dir: str | Path | None = None,
+    seen: Sequence[dict[str, Any]] = (), run_dir: str | Path | None = None, train_too: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """The group's records; if it raises, a failure record for the group (unless already written)."""
     records = {
@@ -207,7 +209,7 @@ def _guarded(
         "memory": lambda: _memory(run_id, case, model, x, y, settings),
         "memory+train": lambda: _memory_cpu(run_id, case, settings, timed=True),
         "train": lambda: _train(run_id, case, model, x, y, settings),
-        "breakdown": lambda: _breakdown(run_id, case, model, x, y, settings, seen, run_dir),
+        "breakdown": lambda: _breakdown(run_id, case, model, x, y, settings, seen, run_dir, train_too),
         "flops_train": lambda: _flops_train(run_id, case, model, x, y, seen),
     }[group]
     produced: set[str] = set()
@@ -294,13 +296,13 @@ def _latency(
 
 def _breakdown(
     run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings,
-    seen: Sequence[dict[str, Any]], run_dir: str | Path | None,
+    seen: Sequence[dict[str, Any]], run_dir: str | Path | None, train_too: bool,
 ) -> Iterator[dict[str, Any]]:
     from . import breakdown  # torch.profiler loads only when a breakdown is asked for
 
     if settings.speed.compile:
         raise UsageError("the breakdown profiles the eager model; run it without compile")
-    yield from breakdown.breakdown_records(run_id, case, model, x, y, settings, seen, run_dir)
+    yield from breakdown.breakdown_records(run_id, case, model, x, y, settings, seen, run_dir, train=train_too)
 
 
 def _flops_train(

@@ -32,7 +32,7 @@ RECORD_FIELDS = (
 STATUSES = ("ok", "oom", "error", "skipped")
 # What identifies one measurement: a case can hold several records of a metric (one per FLOP
 # counter, memory phase or block), never two with the same key.
-MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block")
+MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block", "part", "step")  # part, step: time_by_part
 
 # metric -> unit (SPEC section 6); reports, gates and other tools rely on these names.
 METRIC_UNITS = {

@@ -96,6 +96,9 @@ def test_peak_rss_sees_what_the_step_holds(hog):
         assert small[phase] >= small["baseline_mib"] > 0
         # the forward holds 256 MiB (training holds it too): the peak moves by about that much
         assert 200 < big[phase] - small[phase] < 400, (phase, small, big)
+        # the activation figure is the same 256 MiB, without the ~200 MiB of interpreter and torch
+        act_small, act_big = small[f"activations_{phase}"], big[f"activations_{phase}"]
+        assert 0 <= act_small < 100 and 200 < act_big - act_small < 400, (phase, small, big)
     assert small["reset"] and big["reset"]
 
 
