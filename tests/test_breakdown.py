@@ -147,3 +147,37 @@ def test_profile_trace_to_an_unwritable_path_is_a_usage_error(tmp_path, capsys):
     rc = main(["profile", "mixste", "--size", "tiny", "--frames", "9", "--trace", str(tmp_path / "no" / "such" / "t.json")])
     assert rc == 2
     assert "--trace" in capsys.readouterr().err
+
+
+def test_report_shows_the_breakdown(tmp_path):
+    from bench.report import write_report
+    from bench.results import record
+
+    recs = []
+    ms = {"rectangle": {"temporal_attention": 60.0, "mlp": 30.0, "norm": 10.0},
+          "hierarchical": {"temporal_attention": 20.0, "mlp": 10.0, "norm": 6.0, "prune": 2.0, "recover": 2.0}}
+    for variant, parts in ms.items():
+        case = Case("mixste", variant=variant, frames=27, size="tiny").resolve()
+        gflops = 3.0 if variant == "rectangle" else 1.0
+        recs.append(record("r", case, "flops", gflops, method="torch"))
+        recs.append(record("r", case, "machine_peak_gflops", 100.0, method="gemm"))
+        recs.append(record("r", case, "achieved_gflops", 25.0, method="torch"))
+        recs.append(record("r", case, "peak_mem_activations", 50.0, method="rss_delta", phase="train"))
+        for part, value in parts.items():
+            recs.append(record("r", case, "time_by_part", value / 2, method="torch.profiler", part=part, block=0,
+                               phase="inference", flops_g=gflops / 2))
+            recs.append(record("r", case, "time_by_part", value / 2, method="torch.profiler", part=part, block=1,
+                               phase="inference", flops_g=gflops / 2))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = write_report(run, accuracy=[], out=tmp_path / "rep")
+    summary = __import__("pandas").read_csv(out / "summary.csv").set_index("variant")
+    assert summary.at["hierarchical", "prune_recover_pct"] == pytest.approx(10.0)  # 4 of 40 ms
+    assert summary.at["rectangle", "of_peak_pct"] == pytest.approx(25.0)
+    assert summary.at["hierarchical", "peak_mem_activations_train_mib"] == pytest.approx(50.0)
+    md = (out / "index.md").read_text()
+    assert "3.00x fewer FLOPs (torch) and a 2.50x speed-up (100.0 -> 40.0 ms)" in md
+    assert "pruning + recovering add 4.0 ms" in md
+    png = out / "plots" / "time_by_part.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
