@@ -141,6 +141,7 @@ def test_cuda_peak_memory_counts_a_known_allocation():
 
     rep = memory.cuda_peak_memory(step, "cuda")
     assert 256 <= rep.alloc_mib < 300
+    assert rep.baseline_mib is not None and 256 <= rep.alloc_mib - rep.baseline_mib < 300  # activations
     assert rep.reserved_mib >= rep.alloc_mib
     if rep.device_mib is not None:  # NVML sees the whole device: at least what torch reserved
         assert rep.device_mib >= rep.reserved_mib
