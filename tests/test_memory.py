@@ -156,7 +156,8 @@ def test_cpu_training_is_timed_in_the_fresh_process_when_memory_is_measured():
     case = Case("mixste", frames=9, size="tiny")
     both = list(measure_case(case, ["memory", "train"], "r", settings=settings))
     assert [(r["metric"], r.get("phase")) for r in both] == [
-        ("peak_rss", "inference"), ("peak_rss", "train"), ("train_step", None),
+        ("peak_rss", "inference"), ("peak_mem_activations", "inference"),
+        ("peak_rss", "train"), ("peak_mem_activations", "train"), ("train_step", None),
     ]  # fmt: skip
     train = both[-1]
     assert train["status"] == "ok" and train["fresh_process"] is True and len(train["samples"]) == 2
