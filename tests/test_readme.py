@@ -59,7 +59,6 @@ def test_readme_pruner_as_a_plugin_runs_in_profile_and_in_local_workers(user_fil
     ]) == 0  # fmt: skip
     records = json.loads(capsys.readouterr().out)  # peak_rss comes from a fresh process: it imports the plugin too
     assert {r["metric"] for r in records} == {"flops", "flops_block", "peak_rss", "peak_mem_activations"}
-    assert not [r["error"] for r in records if r["status"] != "ok"]
     assert {(r["schedule"], r["pruner"], r["recoverer"], r["status"]) for r in records} == {
         ("2:9,5:3:energy", "tpc", "nearest", "ok")
     }
