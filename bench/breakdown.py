@@ -340,10 +340,10 @@ def stats(samples: Sequence[float]) -> Stats:
     return Stats(med, n, ci_low, ci_high, bool(stable))
 
 
-def summarise_parts(calls: Sequence[dict[Key, float]]) -> dict[Key, Stats]:
-    """Per (step, part, block): the statistics over calls (a part absent from a call counts 0 ms)."""
+def summarise_parts(calls: Sequence[dict[Key, float]]) -> dict[Key, list[float]]:
+    """Per (step, part, block): its ms in each call (a part absent from a call counts 0 ms)."""
     keys = sorted({k for c in calls for k in c}, key=lambda k: (STEPS.index(k[0]), PARTS.index(k[1]), k[2] or -1))
-    return {k: stats([c.get(k, 0.0) for c in calls]) for k in keys}
+    return {k: [c.get(k, 0.0) for c in calls] for k in keys}
 
 
 # --------------------------------------------------------------------------- FLOPs by part
@@ -487,21 +487,20 @@ def _seen_value(seen: Sequence[dict[str, Any]], metric: str, **match: Any) -> di
 
 
 def _part_records(
-    run_id: str, case: Case, phase: str, summary: dict[Key, Stats], latency: Stats | None, env: dict[str, Any],
-    flops: dict[tuple[str, int | None], float] | None = None,
+    run_id: str, case: Case, phase: str, summary: dict[Key, list[float]], latency: Stats | None,
+    env: dict[str, Any], flops: dict[tuple[str, int | None], float] | None = None,
 ) -> Iterator[dict[str, Any]]:
-    total = sum(s.median for s in summary.values())
+    total = sum(float(np.median(v)) for v in summary.values())
     adds_up = abs(total - latency.median) <= PART_TOLERANCE * latency.median if latency else None
-    for (step, part, block), s in summary.items():
+    for (step, part, block), samples in summary.items():
         extra: dict[str, Any] = {"step": step} if phase == "train" else {}
         if flops is not None:
             extra["flops_g"] = flops.get((part, block), 0.0)
         yield record(
-            run_id, case, "time_by_part", s.median, method="torch.profiler", part=part, block=block, phase=phase,
-            n=s.n, ci_low=s.ci_low, ci_high=s.ci_high, stable=s.stable, sum_ms=total,
-            latency_ms=latency.median if latency else None, tolerance=PART_TOLERANCE, adds_up=adds_up,
-            **extra, **env,
-        )
+            run_id, case, "time_by_part", float(np.median(samples)), method="torch.profiler", part=part,
+            block=block, phase=phase, sum_ms=total, latency_ms=latency.median if latency else None,
+            tolerance=PART_TOLERANCE, adds_up=adds_up, **timing.stats_fields(samples), **extra, **env,
+        )  # fmt: skip
 
 
 def breakdown_records(
