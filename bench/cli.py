@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import UsageError
 
-METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
 
 
 def versions() -> str:
@@ -157,12 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prune points; KEEP a token count or a ratio of T (default '': the variant's)")
     p.add_argument("--pruner", default="", help="tps | tpc | tpa | tpmo (default '': the variant's)")
     p.add_argument("--recoverer", default="", help="tri | tra (default '': the variant's)")
-    p.add_argument("--metrics", type=_metrics, default=list(METRIC_GROUPS),
-                   help=f"comma list of {', '.join(METRIC_GROUPS)} (default: all)")
+    p.add_argument("--metrics", type=_metrics, default=None,
+                   help=f"comma list of {', '.join(METRIC_GROUPS)} (default: all; none with --trace)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     _min_time(p)
     p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
     _checkpoint_options(p, "profile the model of this checkpoint (a release's file or a vptbench one)")
+    p.add_argument("--trace", default=None, metavar="FILE",
+                   help="write a Chrome/Perfetto trace of a few steady-state forwards, labelled by part and block")
     p.set_defaults(func=_lazy("commands", "cmd_profile"))
 
     p = sub.add_parser("run", **sub_kw, help="measure a matrix of cases (default: the 'paper' preset) and report")

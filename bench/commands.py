@@ -27,7 +27,7 @@ import backbones
 from . import executors, numbers, plugins
 from .case import Case
 from .errors import UsageError
-from .measure import Settings, check_device, measure_case
+from .measure import METRIC_GROUPS, Settings, check_device, measure_case
 from .presets import build_matrix, get_preset, with_strategies
 from .results import read_meta, read_records
 from .runner import ensure_fresh, run_matrix
@@ -178,7 +178,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     # The effort of the preset this case would belong to: tiny sizes are smoke tests.
     settings = with_threads(get_preset("smoke" if case.size == "tiny" else "paper").settings, args.threads)
     settings = with_min_time(settings, args.min_time)
-    records = list(measure_case(case, args.metrics, "profile", settings=settings, model=model))
+    metrics = args.metrics if args.metrics is not None else ([] if args.trace else list(METRIC_GROUPS))
+    if args.trace:
+        write_profile_trace(case, model, args.trace, settings)
+        if not args.json:
+            print(f"trace of {case.case_id} written to {args.trace} (open it in ui.perfetto.dev)", file=sys.stderr)
+        if not metrics:
+            return 0
+    records = list(measure_case(case, metrics, "profile", settings=settings, model=model))
     if args.json:
         print(json.dumps(records))
     else:
@@ -191,6 +198,22 @@ def _warn_unstable(records: Iterable[dict[str, Any]]) -> None:
     line = unstable_summary(records)
     if line:
         print(f"warning: {line}", file=sys.stderr)
+
+
+def write_profile_trace(case: Case, model: nn.Module, path: str, settings: Settings) -> None:
+    """The case's trace (bench.breakdown.write_trace) under the preset's speed settings."""
+    from . import breakdown, timing
+    from .measure import example_inputs
+
+    try:
+        with open(path, "a", encoding="utf-8"):
+            pass
+    except OSError as e:
+        raise UsageError(f"--trace {path}: cannot write there ({e.strerror or e})") from None
+    model = model.to(case.device, getattr(torch, case.dtype))
+    x, _ = example_inputs(case, model)
+    with timing.applied(settings.speed):
+        breakdown.write_trace(model, x, path, backbone=case.backbone, device=case.device)
 
 
 def _value_and_unit(r: dict[str, Any]) -> tuple[str, str]:

@@ -298,7 +298,15 @@ def _torch_custom_mapping() -> dict[Any, Callable[..., int]]:
     for name in fused_cpu:
         if hasattr(aten, name):
             mapping[getattr(aten, name)] = _sdpa_flops_shapes
+        if hasattr(aten, name + "_backward"):  # a training step's count (flops_train)
+            mapping[getattr(aten, name + "_backward")] = _sdpa_backward_flops_shapes
     return mapping
+
+
+def _sdpa_backward_flops_shapes(grad_out: Sequence[int], query: Sequence[int], key: Sequence[int],
+                                value: Sequence[int], *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """Twice the forward: dV = A^T dO, dA = dO V^T, dQ = dS K, dK = dS^T Q (torch's own rule on CUDA)."""
+    return 2 * _sdpa_flops_shapes(query, key, value)
 
 
 _TORCH_NOTE = (

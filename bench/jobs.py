@@ -37,7 +37,7 @@ class BenchJob:
     settings: Settings | None = None
 
     def records(self, case: Case, run_id: str, run_dir: Path) -> Iterator[dict[str, Any]]:
-        yield from measure_case(case, list(self.metrics), run_id, settings=self.settings)
+        yield from measure_case(case, list(self.metrics), run_id, settings=self.settings, run_dir=run_dir)
 
     def expected(self, case: Case) -> list[str]:
         return [group_metric(g, case.device) for g in self.metrics]

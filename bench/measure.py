@@ -17,7 +17,13 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
   built in this process and called alternately with the case (bench.timing.measure_paired);
   ``samples`` holds the per-pair ratios, ``samples_rectangle``/``samples_pruned`` the ms.
 - ``memory``: per phase (``phase`` inference | train): peak_mem_alloc, peak_mem_reserved and
-  peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.memory).
+  peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.memory), and on both
+  peak_mem_activations (the step's peak above the memory in use before it).
+- ``breakdown`` (bench.breakdown): machine_peak_gflops (a GEMM microbenchmark, once per run),
+  achieved_gflops per FLOP counter (flops / latency), and time_by_part per (phase, part, block):
+  a torch.profiler pass over labelled forwards, separate from the latency; over training steps
+  too when training is measured as well (``train`` or ``flops_train``: a step costs several forwards).
+- ``flops_train``: flops_train, the torch counter over forward + loss + backward.
 - ``train``: train_step (median ms of forward + loss + backward + AdamW step). On CPU with
   ``memory`` asked for too, the steps timed are those of the memory group's fresh process (its
   steady state is measured anyway; training is the most expensive part of a case), and the
@@ -40,6 +46,7 @@ import gc
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -54,10 +61,11 @@ from .inputs import example_inputs
 from .progress import report_progress
 from .results import failure, record
 
-METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
 
 # The record standing for a group when the group fails or is skipped as a whole.
-GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "speedup": "speedup", "train": "train_step"}
+GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "speedup": "speedup", "train": "train_step",
+                "breakdown": "time_by_part", "flops_train": "flops_train"}  # fmt: skip
 REFERENCE_VARIANT = "rectangle"  # what a speed-up is measured against
 
 
@@ -136,11 +144,13 @@ def measure_case(
     *,
     settings: Settings | None = None,
     model: nn.Module | None = None,
+    run_dir: str | Path | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield the records of ``metrics`` (groups of :data:`METRIC_GROUPS`) for ``case``, one by one.
 
     ``model`` is the case's model if the caller built it already (``case.build()`` after
-    ``torch.manual_seed(0)``); otherwise it is built here.
+    ``torch.manual_seed(0)``); otherwise it is built here. ``run_dir``: where run-wide figures
+    are cached (the breakdown group's GEMM peak, in ``meta.json``).
     """
     settings = settings or Settings()
     bad = [m for m in metrics if m not in METRIC_GROUPS]
@@ -172,10 +182,14 @@ def measure_case(
         # The fresh process of the memory group runs steady-state training steps anyway: time
         # those instead of running the (most expensive) training steps a second time here.
         groups = [g if g != "memory" else "memory+train" for g in groups if g != "train"]
+    seen: list[dict[str, Any]] = []  # this case's records so far: later groups reuse them
+    train_too = bool({"train", "flops_train"} & set(metrics))  # the breakdown of a training step too
     with timing.applied(settings.speed):
         for group in groups:
             report_progress(group)  # on the local executor's bar: what this case is measuring
-            yield from _guarded(group, run_id, case, model, x, y, settings)
+            for rec in _guarded(group, run_id, case, model, x, y, settings, seen, run_dir, train_too):
+                seen.append(rec)
+                yield rec
     if torch.device(case.device).type == "cuda":
         del model, x, y
         gc.collect()
@@ -183,7 +197,8 @@ def measure_case(
 
 
 def _guarded(
-    group: str, run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings
+    group: str, run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings,
+    seen: Sequence[dict[str, Any]] = (), run_dir: str | Path | None = None, train_too: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """The group's records; if it raises, a failure record for the group (unless already written)."""
     records = {
@@ -194,6 +209,8 @@ def _guarded(
         "memory": lambda: _memory(run_id, case, model, x, y, settings),
         "memory+train": lambda: _memory_cpu(run_id, case, settings, timed=True),
         "train": lambda: _train(run_id, case, model, x, y, settings),
+        "breakdown": lambda: _breakdown(run_id, case, model, x, y, settings, seen, run_dir, train_too),
+        "flops_train": lambda: _flops_train(run_id, case, model, x, y, seen),
     }[group]
     produced: set[str] = set()
     try:
@@ -277,6 +294,25 @@ def _latency(
     yield record(run_id, case, "clips_per_s", clips, threads=env["threads"])
 
 
+def _breakdown(
+    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings,
+    seen: Sequence[dict[str, Any]], run_dir: str | Path | None, train_too: bool,
+) -> Iterator[dict[str, Any]]:
+    from . import breakdown  # torch.profiler loads only when a breakdown is asked for
+
+    if settings.speed.compile:
+        raise UsageError("the breakdown profiles the eager model; run it without compile")
+    yield from breakdown.breakdown_records(run_id, case, model, x, y, settings, seen, run_dir, train=train_too)
+
+
+def _flops_train(
+    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seen: Sequence[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
+    from . import breakdown
+
+    yield from breakdown.flops_train_records(run_id, case, model, x, y, seen)
+
+
 def _train(
     run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings
 ) -> Iterator[dict[str, Any]]:
@@ -358,6 +394,9 @@ def _memory(
             yield failure_with(run_id, case, "peak_mem_alloc", e, status, phase=phase, method="torch.cuda")
             continue
         yield record(run_id, case, "peak_mem_alloc", rep.alloc_mib, method="torch.cuda", phase=phase)
+        if rep.alloc_mib is not None and rep.baseline_mib is not None:
+            yield record(run_id, case, "peak_mem_activations", rep.alloc_mib - rep.baseline_mib,
+                         method="torch.cuda", phase=phase, baseline_mib=rep.baseline_mib)  # fmt: skip
         yield record(run_id, case, "peak_mem_reserved", rep.reserved_mib, method="torch.cuda", phase=phase)
         if rep.device_mib is None:
             yield failure_with(run_id, case, "peak_mem_device", rep.note, "skipped", phase=phase, method="nvml")
@@ -375,6 +414,7 @@ def _cuda_phase(phase: str, case: Case, model: nn.Module, x: torch.Tensor, y: to
     step = timing.train_step_fn(model, x, y)
     try:
         step()  # AdamW's state exists from here on: the reported training step is the steady state
+        model.zero_grad(set_to_none=True)  # as the step does first: gradients are not in the baseline
         return memory.cuda_peak_memory(step, case.device)
     finally:
         model.eval()
@@ -403,6 +443,9 @@ def _memory_cpu(run_id: str, case: Case, settings: Settings, *, timed: bool) -> 
                 run_id, case, "peak_rss", peaks[phase], method="process", phase=phase,
                 baseline_mib=peaks.get("baseline_mib"), fresh_process=True,
             )
+            if f"activations_{phase}" in peaks:
+                yield record(run_id, case, "peak_mem_activations", peaks[f"activations_{phase}"],
+                             method="rss_delta", phase=phase, fresh_process=True)  # fmt: skip
         else:
             assert error is not None
             yield failure_with(run_id, case, "peak_rss", error, error.status, phase=phase, method="process")

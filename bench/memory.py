@@ -15,6 +15,11 @@ builds the case, runs one inference step and reads the high-water mark (``VmHWM`
 mark (``/proc/self/clear_refs``) and runs the training step. The training figure is the steady
 state: a first step creates AdamW's state, the mark is reset, and the next step is the one
 reported. Where the mark cannot be reset, the training phase runs in a second fresh process.
+Activation memory (``peak_mem_activations``, method ``rss_delta``): the same steps' peak above
+the resident set just before them, once glibc has returned freed memory to the system
+(``malloc_trim``): what the step's activations (and, in training, its gradients) add to the
+model, inputs and optimizer state, without the interpreter, torch and the weights that make up
+most of a peak resident set. On CUDA: the allocator's peak minus what was allocated before the step.
 The same steady-state steps can be timed there (``train_timing``): on CPU the harness takes the
 training-step time from them instead of running the training steps a second time in-process.
 Without ``os.fork`` (Windows) every request starts a new interpreter instead.
@@ -28,6 +33,8 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
+import gc
 import importlib
 import json
 import os
@@ -57,6 +64,7 @@ class MemoryReport:
     reserved_mib: float | None = None  # torch.cuda.max_memory_reserved
     device_mib: float | None = None  # NVML used device memory, peak while sampling
     rss_mib: float | None = None  # peak resident set of the process (CPU)
+    baseline_mib: float | None = None  # allocated before the step (CUDA): peak minus this = activations
     note: str = ""
 
 
@@ -133,6 +141,7 @@ def cuda_peak_memory(fn: Callable[[], Any], device: str | torch.device = "cuda")
     torch.cuda.synchronize(dev)
     torch.cuda.empty_cache()  # so that 'reserved' counts this step, not caches of earlier ones
     torch.cuda.reset_peak_memory_stats(dev)
+    baseline = torch.cuda.memory_allocated(dev) / MIB
     note = ""
     sampler: NvmlSampler | None = NvmlSampler(dev)
     try:
@@ -149,6 +158,7 @@ def cuda_peak_memory(fn: Callable[[], Any], device: str | torch.device = "cuda")
         alloc_mib=torch.cuda.max_memory_allocated(dev) / MIB,
         reserved_mib=torch.cuda.max_memory_reserved(dev) / MIB,
         device_mib=sampler.peak_mib if sampler is not None else None,
+        baseline_mib=baseline,
         note=note,
     )
 
@@ -169,6 +179,32 @@ def _vm_hwm_mib() -> float:
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / MIB if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
+def _rss_mib() -> float | None:
+    """This process's resident set now (Linux ``VmRSS``), None where it cannot be read."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _settled_rss_mib() -> float:
+    """The resident set once freed memory went back to the system: the baseline of an activation peak.
+
+    glibc keeps freed heap memory mapped (counted in the RSS) for reuse; without ``malloc_trim``
+    a warm-up step's activations would sit in the baseline and the step's peak above it would
+    read near zero. Falls back to the high-water mark where the RSS cannot be read.
+    """
+    gc.collect()
+    with contextlib.suppress(Exception):  # not glibc (macOS, musl): nothing to trim
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    rss = _rss_mib()
+    return rss if rss is not None else _vm_hwm_mib()
 
 
 def _reset_hwm() -> bool:
@@ -212,17 +248,27 @@ def _measure_here(request: dict[str, Any]) -> dict[str, Any]:
         for phase in request["phases"]:
             if phase == "inference":
                 model.eval()
+                before = _vm_hwm_mib()  # building the model may have peaked higher than the step
+                base = _settled_rss_mib()
+                fresh_mark = _reset_hwm()
                 with torch.inference_mode():
                     model(x)
-                out["inference"] = _vm_hwm_mib()
+                out["inference"] = max(before, _vm_hwm_mib())
+                if fresh_mark:  # the step's own peak is readable: above the settled baseline
+                    out["activations_inference"] = _vm_hwm_mib() - base
             else:
                 step = train_step_fn(model, x, y)
                 timed = dict(request.get("train_timing") or {"warmup": 0, "repeats": 1})
                 for _ in range(max(1, timed.pop("warmup"))):
                     step()  # creates AdamW's state: the steady state starts with the next step
-                out["reset"] &= _reset_hwm()
+                model.zero_grad(set_to_none=True)  # what the step does first anyway
+                base = _settled_rss_mib()
+                fresh_mark = _reset_hwm()
+                out["reset"] &= fresh_mark
                 samples = measure_latency(step, warmup=0, **timed)
                 out["train"] = _vm_hwm_mib()
+                if fresh_mark:
+                    out["activations_train"] = out["train"] - base
                 if request.get("train_timing"):
                     out["train_samples"] = samples
             out["reset"] &= _reset_hwm()

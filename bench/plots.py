@@ -90,6 +90,7 @@ class PlotInputs:
     summary: pd.DataFrame
     blocks: pd.DataFrame
     reported: pd.DataFrame | None
+    parts: pd.DataFrame | None = None  # the ok time_by_part records (the breakdown group)
 
 
 @dataclass(frozen=True)
@@ -122,13 +123,15 @@ def title(name: str) -> str:
 
 
 def render_all(
-    summary: pd.DataFrame, blocks: pd.DataFrame, reported: pd.DataFrame | None, out_dir: Path
+    summary: pd.DataFrame, blocks: pd.DataFrame, reported: pd.DataFrame | None, out_dir: Path,
+    parts: pd.DataFrame | None = None,
 ) -> dict[str, list[Path]]:
     """Every registered figure the data allows, name -> written files; :func:`missing` says why one is absent.
 
     An empty chart says nothing, so a figure without data is left out rather than drawn blank.
+    ``parts``: the run's ok time_by_part records (the breakdown group).
     """
-    data = PlotInputs(summary, blocks, reported)
+    data = PlotInputs(summary, blocks, reported, parts)
     out: dict[str, list[Path]] = {}
     with plt.rc_context(STYLE):  # type: ignore[arg-type]  # the stubs want Literal keys
         for plot in PLOTS.values():
@@ -747,3 +750,60 @@ def flops_per_block(blocks: pd.DataFrame, summary: pd.DataFrame) -> Figure:
 
 def _short(x: float) -> str:
     return f"{x:.1f}" if x >= 10 else f"{x:.2f}" if x >= 1 else f"{x:.3g}"
+
+
+# --------------------------------------------------------------------------- time by part
+
+PART_COLOURS = {
+    "embed": "#8c564b", "spatial_attention": "#1f77b4", "temporal_attention": "#aec7e8", "mlp": "#ff7f0e",
+    "graph": "#d62728", "norm": "#bcbd22", "prune": "#2ca02c", "recover": "#98df8a", "head": "#9467bd",
+    "other": "#c7c7c7",
+}  # fmt: skip
+
+
+@register("time_by_part", "Where the time goes: time by part, FLOPs share beside it",
+          "the run has no time by part (time_by_part records come with --metrics breakdown)")  # fmt: skip
+def _draw_time_by_part(data: PlotInputs) -> Figure | None:
+    parts = data.parts
+    if parts is None or parts[parts["phase"] == "inference"].empty:
+        return None
+    return time_by_part(parts, data.summary)
+
+
+def time_by_part(parts: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """Per case, a stacked bar of inference ms by part and, beside it, each part's share of the FLOPs.
+
+    Time is the profiled pass (bench.breakdown), FLOPs the torch counter per part (``flops_g``);
+    one row of bars per case, grouped by backbone in the summary's order.
+    """
+    inf = parts[parts["phase"] == "inference"]
+    order = [c for c in summary["case_id"] if c in set(inf["case_id"])]
+    names = list(PART_COLOURS)
+    ms = inf.groupby(["case_id", "part"])["value"].sum().unstack().reindex(index=order, columns=names).fillna(0.0)
+    has_flops = "flops_g" in inf and inf["flops_g"].notna().any()
+    share = pd.DataFrame(0.0, index=order, columns=names)
+    if has_flops:
+        g = inf.groupby(["case_id", "part"])["flops_g"].sum().unstack().reindex(index=order, columns=names).fillna(0.0)
+        share = 100 * g.div(g.sum(axis=1).where(g.sum(axis=1) > 0), axis=0).fillna(0.0)
+    label = summary.set_index("case_id")
+    ticks = [f"{label.at[c, 'backbone']} {label.at[c, 'variant']} T{label.at[c, 'frames']}" for c in order]
+    fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(12.5, 1.0 + 0.45 * len(order)), sharey=True,
+                                     gridspec_kw={"width_ratios": (3, 2)})  # fmt: skip
+    y = list(range(len(order)))
+    left_t = [0.0] * len(order)
+    left_f = [0.0] * len(order)
+    for part in names:
+        if not ms[part].any() and not share[part].any():
+            continue
+        ax_t.barh(y, ms[part], left=left_t, color=PART_COLOURS[part], label=part.replace("_", " "))
+        ax_f.barh(y, share[part], left=left_f, color=PART_COLOURS[part])
+        left_t = [a + b for a, b in zip(left_t, ms[part], strict=True)]
+        left_f = [a + b for a, b in zip(left_f, share[part], strict=True)]
+    ax_t.set_yticks(y, ticks)
+    ax_t.invert_yaxis()
+    ax_t.set_xlabel("ms per forward (profiled)")
+    ax_f.set_xlabel("share of FLOPs, % (torch counter)" if has_flops else "no FLOPs by part in this run")
+    ax_f.set_xlim(0, 100)
+    ax_t.legend(loc="lower center", bbox_to_anchor=(0.8, 1.0), ncol=5, frameon=False, fontsize=9)
+    fig.tight_layout()
+    return fig

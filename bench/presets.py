@@ -63,8 +63,11 @@ SMOKE_SETTINGS = Settings(
 )
 
 PRESETS: dict[str, Preset] = {
+    # The smoke run leaves out the breakdown (a profiler pass per case: tens of seconds on a shared
+    # CI runner) and flops_train; tests/test_breakdown.py covers both on tiny models.
     "smoke": Preset("smoke", "tiny sizes, T=27, every backbone x variant: does everything run?",
-                    size="tiny", frames=(27,), batch=(1,), settings=SMOKE_SETTINGS),
+                    size="tiny", frames=(27,), batch=(1,), settings=SMOKE_SETTINGS,
+                    metrics=tuple(m for m in METRIC_GROUPS if m not in ("breakdown", "flops_train"))),
     "paper": Preset("paper", "canonical configurations, batch 1, every backbone x variant (default)",
                     size=None, frames=(None,), batch=(1,), settings=PAPER_SETTINGS),
     "scaling": Preset("scaling", f"canonical sizes over T = {', '.join(map(str, SCALING_FRAMES))}",

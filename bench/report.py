@@ -50,7 +50,7 @@ CASE_COLUMNS = [
 ]  # fmt: skip
 # The rectangle a pruned case is compared with: same everything but the variant (and its schedule).
 REFERENCE_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size"]
-MEMORY_METRICS = ("peak_mem_alloc", "peak_mem_reserved", "peak_mem_device", "peak_rss")
+MEMORY_METRICS = ("peak_mem_alloc", "peak_mem_reserved", "peak_mem_device", "peak_rss", "peak_mem_activations")
 
 # A failed record of one of these metrics explains the blank cells of its group.
 METRIC_GROUP = {
@@ -63,6 +63,10 @@ METRIC_GROUP = {
     "fps": "latency",
     "clips_per_s": "latency",
     "train_step": "train",
+    "time_by_part": "breakdown",
+    "achieved_gflops": "breakdown",
+    "machine_peak_gflops": "breakdown",
+    "flops_train": "flops_train",
     **{m: "memory" for m in MEMORY_METRICS},
     **{m: "accuracy" for m in ACCURACY_METRICS},
 }
@@ -187,7 +191,7 @@ def _records_frame(run_dir: Path) -> pd.DataFrame:
     defaults: dict[str, Any] = {
         "run_id": run_dir.name, "pipeline": "", "frames": 0, "batch": 1, "device": "", "dtype": "",
         "size": "", "schedule": "", "pruner": "", "recoverer": "", "method": "", "error": "",
-        "phase": "inference", "block": None, "tokens": None, "unsupported": None,
+        "phase": "inference", "block": None, "tokens": None, "unsupported": None, "part": "", "step": "",
     }  # fmt: skip
     for col, default in defaults.items():
         if col not in df:
@@ -257,6 +261,7 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     for m in MEMORY_METRICS:
         for phase in ("inference", "train"):
             put(f"{m}_{phase}_mib", (ok["metric"] == m) & (ok["phase"] == phase))
+    _put_breakdown(cases, ok)
     unsupported = ok[(ok["metric"] == "flops") & (ok["method"] == "fvcore")].groupby("case_id")["unsupported"].last()
     cases["fvcore_unsupported"] = unsupported.reindex(cases.index).map(_unsupported_text)
 
@@ -276,6 +281,59 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
         ["backbone", "size", "frames", "batch", "device", "dtype", "_v", "schedule"], kind="stable"
     )
     return cases.drop(columns="_v").reset_index(drop=True)
+
+
+PART_NAMES = ("embed", "spatial_attention", "temporal_attention", "mlp", "graph", "norm", "prune", "recover", "head",
+              "other")  # bench.breakdown.PARTS, without importing torch.profiler here  # fmt: skip
+
+
+def _put_breakdown(cases: pd.DataFrame, ok: pd.DataFrame) -> None:
+    """Columns of the breakdown group: ``part_{part}_ms`` (inference, summed over blocks),
+    ``prune_recover_pct`` (of the parts' sum), ``achieved_gflops`` and ``of_peak_pct`` (torch
+    counter), ``machine_peak_gflops`` and ``flops_train``."""
+    parts = ok[(ok["metric"] == "time_by_part") & (ok["phase"] == "inference")]
+    by_part = parts.groupby(["case_id", "part"])["value"].sum().unstack()
+    for part in PART_NAMES:
+        col = by_part[part] if part in by_part else pd.Series(dtype=float)
+        cases[f"part_{part}_ms"] = col.reindex(cases.index).astype(float)
+    total = by_part.sum(axis=1).reindex(cases.index) if not by_part.empty else pd.Series(float("nan"), cases.index)
+    overhead = cases["part_prune_ms"].fillna(0) + cases["part_recover_ms"].fillna(0)
+    cases["prune_recover_pct"] = (100 * overhead / total).where(total > 0)
+    achieved = ok[(ok["metric"] == "achieved_gflops") & (ok["method"] == "torch")].groupby("case_id")["value"].last()
+    peak = ok[ok["metric"] == "machine_peak_gflops"].groupby("case_id")["value"].last()
+    cases["achieved_gflops"] = achieved.reindex(cases.index).astype(float)
+    cases["machine_peak_gflops"] = peak.reindex(cases.index).astype(float)
+    cases["of_peak_pct"] = 100 * cases["achieved_gflops"] / cases["machine_peak_gflops"]
+    train = ok[ok["metric"] == "flops_train"].groupby("case_id")["value"].last()
+    cases["flops_train"] = train.reindex(cases.index).astype(float)
+
+
+def speedup_sentence(rows: pd.DataFrame) -> str:
+    """Where the realised speed-up of a backbone's most pruned case goes, from its time by part."""
+    ms = [f"part_{p}_ms" for p in PART_NAMES]
+    if not set(ms) <= set(rows.columns) or rows[ms].isna().all(axis=None):
+        return ""
+    rect = rows[(rows["variant"] == "rectangle") & rows[ms].notna().any(axis=1)]
+    pruned = rows[(rows["variant"] != "rectangle") & rows[ms].notna().any(axis=1)]
+    if rect.empty or pruned.empty:
+        return ""
+    fewest = pruned["gflops_torch"].idxmin() if "gflops_torch" in pruned and pruned["gflops_torch"].notna().any() else None
+    r, p = rect.iloc[0], pruned.loc[fewest] if fewest is not None else pruned.iloc[-1]  # the most pruned
+    t_r, t_p = r[ms].fillna(0).sum(), p[ms].fillna(0).sum()
+    work = [f"part_{x}_ms" for x in ("spatial_attention", "temporal_attention", "mlp", "graph")]
+    w_r, w_p = r[work].fillna(0).sum(), p[work].fillna(0).sum()
+    extra = float(p["part_prune_ms"] if pd.notna(p["part_prune_ms"]) else 0) + float(
+        p["part_recover_ms"] if pd.notna(p["part_recover_ms"]) else 0)
+    rest_r, rest_p = t_r - w_r, t_p - w_p - extra
+    flops = ""
+    if pd.notna(r.get("gflops_torch")) and pd.notna(p.get("gflops_torch")) and p["gflops_torch"]:
+        flops = f"{r['gflops_torch'] / p['gflops_torch']:.2f}x fewer FLOPs (torch) and "
+    return (
+        f"Where the speed-up goes ({p['variant']} vs rectangle, profiled): {flops}"
+        f"a {t_r / t_p:.2f}x speed-up ({t_r:.1f} -> {t_p:.1f} ms); attention, MLP and graph go "
+        f"{w_r:.1f} -> {w_p:.1f} ms, pruning + recovering add {extra:.1f} ms ({100 * extra / t_p:.1f} %), "
+        f"norms, embedding, head and the rest go {rest_r:.1f} -> {rest_p:.1f} ms."
+    )
 
 
 def _case_status(statuses: pd.Series) -> str:
@@ -433,6 +491,8 @@ def _fmt(x: float, kind: str) -> str:
         return f"{x:+.1f}"
     if kind == "ratio":
         return f"{x:.2f}"
+    if kind == "share":
+        return f"{x:.1f}"
     if kind == "mm":
         return f"{x:.1f}"
     if kind == "int":
@@ -482,6 +542,10 @@ def _table_columns(rows: pd.DataFrame, methods: list[str]) -> list[Column]:
         )
     cols += [
         Column("latency_ms", "Latency ({unit})", "Latency ({unit})", "latency", unit="ms", ci="latency"),
+        Column("peak_mem_activations_inference_mib", "Act. mem. inference (MiB)", "Act.\\ mem.\\ inf.\\ (MiB)", "memory"),
+        Column("peak_mem_activations_train_mib", "Act. mem. train (MiB)", "Act.\\ mem.\\ train (MiB)", "memory"),
+        Column("prune_recover_pct", "Prune+recover (% time)", r"Prune+recover (\% time)", "breakdown", "share"),
+        Column("of_peak_pct", "% of GEMM peak", r"\% of GEMM peak", "breakdown", "share"),
         Column("train_step_ms", "Train step ({unit})", "Train step ({unit})", "train", unit="ms", ci="train_step"),
         Column("fps", "FPS", "FPS", "latency"),
         Column("speedup", "Speed-up (×)", r"Speed-up ($\times$)", "latency", "ratio", ci="speedup"),
@@ -538,6 +602,9 @@ def build_tables(summary: pd.DataFrame, marks: dict[tuple[str, str], tuple[str, 
                 "† Speed-up = ratio of the FPS medians, each measured on its own (this run has no paired "
                 "speed-up records; --metrics speedup measures them alternated in one process)."
             )
+        sentence = speedup_sentence(rows)
+        if sentence:
+            table.remarks.append(sentence)
         if not methods:
             table.remarks.append("No accuracy source: pass --accuracy reported, or a run of `vptbench accuracy`.")
         sources = sorted({s for s in rows.get("reported_source", pd.Series(dtype=str)).dropna() if s})
@@ -724,7 +791,8 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
 
     blocks = recs[(recs["metric"] == "flops_block") & (recs["status"] == "ok") & recs["value"].notna()]
     reported = acc[acc["method"] == "reported"] if acc is not None else None
-    images = plots.render_all(summary, blocks, reported, out_dir / "plots")
+    parts = recs[(recs["metric"] == "time_by_part") & (recs["status"] == "ok") & recs["value"].notna()]
+    images = plots.render_all(summary, blocks, reported, out_dir / "plots", parts=parts)
 
     _for_csv(summary).to_csv(out_dir / "summary.csv", index=False)
     for t in tables:

@@ -32,7 +32,7 @@ RECORD_FIELDS = (
 STATUSES = ("ok", "oom", "error", "skipped")
 # What identifies one measurement: a case can hold several records of a metric (one per FLOP
 # counter, memory phase or block), never two with the same key.
-MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block")
+MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block", "part", "step")  # part, step: time_by_part
 
 # metric -> unit (SPEC section 6); reports, gates and other tools rely on these names.
 METRIC_UNITS = {
@@ -50,6 +50,11 @@ METRIC_UNITS = {
     "peak_mem_reserved": "MiB",
     "peak_mem_device": "MiB",
     "peak_rss": "MiB",
+    "peak_mem_activations": "MiB",
+    "time_by_part": "ms",
+    "achieved_gflops": "GFLOP/s",
+    "machine_peak_gflops": "GFLOP/s",
+    "flops_train": "GFLOPs",
     "mpjpe": "mm",
     "p_mpjpe": "mm",
     "mpjve": "mm",
@@ -209,6 +214,8 @@ def write_meta(run_dir: str | Path, extra: dict[str, Any] | None = None) -> dict
         "end_time": None,
         "command": " ".join(sys.argv),
     }
+    if "machine_peak_gflops" in old:  # a run-wide measurement (bench.breakdown): a resumed run keeps it
+        meta["machine_peak_gflops"] = old["machine_peak_gflops"]
     meta.update(extra or {})
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ def run_case(
     """Measure ``case`` into ``run_dir`` (records appended as measured) and mark it done."""
     records = []
     with RecordWriter(run_dir) as writer:
-        for rec in measure_case(case, metrics, run_id, settings=settings):
+        for rec in measure_case(case, metrics, run_id, settings=settings, run_dir=run_dir):
             writer.write(rec)
             records.append(rec)
     mark_done(run_dir, case.case_id)

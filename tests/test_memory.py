@@ -96,6 +96,9 @@ def test_peak_rss_sees_what_the_step_holds(hog):
         assert small[phase] >= small["baseline_mib"] > 0
         # the forward holds 256 MiB (training holds it too): the peak moves by about that much
         assert 200 < big[phase] - small[phase] < 400, (phase, small, big)
+        # the activation figure is the same 256 MiB, without the ~200 MiB of interpreter and torch
+        act_small, act_big = small[f"activations_{phase}"], big[f"activations_{phase}"]
+        assert 0 <= act_small < 100 and 200 < act_big - act_small < 400, (phase, small, big)
     assert small["reset"] and big["reset"]
 
 
@@ -138,6 +141,7 @@ def test_cuda_peak_memory_counts_a_known_allocation():
 
     rep = memory.cuda_peak_memory(step, "cuda")
     assert 256 <= rep.alloc_mib < 300
+    assert rep.baseline_mib is not None and 256 <= rep.alloc_mib - rep.baseline_mib < 300  # activations
     assert rep.reserved_mib >= rep.alloc_mib
     if rep.device_mib is not None:  # NVML sees the whole device: at least what torch reserved
         assert rep.device_mib >= rep.reserved_mib
@@ -152,7 +156,8 @@ def test_cpu_training_is_timed_in_the_fresh_process_when_memory_is_measured():
     case = Case("mixste", frames=9, size="tiny")
     both = list(measure_case(case, ["memory", "train"], "r", settings=settings))
     assert [(r["metric"], r.get("phase")) for r in both] == [
-        ("peak_rss", "inference"), ("peak_rss", "train"), ("train_step", None),
+        ("peak_rss", "inference"), ("peak_mem_activations", "inference"),
+        ("peak_rss", "train"), ("peak_mem_activations", "train"), ("train_step", None),
     ]  # fmt: skip
     train = both[-1]
     assert train["status"] == "ok" and train["fresh_process"] is True and len(train["samples"]) == 2

@@ -58,7 +58,7 @@ def test_readme_pruner_as_a_plugin_runs_in_profile_and_in_local_workers(user_fil
         "--plugin", pruner,
     ]) == 0  # fmt: skip
     records = json.loads(capsys.readouterr().out)  # peak_rss comes from a fresh process: it imports the plugin too
-    assert {r["metric"] for r in records} == {"flops", "flops_block", "peak_rss"}
+    assert {r["metric"] for r in records} == {"flops", "flops_block", "peak_rss", "peak_mem_activations"}
     assert {(r["schedule"], r["pruner"], r["recoverer"], r["status"]) for r in records} == {
         ("2:9,5:3:energy", "tpc", "nearest", "ok")
     }
