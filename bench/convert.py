@@ -239,4 +239,4 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def _default_source(model: nn.Module) -> str:
     """HoT for a model with HoT's pruning parameters, else the backbone's own release."""
     tokens: Any = model.tokens
-    return "hot" if tokens.tra is not None or len(tokens.embeds) else "original"
+    return "hot" if tokens.recoverer == "tra" or len(tokens.embeds) else "original"
