@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import importlib
 import json
@@ -234,8 +235,11 @@ def _measure_here(request: dict[str, Any]) -> dict[str, Any]:
         from .timing import measure_latency, train_step_fn
 
         fields, module = request["case"], request.get("module", "")
-        for plugin in request.get("plugins", ()):  # the run's plugins (pruners, backbones), on the path
-            importlib.import_module(plugin)
+        # The run's plugins (pruners, backbones) with the folders they came from: a long-lived
+        # zygote started before they were loaded does not have those folders on its path.
+        from .plugins import Plugin, activate_all
+
+        activate_all(Plugin(**p) for p in request.get("plugins", ()))
         if fields["backbone"] not in backbones.names() and module not in ("", "__main__"):
             importlib.import_module(module)  # a user's backbone registers itself on import
         if request.get("threads"):
@@ -508,7 +512,7 @@ def peak_rss(
     groups: list[list[str]] = [list(phases)]
     for group in groups:
         request = {"case": case_fields, "phases": group, "threads": threads, "module": module,
-                   "train_timing": train_timing, "plugins": [p.module for p in plugins.loaded()]}  # fmt: skip
+                   "train_timing": train_timing, "plugins": [dataclasses.asdict(p) for p in plugins.loaded()]}  # fmt: skip
         reply = _ask_fresh(request, timeout_s)
         out = reply["out"]
         if reply["status"] != "ok":
