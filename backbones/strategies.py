@@ -373,7 +373,9 @@ def interpolate_tokens(x: torch.Tensor, pos: torch.Tensor, frames: int) -> torch
         return x.expand(b, frames, *x.shape[2:]).clone()
     t = torch.arange(frames, device=x.device, dtype=torch.float32).expand(b, frames).contiguous()
     p = pos.to(torch.float32).contiguous()
-    right = torch.searchsorted(p, t).clamp(1, k - 1)  # (B, T)
+    # searchsorted(p, t) (the first kept position >= t) as a count of positions below t: the same
+    # indices, but exportable to ONNX (which has no searchsorted) at a (B, T, K) comparison's cost.
+    right = (p.unsqueeze(1) < t.unsqueeze(2)).sum(dim=2).clamp(1, k - 1)  # (B, T)
     left = right - 1
     p_left, p_right = torch.gather(p, 1, left), torch.gather(p, 1, right)
     w = ((t - p_left) / (p_right - p_left).clamp_min(1e-6)).clamp(0.0, 1.0)
