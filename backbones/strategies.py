@@ -200,7 +200,10 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def select_tps(batch: int, tokens: int, keep: int, device: torch.device | None = None) -> torch.Tensor:
     """Uniform sampling: round(linspace(0, tokens - 1, keep)), the same for every sample."""
-    idx = torch.linspace(0, tokens - 1, keep, device=device).round().long()
+    if keep == 1:  # linspace's one step is its start; exported to ONNX it would divide by keep - 1 = 0
+        idx = torch.zeros(1, dtype=torch.long, device=device)
+    else:
+        idx = torch.linspace(0, tokens - 1, keep, device=device).round().long()
     return idx.unsqueeze(0).expand(batch, keep)
 
 

@@ -36,6 +36,7 @@ from tabulate import tabulate
 
 from backbones.registry import VARIANTS
 
+from . import report_runtimes
 from .errors import UsageError
 from .results import MEASUREMENT_KEY, read_meta, read_records
 
@@ -45,10 +46,10 @@ REPORTED_COLUMNS = ("backbone", "variant", "frames", "size", "metric", "value", 
 JOIN_KEYS = ["backbone", "variant", "frames", "size"]
 CASE_COLUMNS = [
     "case_id", "backbone", "variant", "pipeline", "frames", "batch", "device", "dtype", "size",
-    "schedule", "pruner", "recoverer",
+    "schedule", "pruner", "recoverer", "runtime",
 ]  # fmt: skip
 # The rectangle a pruned case is compared with: same everything but the variant (and its schedule).
-REFERENCE_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size"]
+REFERENCE_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size", "runtime"]
 MEMORY_METRICS = ("peak_mem_alloc", "peak_mem_reserved", "peak_mem_device", "peak_rss")
 
 # A failed record of one of these metrics explains the blank cells of its group.
@@ -185,7 +186,7 @@ def _records_frame(run_dir: Path) -> pd.DataFrame:
     df = pd.DataFrame(recs)
     defaults: dict[str, Any] = {
         "run_id": run_dir.name, "pipeline": "", "frames": 0, "batch": 1, "device": "", "dtype": "",
-        "size": "", "schedule": "", "pruner": "", "recoverer": "", "method": "", "error": "",
+        "size": "", "schedule": "", "pruner": "", "recoverer": "", "runtime": "eager", "method": "", "error": "",
         "phase": "inference", "block": None, "tokens": None, "unsupported": None,
     }  # fmt: skip
     for col, default in defaults.items():
@@ -255,7 +256,7 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     order = {v: i for i, v in enumerate(VARIANTS)}
     cases["_v"] = cases["variant"].map(lambda v: order.get(v, len(order)))
     cases = cases.sort_values(
-        ["backbone", "size", "frames", "batch", "device", "dtype", "_v", "schedule"], kind="stable"
+        ["backbone", "size", "frames", "batch", "device", "dtype", "runtime", "_v", "schedule"], kind="stable"
     )
     return cases.drop(columns="_v").reset_index(drop=True)
 
@@ -425,6 +426,8 @@ def _table_columns(rows: pd.DataFrame, methods: list[str]) -> list[Column]:
         cols.append(Column("batch", "Batch", "Batch", fmt="int"))
     if rows["device"].nunique() > 1 or rows["dtype"].nunique() > 1:
         cols.append(Column("device_text", "Device", "Device", fmt="text"))
+    if set(rows["runtime"]) != {"eager"}:
+        cols.append(Column("runtime", "Runtime", "Runtime", fmt="text"))
     cols += [
         Column("params", "Params (M)", "Params (M)", "params", "params"),
         Column("gflops_paper", "GFLOPs (paper)", "GFLOPs (paper)", "flops"),
@@ -659,8 +662,13 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     for t in tables:
         (out_dir / "tables" / f"{_safe(t.backbone)}.tex").write_text(table_latex(t), encoding="utf-8")
     absent = plots.missing(images)
-    (out_dir / "index.md").write_text(_markdown(run_id, meta, tables, images, absent, out_dir), encoding="utf-8")
-    (out_dir / "index.html").write_text(_html(run_id, meta, tables, images, absent, out_dir), encoding="utf-8")
+    md, page = _markdown(run_id, meta, tables, images, absent, out_dir), _html(run_id, meta, tables, images, absent, out_dir)
+    deploy = report_runtimes.section(recs)  # runs with --runtime: latency, speed-ups and status per runtime
+    if deploy is not None:
+        md += "\n" + deploy.markdown()
+        page = page.replace("</body></html>", deploy.html() + "\n</body></html>", 1)
+    (out_dir / "index.md").write_text(md, encoding="utf-8")
+    (out_dir / "index.html").write_text(page, encoding="utf-8")
     return out_dir
 
 
