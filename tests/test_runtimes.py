@@ -222,3 +222,14 @@ def test_report_section_speedups_are_within_each_runtime():
     assert rect[1:4] == ["onnxruntime", "torchscript", "export_error 1e-07"]
     eager_only = recs[recs["runtime"] == "eager"]
     assert section(eager_only) is None
+
+
+def test_gate_speedups_never_mix_runtimes():
+    from bench.gate import _speedups
+
+    recs = [
+        _rec("rectangle", "eager", "latency", 10.0), _rec("hierarchical", "eager", "latency", 5.0),
+        _rec("rectangle", "onnxruntime", "latency", 4.0), _rec("hierarchical", "onnxruntime", "latency", 1.0),
+    ]  # fmt: skip
+    got = {cid: round(v, 3) for cid, (v, _) in _speedups(recs).items()}
+    assert sorted(got.values()) == [2.0, 4.0]
