@@ -128,6 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma list of {', '.join(METRIC_GROUPS)} (default: all)")
     p.add_argument("--runtime", default="eager", help="how the forward runs when timed: eager (default), compile, onnxruntime")
     p.add_argument("--save-onnx", default=None, metavar="DIR", help="onnxruntime: write the exported .onnx file into DIR")
+    p.add_argument("--onnx-exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
+                   help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     _min_time(p)
     p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
@@ -149,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runtime", type=_csv, default=None, metavar="R,...",
                    help="runtimes to time, a comma list of eager (default), compile, onnxruntime; a matrix axis")
     p.add_argument("--save-onnx", action="store_true", help="onnxruntime: keep every exported .onnx in <out>/onnx/")
+    p.add_argument("--onnx-exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
+                   help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     _min_time(p)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")

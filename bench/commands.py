@@ -181,8 +181,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     # The effort of the preset this case would belong to: tiny sizes are smoke tests.
     settings = with_threads(get_preset("smoke" if case.size == "tiny" else "paper").settings, args.threads)
     settings = with_min_time(settings, args.min_time)
-    if args.save_onnx:
-        settings = dataclasses.replace(settings, save_onnx=args.save_onnx)
+    settings = dataclasses.replace(settings, save_onnx=args.save_onnx, onnx_exporter=args.onnx_exporter)
     records = list(measure_case(case, args.metrics, "profile", settings=settings, model=model))
     if args.json:
         print(json.dumps(records))
@@ -300,8 +299,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         ensure_fresh(run_dir)
     _check_writable(run_dir)
-    if args.save_onnx:
-        settings = dataclasses.replace(settings, save_onnx=str((run_dir / "onnx").resolve()))
+    save = str((run_dir / "onnx").resolve()) if args.save_onnx else None
+    settings = dataclasses.replace(settings, save_onnx=save, onnx_exporter=args.onnx_exporter)
     meta = {"preset": preset.name, "executor": executor, "shard": args.shard, "plugins": plugins.describe(),
             "runtimes": runtime_list}  # fmt: skip
 

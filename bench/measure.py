@@ -89,6 +89,7 @@ class Settings:
     train_max_time_s: float | None = None
     speed: timing.SpeedSettings = field(default_factory=timing.SpeedSettings)
     save_onnx: str | None = None  # a directory: the onnxruntime runtime writes each case's .onnx there
+    onnx_exporter: str = "auto"  # bench.runtimes.EXPORTERS, or auto: the first that exports the model
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -269,7 +270,7 @@ def _latency(
     save = Path(settings.save_onnx) if settings.save_onnx else None
     prepared = runtimes.prepare(
         case.runtime, _maybe_compiled(model, settings) if case.runtime == "eager" else model, x,
-        device=case.device, save_dir=save, name=_file_name(case),
+        device=case.device, save_dir=save, name=_file_name(case), exporter=settings.onnx_exporter,
     )
     for rep in prepared.reports:
         status = "error" if rep.error else "ok"
