@@ -238,7 +238,7 @@ def _onnxruntime(
         break
     fields: dict[str, Any] = {"runtime": "onnxruntime", "exporter": used or exporter}
     if not used:
-        report = Report("export_error", None, "onnxruntime", {"exporter_failures": failures},
+        report = Report("export_error", None, "onnxruntime", {"exporter": exporter, "exporter_failures": failures},
                         error=f"no exporter could export the model ({'; '.join(failures)})")  # fmt: skip
         return Prepared(lambda: None, fields, [report])
     path = None

@@ -123,6 +123,35 @@ def test_pruned_models_export_with_parity(tmp_path, backbone, variant, pruner):
         assert out.shape == tuple(model(x).shape)
 
 
+class TinyHourglass(nn.Module):
+    """The token module alone around one layer: clustering top-k, gather, interpolation.
+
+    27 frames: below 26 tokens torch.cdist (tpc's distances) runs ``aten::_cdist_forward``, which
+    the dynamo exporter cannot translate (the TorchScript one can); from 26 on it is matmuls.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        from backbones.tokens import TokenHourglass
+
+        self.lin = nn.Linear(2, 8)
+        self.tokens = TokenHourglass(frames=27, depth=2, dim=8, schedule=[(1, 9)], pruner="tpc", recoverer="tri")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pos = self.tokens.positions(x)
+        x, pos = self.tokens.prune(1, self.lin(x), pos)
+        return self.tokens.recover(x, pos)
+
+
+@pytest.mark.parametrize("exporter", runtimes.EXPORTERS)
+def test_both_exporters_take_the_token_module(exporter):
+    pytest.importorskip("onnxscript")
+    torch.manual_seed(0)
+    prepared = runtimes.prepare("onnxruntime", TinyHourglass().eval(), torch.randn(2, 27, 17, 2), exporter=exporter)
+    (rep,) = prepared.reports
+    assert rep.extra["exporter"] == exporter and not rep.error and rep.value <= 1e-4
+
+
 class BakedChoice(nn.Module):
     """A data-dependent choice made in Python: tracing freezes the branch the traced input took."""
 
