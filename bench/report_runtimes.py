@@ -157,7 +157,7 @@ def section(recs: pd.DataFrame) -> Section | None:
         status = str(lat_rec.iloc[-1]["status"]) if len(lat_rec) else "-"
         how = value = breaks = ""
         if p is not None:
-            how = str(p.get("exporter") or p.get("backend") or "")
+            how = next((str(v) for v in (p.get("exporter"), p.get("backend")) if isinstance(v, str) and v), "")
             pv = _num(p["value"])
             if p["metric"] == "export_error":
                 value = f"export_error {pv:.2g}" if pv is not None else "export_error -"
