@@ -200,7 +200,10 @@ def gather_tokens(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 def select_tps(batch: int, tokens: int, keep: int, device: torch.device | None = None) -> torch.Tensor:
     """Uniform sampling: round(linspace(0, tokens - 1, keep)), the same for every sample."""
-    idx = torch.linspace(0, tokens - 1, keep, device=device).round().long()
+    if keep == 1:  # linspace's one step is its start; exported to ONNX it would divide by keep - 1 = 0
+        idx = torch.zeros(1, dtype=torch.long, device=device)
+    else:
+        idx = torch.linspace(0, tokens - 1, keep, device=device).round().long()
     return idx.unsqueeze(0).expand(batch, keep)
 
 
@@ -373,7 +376,9 @@ def interpolate_tokens(x: torch.Tensor, pos: torch.Tensor, frames: int) -> torch
         return x.expand(b, frames, *x.shape[2:]).clone()
     t = torch.arange(frames, device=x.device, dtype=torch.float32).expand(b, frames).contiguous()
     p = pos.to(torch.float32).contiguous()
-    right = torch.searchsorted(p, t).clamp(1, k - 1)  # (B, T)
+    # searchsorted(p, t) (the first kept position >= t) as a count of positions below t: the same
+    # indices, but exportable to ONNX (which has no searchsorted) at a (B, T, K) comparison's cost.
+    right = (p.unsqueeze(1) < t.unsqueeze(2)).sum(dim=2).clamp(1, k - 1)  # (B, T)
     left = right - 1
     p_left, p_right = torch.gather(p, 1, left), torch.gather(p, 1, right)
     w = ((t - p_left) / (p_right - p_left).clamp_min(1e-6)).clamp(0.0, 1.0)

@@ -155,8 +155,8 @@ def ensure_centre(idx: torch.Tensor, pos: torch.Tensor, centre: int, score: torc
     """
     local = (pos == centre).float().argmax(dim=1, keepdim=True)  # (B, 1) local index of the centre
     present = (idx == local).any(dim=1, keepdim=True)
-    if bool(present.all()):
-        return idx
+    # No early return when every sample has it: a data-dependent branch that exporters and
+    # torch.compile cannot follow. Where present, the result is ``idx`` (already sorted) anyway.
     if score is None:
         victim = (idx - local).abs().argmin(dim=1, keepdim=True)
     else:

@@ -13,12 +13,14 @@ from backbones.tokens import format_schedule, parse_schedule, resolve_schedule, 
 from .errors import UsageError
 
 DTYPES = ("float32", "float16", "bfloat16")
+RUNTIMES = ("eager", "compile", "onnxruntime")  # bench.runtimes implements them
 
 
 @dataclass(frozen=True)
 class Case:
-    """(backbone, variant, frames, batch, device, dtype, size, schedule, pruner, recoverer).
+    """(backbone, variant, frames, batch, device, dtype, size, schedule, pruner, recoverer, runtime).
 
+    ``runtime`` is how the forward runs when timed (bench.runtimes: eager, compile, onnxruntime).
     Empty ``schedule``/``pruner``/``recoverer`` and ``size``/``frames`` of None mean the backbone's
     defaults; :meth:`resolve` fills them in so that records always say what was measured.
     """
@@ -33,6 +35,7 @@ class Case:
     schedule: str = ""  # "BLOCK:KEEP[:PRUNER],..." with KEEP a count (resolved) or a ratio of T
     pruner: str = ""  # the stages' pruner where they name none
     recoverer: str = ""
+    runtime: str = "eager"
 
     @property
     def case_id(self) -> str:
@@ -40,7 +43,10 @@ class Case:
         parts = [self.backbone, self.variant, f"T{self.frames}", f"B{self.batch}", str(self.size)]
         if self.variant != "rectangle":
             parts += [self.schedule, f"{self.pruner}+{self.recoverer or '-'}"]
-        return "/".join(parts + [self.device, self.dtype])
+        parts += [self.device, self.dtype]
+        if self.runtime != "eager":  # eager ids stay as they were before runtimes existed
+            parts.append(self.runtime)
+        return "/".join(parts)
 
     def resolve(self) -> Case:
         """Fill in the backbone's defaults and turn ratios into token counts; UsageError if invalid."""
@@ -52,6 +58,8 @@ class Case:
             raise UsageError(f"unknown variant {self.variant!r}; choose from {', '.join(backbones.VARIANTS)}")
         if self.dtype not in DTYPES:
             raise UsageError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
+        if self.runtime not in RUNTIMES:
+            raise UsageError(f"unknown runtime {self.runtime!r}; choose from {', '.join(RUNTIMES)}")
         if self.batch < 1:
             raise UsageError(f"batch must be >= 1, got {self.batch}")
         frames = self.frames or spec.frames

@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recoverer", default="", help="tri | tra (default '': the variant's)")
     p.add_argument("--metrics", type=_metrics, default=None,
                    help=f"comma list of {', '.join(METRIC_GROUPS)} (default: all; none with --trace)")
+    p.add_argument("--runtime", default="eager", help="how the forward runs when timed: eager (default), compile, onnxruntime")
+    p.add_argument("--save-onnx", default=None, metavar="DIR", help="onnxruntime: write the exported .onnx file into DIR")
+    p.add_argument("--onnx-exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
+                   help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     _min_time(p)
     p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
@@ -178,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: float32)")
     p.add_argument("--metrics", type=_metrics, default=None, help=f"comma list of {', '.join(METRIC_GROUPS)} (default: the preset's, all)")
+    p.add_argument("--runtime", type=_csv, default=None, metavar="R,...",
+                   help="runtimes to time, a comma list of eager (default), compile, onnxruntime; a matrix axis")
+    p.add_argument("--save-onnx", action="store_true", help="onnxruntime: keep every exported .onnx in <out>/onnx/")
+    p.add_argument("--onnx-exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
+                   help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     _min_time(p)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")

@@ -24,7 +24,7 @@ from tabulate import tabulate
 
 import backbones
 
-from . import executors, numbers, plugins
+from . import executors, numbers, plugins, runtimes
 from .case import Case
 from .errors import UsageError
 from .measure import METRIC_GROUPS, Settings, check_device, measure_case
@@ -168,16 +168,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
         case = Case(
             backbone=args.backbone, variant=args.variant or "rectangle", frames=args.frames, batch=args.batch,
             device=args.device, dtype=args.dtype, size=args.size, schedule=args.schedule,
-            pruner=args.pruner, recoverer=args.recoverer,
+            pruner=args.pruner, recoverer=args.recoverer, runtime=args.runtime,
         ).resolve()
         check_device(case.device)
         torch.manual_seed(0)
         model = case.build()  # UsageError for what only the model knows (e.g. a block beyond the depth)
+    if case.runtime != args.runtime:  # a checkpoint's case
+        case = dataclasses.replace(case, runtime=args.runtime)
+    runtimes.check(case.runtime, case.device, case.dtype)
     if not args.json:
         print(f"profiling {case.case_id} ...", file=sys.stderr)
     # The effort of the preset this case would belong to: tiny sizes are smoke tests.
     settings = with_threads(get_preset("smoke" if case.size == "tiny" else "paper").settings, args.threads)
     settings = with_min_time(settings, args.min_time)
+    settings = dataclasses.replace(settings, save_onnx=args.save_onnx, onnx_exporter=args.onnx_exporter)
     metrics = args.metrics if args.metrics is not None else ([] if args.trace else list(METRIC_GROUPS))
     if args.trace:
         write_profile_trace(case, model, args.trace, settings)
@@ -303,9 +307,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     executor = args.executor or "local"
     if args.resume and not args.out:
         raise UsageError("--resume needs --out: the run directory to continue")
+    dtype = args.dtype or "float32"
+    runtime_list = list(dict.fromkeys(args.runtime or ["eager"]))
+    for runtime in runtime_list:
+        runtimes.check(runtime, device, dtype)  # one line naming the runtime, the extra or the dtype
+    if args.save_onnx and "onnxruntime" not in runtime_list:
+        raise UsageError("--save-onnx saves the models that --runtime onnxruntime exports; add onnxruntime to --runtime")
     cases = build_matrix(
         preset, backbone_names=args.backbones, variants=args.variants, frames=args.frames,
-        batch=args.batch, size=args.size, device=device, dtype=args.dtype or "float32",
+        batch=args.batch, size=args.size, device=device, dtype=dtype, runtimes=runtime_list,
     )
     cases = with_strategies(cases, getattr(args, "pruners", None), getattr(args, "recoverers", None))
     if args.shard:
@@ -319,7 +329,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         ensure_fresh(run_dir)
     _check_writable(run_dir)
-    meta = {"preset": preset.name, "executor": executor, "shard": args.shard, "plugins": plugins.describe()}
+    save = str((run_dir / "onnx").resolve()) if args.save_onnx else None
+    settings = dataclasses.replace(settings, save_onnx=save, onnx_exporter=args.onnx_exporter)
+    meta = {"preset": preset.name, "executor": executor, "shard": args.shard, "plugins": plugins.describe(),
+            "runtimes": runtime_list}  # fmt: skip
 
     if executor != "inline":
         summary = executors.run_cases(

@@ -177,7 +177,8 @@ def _speedups(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float, st
     latency = {r["case_id"]: r for r in records if r["metric"] == "latency" and r["status"] == "ok" and r["value"]}
 
     def group(r: Mapping[str, Any]) -> tuple[Any, ...]:
-        return tuple(r.get(k) for k in ("backbone", "frames", "batch", "device", "dtype", "size"))
+        keys = ("backbone", "frames", "batch", "device", "dtype", "size")
+        return (*(r.get(k) for k in keys), r.get("runtime") or "eager")  # never across runtimes
 
     rect = {group(r): r["value"] for r in latency.values() if r["variant"] == "rectangle"}
     out = {}

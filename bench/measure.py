@@ -16,6 +16,10 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
   own rectangle (same backbone, size, T, batch, dtype, device, threads, weights seeded alike)
   built in this process and called alternately with the case (bench.timing.measure_paired);
   ``samples`` holds the per-pair ratios, ``samples_rectangle``/``samples_pruned`` the ms.
+- runtime (``case.runtime``, see bench.runtimes): latency times the eager model, its
+  torch.compile or its ONNX Runtime session; compile adds compile_s (the first call), onnxruntime
+  export_error (parity with eager; above the tolerance the latency group fails). Memory,
+  training, speedup and the rest are measured for the eager runtime only (skipped records say so for the others).
 - ``memory``: per phase (``phase`` inference | train): peak_mem_alloc, peak_mem_reserved and
   peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.memory), and on both
   peak_mem_activations (the step's peak above the memory in use before it).
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +59,7 @@ import torch.nn as nn
 
 import backbones
 
-from . import load, memory, timing
+from . import load, memory, runtimes, timing
 from .case import Case
 from .errors import UsageError
 from .inputs import example_inputs
@@ -90,6 +95,8 @@ class Settings:
     max_time_s: float | None = None
     train_max_time_s: float | None = None
     speed: timing.SpeedSettings = field(default_factory=timing.SpeedSettings)
+    save_onnx: str | None = None  # a directory: the onnxruntime runtime writes each case's .onnx there
+    onnx_exporter: str = "auto"  # bench.runtimes.EXPORTERS, or auto: the first that exports the model
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -164,6 +171,7 @@ def measure_case(
     try:
         case = case.resolve()
         check_device(case.device)
+        runtimes.check(case.runtime, case.device, case.dtype)  # installed, and takes this dtype here
         if model is None:
             torch.manual_seed(0)  # the same weights for every run of a case (tpc's choices depend on them)
             model = case.build()
@@ -176,6 +184,11 @@ def measure_case(
         for group in groups:
             yield failure(run_id, case, group_metric(group, case.device), e, status=failure_status(e))
         return
+    applies = METRIC_GROUPS if case.runtime == "eager" else runtimes.ANY_RUNTIME_GROUPS
+    for group in [g for g in groups if g not in applies]:
+        why = f"{group} is measured on the eager runtime only (the {case.runtime} case times latency)"
+        yield failure(run_id, case, group_metric(group, case.device), why, status="skipped")
+    groups = [g for g in groups if g in applies]
     x, y = example_inputs(case, model)
     on_cpu = torch.device(case.device).type == "cpu"
     if on_cpu and "memory" in groups and "train" in groups and not settings.speed.compile:
@@ -269,20 +282,28 @@ def _flops(run_id: str, case: Case, model: nn.Module, x: torch.Tensor) -> Iterat
 def _latency(
     run_id: str, case: Case, model: nn.Module, x: torch.Tensor, settings: Settings
 ) -> Iterator[dict[str, Any]]:
-    fn_model = _maybe_compiled(model, settings)
-
-    def forward() -> None:
-        with torch.inference_mode():
-            fn_model(x)
-
+    # The runtime decides what is timed (bench.runtimes); the timing protocol is the same for all.
+    save = Path(settings.save_onnx) if settings.save_onnx else None
+    prepared = runtimes.prepare(
+        case.runtime, _maybe_compiled(model, settings) if case.runtime == "eager" else model, x,
+        device=case.device, save_dir=save, name=_file_name(case), exporter=settings.onnx_exporter,
+    )
+    for rep in prepared.reports:
+        status = "error" if rep.error else "ok"
+        yield record(run_id, case, rep.metric, rep.value, method=rep.method, status=status, error=rep.error,
+                     **rep.extra)  # fmt: skip
+    if prepared.error:
+        raise RuntimeError(prepared.error)  # the latency group fails with the same reason
     with load.Monitor(torch.get_num_threads()) as mon:
         samples = timing.measure_latency(
-            forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
+            prepared.forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
             min_time_s=settings.min_time_s, max_repeats=settings.max_repeats, max_time_s=settings.max_time_s,
         )
     s = timing.summarise(samples)
     method = timing.timer_name(case.device)
-    env = timing.describe(settings.speed, case.device, case.dtype)
+    env = timing.describe(settings.speed, case.device, case.dtype) | prepared.fields
+    if case.runtime == "compile":
+        env["compile"] = True
     stats = timing.stats_fields(samples, load=mon.fields())
     yield record(run_id, case, "latency", s.median, method=method, samples=samples, warmup=settings.warmup,
                  **stats, **env)  # fmt: skip
@@ -465,6 +486,11 @@ def failure_with(
     rec = failure(run_id, case, metric, why, status=status)
     rec.update(extra)
     return rec
+
+
+def _file_name(case: Case) -> str:
+    """The case id as a file name (for the saved .onnx)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", case.case_id).strip("_")
 
 
 def _maybe_compiled(model: nn.Module, settings: Settings) -> nn.Module:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 import backbones
 
-from .case import DTYPES, Case
+from .case import DTYPES, RUNTIMES, Case
 from .errors import UsageError
 from .measure import METRIC_GROUPS, Settings
 from .timing import SpeedSettings
@@ -94,6 +94,7 @@ def build_matrix(
     size: str | None = None,
     device: str = "cpu",
     dtype: str = "float32",
+    runtimes: Sequence[str] = ("eager",),
 ) -> list[Case]:
     """The cases of ``preset`` with the user's overrides, in a fixed order, resolved where possible.
 
@@ -112,6 +113,9 @@ def build_matrix(
             raise UsageError(f"unknown variant {v!r}; choose from {', '.join(backbones.VARIANTS)}")
     if dtype not in DTYPES:
         raise UsageError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+    for r in runtimes:
+        if r not in RUNTIMES:
+            raise UsageError(f"unknown runtime {r!r}; choose from {', '.join(RUNTIMES)}")
     batches = tuple(batch) if batch else preset.batch
     bad_batch = [b for b in batches if b < 1]
     if bad_batch:
@@ -132,11 +136,13 @@ def build_matrix(
             raise UsageError(f"no selected backbone can take {asked} frames ({reasons})")
 
     cases = []
-    for name, t, b, variant in itertools.product(names, lengths, batches, variant_list):
+    # The variants of one runtime run one after the other: a pruned case and its rectangle are timed
+    # close together in time, under the same machine load.
+    for name, t, b, runtime, variant in itertools.product(names, lengths, batches, runtimes, variant_list):
         spec = backbones.spec(name)
         case = Case(
             backbone=name, variant=variant, frames=t or spec.frames, batch=b, device=device, dtype=dtype,
-            size=size or spec.default_size,
+            size=size or spec.default_size, runtime=runtime,
         )
         cases.append(prepare(case))
     return cases

@@ -36,7 +36,7 @@ from tabulate import tabulate
 
 from backbones.registry import VARIANTS
 
-from . import numbers
+from . import numbers, report_runtimes
 from .errors import UsageError
 from .results import MEASUREMENT_KEY, read_meta, read_records
 
@@ -46,10 +46,10 @@ REPORTED_COLUMNS = ("backbone", "variant", "frames", "size", "metric", "value", 
 JOIN_KEYS = ["backbone", "variant", "frames", "size"]
 CASE_COLUMNS = [
     "case_id", "backbone", "variant", "pipeline", "frames", "batch", "device", "dtype", "size",
-    "schedule", "pruner", "recoverer",
+    "schedule", "pruner", "recoverer", "runtime",
 ]  # fmt: skip
 # The rectangle a pruned case is compared with: same everything but the variant (and its schedule).
-REFERENCE_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size"]
+REFERENCE_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size", "runtime"]
 MEMORY_METRICS = ("peak_mem_alloc", "peak_mem_reserved", "peak_mem_device", "peak_rss", "peak_mem_activations")
 
 # A failed record of one of these metrics explains the blank cells of its group.
@@ -190,7 +190,7 @@ def _records_frame(run_dir: Path) -> pd.DataFrame:
     df = pd.DataFrame(recs)
     defaults: dict[str, Any] = {
         "run_id": run_dir.name, "pipeline": "", "frames": 0, "batch": 1, "device": "", "dtype": "",
-        "size": "", "schedule": "", "pruner": "", "recoverer": "", "method": "", "error": "",
+        "size": "", "schedule": "", "pruner": "", "recoverer": "", "runtime": "eager", "method": "", "error": "",
         "phase": "inference", "block": None, "tokens": None, "unsupported": None, "part": "", "step": "",
     }  # fmt: skip
     for col, default in defaults.items():
@@ -278,7 +278,7 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     order = {v: i for i, v in enumerate(VARIANTS)}
     cases["_v"] = cases["variant"].map(lambda v: order.get(v, len(order)))
     cases = cases.sort_values(
-        ["backbone", "size", "frames", "batch", "device", "dtype", "_v", "schedule"], kind="stable"
+        ["backbone", "size", "frames", "batch", "device", "dtype", "runtime", "_v", "schedule"], kind="stable"
     )
     return cases.drop(columns="_v").reset_index(drop=True)
 
@@ -510,6 +510,8 @@ def _table_columns(rows: pd.DataFrame, methods: list[str]) -> list[Column]:
         cols.append(Column("batch", "Batch", "Batch", fmt="int"))
     if rows["device"].nunique() > 1 or rows["dtype"].nunique() > 1:
         cols.append(Column("device_text", "Device", "Device", fmt="text"))
+    if set(rows["runtime"]) != {"eager"}:
+        cols.append(Column("runtime", "Runtime", "Runtime", fmt="text"))
     cols += [
         Column("params", "Params", "Params", "params", "count"),
         Column("gflops_paper", "{unit} (paper)", "{unit} (paper)", "flops", unit="GFLOPs"),
@@ -792,7 +794,10 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     blocks = recs[(recs["metric"] == "flops_block") & (recs["status"] == "ok") & recs["value"].notna()]
     reported = acc[acc["method"] == "reported"] if acc is not None else None
     parts = recs[(recs["metric"] == "time_by_part") & (recs["status"] == "ok") & recs["value"].notna()]
-    images = plots.render_all(summary, blocks, reported, out_dir / "plots", parts=parts)
+    # Plots show one runtime (eager where the run has it): their points are cases, and a case's FPS
+    # on another runtime would be a second point of the same model; the runtimes section compares them.
+    shown = "eager" if (summary["runtime"] == "eager").any() else summary["runtime"].iloc[0]
+    images = plots.render_all(summary[summary["runtime"] == shown], blocks, reported, out_dir / "plots", parts=parts)
 
     _for_csv(summary).to_csv(out_dir / "summary.csv", index=False)
     for t in tables:
@@ -804,8 +809,13 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
         notices.insert(0, "Unstable timings (the record's stability rule failed; rerun on a quieter machine): "
                        + "; ".join(unstable) + ".")  # fmt: skip
     md = _markdown(run_id, meta, tables, images, absent, out_dir, notices)
+    page = _html(run_id, meta, tables, images, absent, out_dir, notices)
+    deploy = report_runtimes.section(recs)  # runs with --runtime: latency, speed-ups and status per runtime
+    if deploy is not None:
+        md += "\n" + deploy.markdown()
+        page = page.replace("</body></html>", deploy.html() + "\n</body></html>", 1)
     (out_dir / "index.md").write_text(md, encoding="utf-8")
-    (out_dir / "index.html").write_text(_html(run_id, meta, tables, images, absent, out_dir, notices), encoding="utf-8")
+    (out_dir / "index.html").write_text(page, encoding="utf-8")
     return out_dir
 
 

@@ -27,7 +27,7 @@ SCHEMA_VERSION = 1
 
 RECORD_FIELDS = (
     "run_id", "case_id", "backbone", "variant", "pipeline", "frames", "batch", "device", "dtype",
-    "size", "schedule", "pruner", "recoverer", "metric", "value", "unit", "method", "status", "error",
+    "size", "schedule", "pruner", "recoverer", "runtime", "metric", "value", "unit", "method", "status", "error",
 )  # fmt: skip
 STATUSES = ("ok", "oom", "error", "skipped")
 # What identifies one measurement: a case can hold several records of a metric (one per FLOP
@@ -58,6 +58,8 @@ METRIC_UNITS = {
     "mpjpe": "mm",
     "p_mpjpe": "mm",
     "mpjve": "mm",
+    "export_error": "relative max abs difference to eager",
+    "compile_s": "s",
 }
 
 

@@ -14,7 +14,14 @@ from backbones.strategies import (
     select_tpmo,
     select_tps,
 )
-from backbones.tokens import TokenHourglass, format_schedule, parse_schedule, resolve_schedule, token_profile
+from backbones.tokens import (
+    TokenHourglass,
+    ensure_centre,
+    format_schedule,
+    parse_schedule,
+    resolve_schedule,
+    token_profile,
+)
 
 # --------------------------------------------------------------------------- schedules
 
@@ -71,6 +78,7 @@ def test_tps_is_uniform_and_deterministic():
     assert idx[0].tolist() == [round(i * 242 / 80) for i in range(81)]  # round(linspace(0, T-1, keep))
     assert set(idx[0].diff().tolist()) == {3, 4}  # 242 / 80 = 3.025: evenly spread
     assert torch.equal(idx, select_tps(batch=2, tokens=243, keep=81))
+    assert select_tps(batch=2, tokens=3, keep=1).tolist() == [[0], [0]]  # as linspace(0, 2, 1)
 
 
 def test_tpc_picks_one_token_per_cluster():
@@ -148,6 +156,36 @@ def test_tri_holds_edge_values_outside_the_kept_range():
     kept = torch.tensor([[[1.0], [3.0]]])  # (B, K, C) at frames 2 and 4
     out = interpolate_tokens(kept, torch.tensor([[2, 4]]), frames=7)
     assert out[0, :, 0].tolist() == [1.0, 1.0, 1.0, 2.0, 3.0, 3.0, 3.0]
+
+
+def _interpolate_with_searchsorted(x, pos, frames):
+    """The recoverer as it was before it had to export to ONNX (which has no searchsorted)."""
+    b, k = pos.shape
+    t = torch.arange(frames, dtype=torch.float32).expand(b, frames).contiguous()
+    p = pos.to(torch.float32).contiguous()
+    right = torch.searchsorted(p, t).clamp(1, k - 1)
+    left = right - 1
+    p_left, p_right = torch.gather(p, 1, left), torch.gather(p, 1, right)
+    w = ((t - p_left) / (p_right - p_left).clamp_min(1e-6)).clamp(0.0, 1.0)
+    w = w.to(x.dtype).reshape(b, frames, *([1] * (x.dim() - 2)))
+    return gather_tokens(x, left) * (1 - w) + gather_tokens(x, right) * w
+
+
+def test_tri_is_bitwise_the_searchsorted_interpolation():
+    gen = torch.Generator().manual_seed(0)
+    for frames, keep in ((27, 9), (243, 81), (243, 2), (10, 9)):
+        pos = torch.stack([torch.randperm(frames, generator=gen)[:keep].sort().values for _ in range(3)])
+        x = torch.randn(3, keep, 17, 8, generator=gen)
+        assert torch.equal(interpolate_tokens(x, pos, frames), _interpolate_with_searchsorted(x, pos, frames))
+
+
+def test_ensure_centre_leaves_selections_that_hold_it_untouched():
+    pos = torch.arange(9).expand(2, 9)
+    idx = torch.tensor([[0, 4, 8], [1, 4, 6]])
+    assert torch.equal(ensure_centre(idx, pos, 4, None), idx)
+    # one sample lacks the centre: only that one changes (its closest token in time makes room)
+    idx = torch.tensor([[0, 4, 8], [1, 3, 6]])
+    assert ensure_centre(idx, pos, 4, None).tolist() == [[0, 4, 8], [1, 4, 6]]
 
 
 def test_tra_maps_kept_tokens_back_to_all_frames():
