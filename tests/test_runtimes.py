@@ -201,8 +201,8 @@ def test_run_over_runtimes_records_and_reports_them(tmp_path, capsys, monkeypatc
     assert all(r["status"] == "ok" and r["exporter"] in runtimes.EXPORTERS for r in lat)
     assert len(list((out / "onnx").glob("*.onnx"))) == 2
     assert json.loads((out / "meta.json").read_text())["runtimes"] == ["eager", "onnxruntime"]
-    report_dir = capsys.readouterr().out.split("report: ")[-1].strip()
-    report = (tmp_path / report_dir / "index.md").read_text()
+    page = capsys.readouterr().out.split("report: ")[-1].strip()  # the last line names the page
+    report = (tmp_path / page).with_name("index.md").read_text()
     assert "## Deployment runtimes" in report and "Export and compile status" in report
     assert "x eager" in report and "over its rectangle" in report
 
