@@ -468,7 +468,7 @@ def search_halving(plan: AccuracyPlan, cands: Sequence[Candidate], refs: Sequenc
         if last:
             break
         sub = table[table["case_id"].isin([c.case.case_id for c in alive])].copy()
-        sub["mpjpe_mm"] = sub["case_id"].map(lambda k: got.get(k, {}).get("mpjpe", math.nan))
+        sub["mpjpe_mm"] = [got.get(k, {}).get("mpjpe", math.nan) for k in sub["case_id"]]
         keep = set(halving_keep(sub, [*cost_cols, "mpjpe_mm"], budgets[r + 1][0]))
         alive = [c for c in alive if c.case.case_id in keep]
         if plan.progress:
@@ -574,7 +574,7 @@ def search_optuna(plan: AccuracyPlan, cands: Sequence[Candidate], refs: Sequence
     asked = len(trained)
     untried = {c.case.case_id for c in cands} - set(results)
     while asked < trials and untried:
-        batch = []
+        batch: list[tuple[Any, Candidate]] = []
         while len(batch) < max(1, workers) and asked < trials:
             t = study.ask()
             batch.append((t, tree.suggest(t)))

@@ -79,7 +79,10 @@ def front_figure(table: pd.DataFrame, obj_cols: Sequence[str], title: str, budge
                    label="best within budget")  # fmt: skip
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel(LABELS.get(y, y))
-    ax.set_title(f"{title}: {len(table)} schedules, {int(table['on_front'].sum())} on the front")
+    grid = int((table["keep"].fillna("") != "").sum())
+    refs = len(table) - grid
+    ax.set_title(f"{title}: {grid} schedules{f' + {refs} reference(s)' if refs else ''}, "
+                 f"{int(table['on_front'].sum())} on the front", fontsize=11)  # fmt: skip
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
@@ -107,9 +110,11 @@ def heatmap_figure(table: pd.DataFrame, cost_col: str, title: str) -> Any:
             ax.set_xlabel("first prune block")
             ax.set_ylabel("keep")
             ax.grid(False)
+            lo, hi = im.get_clim()
             for (yi, xi), v in np.ndenumerate(grid.to_numpy(dtype=float)):
                 if not math.isnan(v):
-                    ax.text(xi, yi, f"{v:.3g}", ha="center", va="center", fontsize=7, color="white")
+                    light = hi > lo and (v - lo) / (hi - lo) > 0.6 if metric != "mpjpe_mm" else (hi - v) / max(hi - lo, 1e-12) > 0.6
+                    ax.text(xi, yi, f"{v:.3g}", ha="center", va="center", fontsize=7, color="black" if light else "white")
             ax.set_title(f"{LABELS.get(metric, metric)}\n{p}+{r or '-'}", fontsize=9)
             fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(f"{title}: one-stage schedules", fontsize=10)

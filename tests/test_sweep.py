@@ -233,7 +233,7 @@ def test_cli_halving_trains_rungs_and_reports_mpjpe(tmp_path, capsys):
             "--rungs", "2", "--out", str(out), "--no-report", "--budget-gflops", "1"]  # fmt: skip
     assert main(argv) == 0
     cap = capsys.readouterr()
-    assert "successive halving, 2 rung(s): 5 x 2 + 3 x 4 + 2 reference(s) x 4 = 30 training steps" in cap.err
+    assert "successive halving, 2 rung(s): 5 x 2 + 3 x 4 + 3 reference(s) x 4 = 34 training steps (grid: 32)" in cap.err
     first, last = read_records(out / "accuracy" / "rung-1"), read_records(out / "accuracy" / "rung-2")
     assert len({r["case_id"] for r in first}) == 5 and all(r["steps"] == 2 for r in first)
     assert len({r["case_id"] for r in last}) == 3 + 3 and all(r["steps"] == 4 for r in last)  # 3 + references
