@@ -18,7 +18,7 @@ variant: HoT's configuration, the ``hierarchical`` variant: the H2OT-style pyram
 beside the grid as reference points.
 
 Accuracy in the loop (``--accuracy smoke|full``) trains and evaluates schedules with the
-accuracy machinery (:class:`bench.executors.AccuracyJob`, the protocol of ``vptbench accuracy``),
+accuracy machinery (:class:`bench.accuracy.AccuracyJob`, the protocol of ``vptbench accuracy``),
 in sub-runs under ``<sweep>/accuracy``. Searches, with their cost in training steps (n
 schedules, ``--steps S``):
 
@@ -388,8 +388,10 @@ class AccuracyPlan:
     run_id: str
     progress: bool = True
 
-    def job(self, steps: int) -> executors.AccuracyJob:
-        return executors.AccuracyJob(self.loader, steps=steps, seed=self.seed, lr=self.preset.lr,
+    def job(self, steps: int) -> Any:
+        from .accuracy import AccuracyJob
+
+        return AccuracyJob(self.loader, steps=steps, seed=self.seed, lr=self.preset.lr,
                                      weight_decay=self.preset.weight_decay, threads=self.preset.threads,
                                      progress=getattr(self.args, "executor", None) == "inline")  # fmt: skip
 
@@ -403,7 +405,7 @@ class AccuracyPlan:
 
         ``resume`` (default: the sweep's): continue ``root/sub``; otherwise it must not hold a run.
         """
-        from .runner import ensure_fresh
+        from .store import ensure_fresh
 
         resume = self.resume if resume is None else resume
         if not resume:
@@ -653,7 +655,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from .commands import _check_writable, with_threads
     from .measure import check_device
     from .presets import get_preset
-    from .runner import ensure_fresh
+    from .store import ensure_fresh
 
     try:
         spec = backbones.spec(args.backbone)
