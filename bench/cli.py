@@ -218,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("front and budget")
     g.add_argument("--objectives", type=_csv, default=None, help="minimised objectives among flops, latency, "
                    "memory, mpjpe (default: flops,mpjpe with --accuracy, else flops,latency)")
-    g.add_argument("--flops-counter", dest="counter", default="paper",
+    g.add_argument("--flops-counter", dest="counter", default="paper", metavar="paper|fvcore|torch",
                    help="FLOPs counter of the objectives and --budget-gflops: paper (default), fvcore, torch")
     g.add_argument("--budget-gflops", type=float, default=None, help="print the best schedule within X GFLOPs")
     g.add_argument("--budget-ms", type=float, default=None, help="print the best schedule within X ms of latency")

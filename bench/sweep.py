@@ -279,21 +279,22 @@ def sweep_table(candidates: Sequence[Candidate], records: Sequence[dict[str, Any
         if r["metric"] in ("peak_rss", "peak_mem_alloc") and r.get("phase", "inference") != "inference":
             continue
         latest[(r["case_id"], r["metric"], r.get("method") or "")] = float(r["value"])  # a resumed case: the last counts
+    any_method = {(k, m): v for (k, m, _), v in latest.items()}
     rows = []
     for c in candidates:
         k = c.case.case_id
+        stages = c.stages
         row: dict[str, Any] = {
-            "case_id": k, "reference": c.reference, "variant": c.case.variant, "stages": len(c.stages),
-            "first_block": c.first_block, "keep": ",".join(c.keeps), "schedule": c.case.schedule,
-            "pruner": c.case.pruner, "recoverer": c.case.recoverer, "backbone": c.case.backbone,
-            "frames": c.case.frames, "size": c.case.size, "batch": c.case.batch, "device": c.case.device,
+            "case_id": k, "reference": c.reference, "variant": c.case.variant, "stages": len(stages),
+            "first_block": stages[0][0] if stages else None, "first_keep": stages[0][1] if stages else None,
+            "keep": ",".join(c.keeps), "schedule": c.case.schedule, "pruner": c.case.pruner,
+            "recoverer": c.case.recoverer, "backbone": c.case.backbone, "frames": c.case.frames,
+            "size": c.case.size, "batch": c.case.batch, "device": c.case.device,
         }  # fmt: skip
         for counter in COUNTERS:
             row[f"gflops_{counter}"] = latest.get((k, "flops", counter), math.nan)
-        row["latency_ms"] = next((v for (ck, m, _), v in latest.items() if ck == k and m == "latency"), math.nan)
-        row["peak_mem_mib"] = next(
-            (v for (ck, m, _), v in latest.items() if ck == k and m in ("peak_rss", "peak_mem_alloc")), math.nan
-        )
+        row["latency_ms"] = any_method.get((k, "latency"), math.nan)
+        row["peak_mem_mib"] = any_method.get((k, "peak_rss"), any_method.get((k, "peak_mem_alloc"), math.nan))
         acc = (accuracy or {}).get(k)
         final = bool(acc and acc.get("final"))
         row["mpjpe_mm"] = acc["mpjpe"] if acc and final else math.nan
@@ -614,8 +615,8 @@ def _objectives(args: argparse.Namespace, accuracy: bool) -> list[str]:
     for o in objectives:
         if o in need and need[o] not in args.metrics:
             raise UsageError(f"--objectives {o} needs --metrics to include {need[o]} (got {','.join(args.metrics)})")
-    if len(objectives) < 2 and not accuracy:
-        raise UsageError("--objectives: a front needs two or more objectives, e.g. flops,latency")
+    if len(objectives) < 2:
+        raise UsageError(f"--objectives {','.join(objectives)}: a front needs two or more, e.g. flops,latency")
     return objectives
 
 

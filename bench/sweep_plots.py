@@ -96,7 +96,7 @@ def heatmap_figure(table: pd.DataFrame, cost_col: str, title: str) -> Any:
     fig, axes = plt.subplots(len(metrics), len(combos), figsize=(1.2 + 0.7 * one["first_block"].nunique() * len(combos),
                                                                   1.0 + 1.4 * len(metrics) * max(1, one["keep"].nunique()) / 2),
                              squeeze=False)  # fmt: skip
-    keeps = sorted(one["keep"].unique(), key=lambda k: -float(np.mean([_ratio(k)])))
+    keeps = list(one.sort_values("first_keep", ascending=False)["keep"].drop_duplicates())  # most tokens on top
     blocks = sorted(int(b) for b in one["first_block"].dropna().unique())
     for i, metric in enumerate(metrics):
         for j, (p, r) in enumerate(combos):
@@ -120,14 +120,6 @@ def heatmap_figure(table: pd.DataFrame, cost_col: str, title: str) -> Any:
     fig.suptitle(f"{title}: one-stage schedules", fontsize=10)
     fig.tight_layout()
     return fig
-
-
-def _ratio(label: str) -> float:
-    try:
-        num, _, den = label.partition("/")
-        return float(num) / float(den) if den else float(num)
-    except ValueError:
-        return 0.0
 
 
 def write_sweep_report(table: pd.DataFrame, pareto: pd.DataFrame, obj_cols: Sequence[str], out: Path, *,

@@ -275,6 +275,7 @@ def test_optuna_missing_names_the_extra(tmp_path, capsys, monkeypatch):
         (["--keep", "2/1"], "--keep"),
         (["--objectives", "mpjpe,flops"], "--accuracy"),
         (["--objectives", "flops,memory"], "memory"),
+        (["--accuracy", "smoke", "--objectives", "mpjpe"], "two or more"),
         (["--blocks", "9"], "--blocks 9"),
         (["--pruners", "tpx"], "tpx"),
         (["--accuracy", "huge"], "huge"),
