@@ -647,22 +647,17 @@ def _budget(args: argparse.Namespace, flops_col: str) -> Budget | None:
     for col, v in limits:
         if not v > 0:
             raise UsageError(f"--budget {v:g} for {col}: a budget must be > 0")
+    if args.budget_gflops is not None and "flops" not in args.metrics:
+        raise UsageError("--budget-gflops needs --metrics to include flops")
+    if args.budget_ms is not None and "latency" not in args.metrics:
+        raise UsageError("--budget-ms needs --metrics to include latency")
     return Budget(tuple(limits)) if limits else None
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """``vptbench sweep BACKBONE``: enumerate, measure, (train), write the front, report, pick for a budget."""
+def _check_options(args: argparse.Namespace) -> None:
+    """The option errors found before anything is built (UsageError, one line)."""
     from .accuracy import PRESETS
-    from .commands import _check_writable, with_threads
-    from .measure import check_device
-    from .presets import get_preset
-    from .store import ensure_fresh
 
-    try:
-        spec = backbones.spec(args.backbone)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    check_device(args.device)
     if args.search not in SEARCHES:
         raise UsageError(f"--search {args.search!r}: choose from {', '.join(SEARCHES)}")
     if args.search != "grid" and not args.accuracy:
@@ -681,41 +676,75 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     if args.counter not in COUNTERS:
         raise UsageError(f"--flops-counter {args.counter!r}: choose from {', '.join(COUNTERS)}")
+    for name, given, known in (("--pruners", args.pruners, backbones.PRUNERS),
+                               ("--recoverers", args.recoverers, backbones.RECOVERERS)):  # fmt: skip
+        bad = [p for p in given if p not in known]
+        if bad or not given:
+            raise UsageError(f"{name} {bad[0] if bad else ''!r}: choose from {', '.join(known)}")
 
-    acc_preset = PRESETS[args.accuracy] if args.accuracy else None
-    size = args.size or (acc_preset.size if acc_preset and acc_preset.size in spec.sizes else None) or spec.default_size
-    frames = args.frames or (acc_preset.frames if acc_preset else None) or spec.frames
+
+def _size_and_frames(args: argparse.Namespace, spec: Any) -> tuple[str, int]:
+    """``--size``/``--frames``, else the accuracy preset's, else the backbone's; UsageError if it cannot take them."""
+    from .accuracy import PRESETS
+
+    preset = PRESETS[args.accuracy] if args.accuracy else None
+    size = args.size or (preset.size if preset and preset.size in spec.sizes else None) or spec.default_size
+    frames = args.frames or (preset.frames if preset else None) or spec.frames
     if size not in spec.sizes:
         raise UsageError(f"unknown size {size!r} for {args.backbone}; choose from {', '.join(spec.sizes)}")
     reason = spec.valid_frames(frames)
     if reason:
         raise UsageError(f"{args.backbone} cannot take {frames} frames: {reason}")
-    for name, given, known in (("--pruners", args.pruners, backbones.PRUNERS), ("--recoverers", args.recoverers,
-                                                                                  backbones.RECOVERERS)):  # fmt: skip
-        bad = [p for p in given if p not in known]
-        if bad or not given:
-            raise UsageError(f"{name} {bad[0] if bad else ''!r}: choose from {', '.join(known)}")
+    return size, frames
+
+
+def run_accuracy(args: argparse.Namespace, plan: AccuracyPlan, everything: Sequence[Candidate], table: pd.DataFrame,
+                 budget: Budget | None, cost_cols: Sequence[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """The accuracy search of ``--search`` over the grid's schedules (within the budget); references at full budget."""
+    refs = [c for c in everything if c.reference]
+    train = [c for c in everything if c.keeps and not c.reference]
+    if budget:
+        inside = set(table.loc[budget.within(table), "case_id"])
+        train = [c for c in train if c.case.case_id in inside]
+        print(f"accuracy: {len(train)} schedule(s) within {budget.describe()}", file=sys.stderr)
+    print("accuracy: " + search_cost(args.search, len(train), len(refs), plan.steps, args.rungs, args.trials),
+          file=sys.stderr)  # fmt: skip
+    if args.search == "halving":
+        return search_halving(plan, train, refs, args.rungs, cost_cols, table)
+    if args.search == "optuna":
+        return search_optuna(plan, train, refs, args.trials, cost_cols, table, plan.args.workers or 1)
+    return search_grid(plan, train, refs)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """``vptbench sweep BACKBONE``: enumerate, measure, (train), write the front, report, pick for a budget."""
+    from .commands import _check_writable, with_threads
+    from .measure import check_device
+    from .presets import get_preset
+    from .store import ensure_fresh
+
+    try:
+        spec = backbones.spec(args.backbone)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    check_device(args.device)
+    _check_options(args)
+    size, frames = _size_and_frames(args, spec)
     objectives = _objectives(args, bool(args.accuracy))
     cols = cost_columns(args.counter)
     obj_cols = [cols[o] for o in objectives]
-    cost_cols = [cols[o] for o in objectives if o != "mpjpe"]
     budget = _budget(args, cols["flops"])
-    if budget and any(c == cols["flops"] for c, _ in budget.limits) and "flops" not in args.metrics:
-        raise UsageError("--budget-gflops needs --metrics to include flops")
-    if budget and any(c == "latency_ms" for c, _ in budget.limits) and "latency" not in args.metrics:
-        raise UsageError("--budget-ms needs --metrics to include latency")
 
-    grid = Grid(stages=tuple(args.stages), blocks=tuple(args.blocks) if args.blocks else None, keeps=parse_keeps(args.keep),
-                pruners=tuple(args.pruners), recoverers=tuple(args.recoverers))  # fmt: skip
+    grid = Grid(stages=tuple(args.stages), blocks=tuple(args.blocks) if args.blocks else None,
+                keeps=parse_keeps(args.keep), pruners=tuple(args.pruners), recoverers=tuple(args.recoverers))  # fmt: skip
     depth = model_depth(args.backbone, frames, size)
-    cands = enumerate_schedules(args.backbone, grid, frames=frames, size=size, batch=args.batch,
-                                device=args.device, depth=depth)  # fmt: skip
-    refs, notes = ([], []) if args.no_references else reference_candidates(
-        args.backbone, frames=frames, size=size, batch=args.batch, device=args.device, depth=depth)
+    where = {"frames": frames, "size": size, "batch": args.batch, "device": args.device, "depth": depth}
+    cands = enumerate_schedules(args.backbone, grid, **where)
+    refs, notes = ([], []) if args.no_references else reference_candidates(args.backbone, **where)
     everything = with_references(cands, refs)
-    extra_refs = [c for c in everything if not c.keeps]
+    extra_refs = sum(not c.keeps for c in everything)
     print(f"sweep {args.backbone} ({size}, T={frames}, depth {depth}): {count_line(cands)}"
-          f"{f' + {len(extra_refs)} reference case(s)' if extra_refs else ''}", file=sys.stderr)  # fmt: skip
+          f"{f' + {extra_refs} reference case(s)' if extra_refs else ''}", file=sys.stderr)  # fmt: skip
     for note in notes:
         print(f"  {note}", file=sys.stderr)
     if not cands:
@@ -732,6 +761,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cases = [c.case for c in everything]
     if args.shard:
         cases = executors.shard(cases, args.shard)
+        chosen = set(cases)
+        everything = [c for c in everything if c.case in chosen]
     settings = with_threads(get_preset("smoke" if size == "tiny" else "paper").settings, args.threads)
     plan = _accuracy_plan(args, out, run_id)
     meta = {"kind": "sweep", "backbone": args.backbone, "size": size, "frames": frames, "depth": depth,
@@ -743,27 +774,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                   settings=settings, meta=meta, args=args)  # fmt: skip
     print(f"efficiency: {summary.measured} case(s) measured, {summary.resumed} already done: {out}", file=sys.stderr)
     records = read_records(out) if (out / "records.jsonl").is_file() else []
-    shard_ids = {c.case_id for c in cases}
-    everything = [c for c in everything if c.case.case_id in shard_ids]
     table = sweep_table(everything, records)
-
-    accuracy: dict[str, dict[str, Any]] | None = None
+    accuracy = None
     if plan:
-        train = [c for c in everything if c.keeps]
-        train_refs = [c for c in everything if not c.keeps or c.reference]
-        train = [c for c in train if not c.reference]  # references are trained for the full budget
-        if budget:
-            inside = set(table.loc[budget.within(table), "case_id"])
-            train = [c for c in train if c.case.case_id in inside]
-            print(f"accuracy: {len(train)} schedule(s) within {budget.describe()}", file=sys.stderr)
-        print("accuracy: " + search_cost(args.search, len(train), len(train_refs), plan.steps, args.rungs,
-                                         args.trials), file=sys.stderr)  # fmt: skip
-        if args.search == "halving":
-            accuracy = search_halving(plan, train, train_refs, args.rungs, cost_cols, table)
-        elif args.search == "optuna":
-            accuracy = search_optuna(plan, train, train_refs, args.trials, cost_cols, table, plan.args.workers or 1)
-        else:
-            accuracy = search_grid(plan, train, train_refs)
+        accuracy = run_accuracy(args, plan, everything, table, budget, [c for c in obj_cols if c != "mpjpe_mm"])
         table = sweep_table(everything, records, accuracy)
 
     table = mark_front(table, obj_cols)
@@ -773,9 +787,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"pareto.csv: {len(pareto)} non-dominated of {int(table[obj_cols].notna().all(axis=1).sum())} "
           f"schedule(s) with every objective ({', '.join(obj_cols)}): {out / 'pareto.csv'}")  # fmt: skip
     print(_front_text(pareto, obj_cols))
-    pick = None
-    if budget:
-        pick = best_within(table, budget, cols["flops"])
+    pick = best_within(table, budget, cols["flops"]) if budget else None
+    if budget and pick:
         print(budget_line(pick, budget, cols["flops"], args.backbone, size, frames))
     if args.shard:
         print(f"--shard {args.shard}: this front covers the shard only; merge the shards (vptbench merge) and run "
