@@ -411,6 +411,10 @@ class AccuracyPlan:
         resume = self.resume if resume is None else resume
         if not resume:
             ensure_fresh(self.root / sub)
+        trained = read_meta(self.root / sub).get("steps")
+        if trained is not None and trained != steps:  # its finished cases would pass for this budget's
+            raise UsageError(f"{self.root / sub} trained for {trained} steps where this sweep asks {steps}; resume "
+                             "with the same --steps and --rungs, or choose another --out")  # fmt: skip
         if cands:
             meta = {"kind": "accuracy", "sweep": self.run_id, "preset": self.preset.name, "steps": steps,
                     "seed": self.seed, "lr": self.preset.lr, "threads": self.preset.threads}  # fmt: skip

@@ -245,6 +245,9 @@ def test_cli_halving_trains_rungs_and_reports_mpjpe(tmp_path, capsys):
         rows = list(csv.DictReader(fh))
     assert rows and all(r["mpjpe_mm"] for r in rows)
     assert "the lowest MPJPE within the budget" in cap.out
+    # resuming with another budget would mix training lengths: refused before anything runs
+    assert main([*argv, "--resume", "--steps", "8"]) == 2
+    assert "trained for 2 steps where this sweep asks 4" in capsys.readouterr().err
 
 
 def test_cli_optuna_trials(tmp_path, capsys):
