@@ -184,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to-official", action="store_true",
                    help="write the release's key names, shapes and container instead of a vptbench checkpoint")
     p.set_defaults(func=_lazy("convert", "cmd_convert"))
+
     p = sub.add_parser("sweep", help="search pruning schedules: the cost (and accuracy) of each, the Pareto front")
     p.add_argument("backbone")
     g = p.add_argument_group("grid (every valid schedule is measured)")
@@ -191,7 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--blocks", type=_ints, default=None, help="candidate prune blocks (default: every block)")
     g.add_argument("--keep", default="1/3,1/9", help="keeps, ratios of T (1/3, 0.25) or token counts (81); the "
                    "stages of a schedule take them in decreasing order (default 1/3,1/9)")
-    g.add_argument("--pruners", type=_csv, default=["tps"], help="pruners, one per schedule (default tps)")
+    g.add_argument("--pruners", type=_csv, default=["tps"], help="pruners, built-in or registered (default tps)")
+    g.add_argument("--per-stage-pruners", action="store_true",
+                   help="every combination of --pruners over a schedule's stages (2:9:tps,5:3:tpc, ...), "
+                        "not one pruner per schedule")
     g.add_argument("--recoverers", type=_csv, default=["tri"], help="recoverers (default tri; none for seq2frame)")
     g.add_argument("--no-references", action="store_true",
                    help="leave out the backbone's registered defaults (rectangle, HoT, H2OT-style)")

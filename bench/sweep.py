@@ -43,9 +43,9 @@ Outputs: ``schedules.csv`` (every schedule: cost, accuracy, Pareto rank, referen
 over first prune block x keep). ``--budget-gflops X``/``--budget-ms X`` prints the best schedule
 within the budget as ready options (``--variant ... --schedule ... --pruner ... --recoverer ...``).
 
-Per-stage pruners: a schedule carries one pruner today (``--pruners`` multiplies the grid);
-:func:`pruner_plans` is the one place that would return per-stage combinations once the schedule
-syntax can say them.
+Pruners: by default one per schedule (``--pruners tps,tpc`` doubles the grid); with
+``--per-stage-pruners`` every assignment of them to the stages (``BLOCK:KEEP:PRUNER`` schedules,
+``len(pruners) ** stages`` per block and keep choice), see :func:`pruner_plans`.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 
 import backbones
-from backbones.tokens import TokenHourglass, parse_schedule, resolve_schedule
+from backbones.tokens import TokenHourglass, format_schedule, parse_schedule, resolve_schedule
 
 from . import executors
 from .case import Case
@@ -130,20 +130,22 @@ class Grid:
     keeps: tuple[Keep, ...] = (Keep("1/3", 1 / 3), Keep("1/9", 1 / 9))
     pruners: tuple[str, ...] = ("tps",)
     recoverers: tuple[str, ...] = ("tri",)
+    per_stage_pruners: bool = False  # every combination of pruners over the stages
 
     def describe(self) -> dict[str, Any]:
         return {"stages": list(self.stages), "blocks": list(self.blocks) if self.blocks else "all",
                 "keep": [k.label for k in self.keeps], "pruners": list(self.pruners),
-                "recoverers": list(self.recoverers)}  # fmt: skip
+                "per_stage_pruners": self.per_stage_pruners, "recoverers": list(self.recoverers)}  # fmt: skip
 
 
-def pruner_plans(stages: int, pruners: Sequence[str]) -> list[tuple[str, ...]]:
+def pruner_plans(stages: int, pruners: Sequence[str], per_stage: bool = False) -> list[tuple[str, ...]]:
     """The pruner of each stage, for every combination the grid asks for.
 
-    One pruner per schedule: ``(p, p, ...)`` for each ``p``. Per-stage combinations would be the
-    product ``itertools.product(pruners, repeat=stages)`` once a schedule can name a pruner per
-    stage (``BLOCK:KEEP:PRUNER``); :func:`enumerate_schedules` already takes a plan per stage.
+    One pruner per schedule: ``(p, p, ...)`` for each ``p``; ``per_stage``: every assignment of
+    ``pruners`` to the stages (``len(pruners) ** stages`` plans), the uniform ones included.
     """
+    if per_stage:
+        return list(itertools.product(pruners, repeat=stages))
     return [(p,) * stages for p in pruners]
 
 
@@ -157,7 +159,13 @@ class Candidate:
 
     @property
     def stages(self) -> list[tuple[int, int | float]]:
-        return list(parse_schedule(self.case.schedule))
+        """(block, tokens kept) of each stage."""
+        return [(s[0], s[1]) for s in parse_schedule(self.case.schedule)]
+
+    @property
+    def pruner_plan(self) -> tuple[str, ...]:
+        """The pruner of each stage: the one the stage names, else the case's."""
+        return tuple(str(s[2]) if len(s) > 2 else self.case.pruner for s in parse_schedule(self.case.schedule))
 
     @property
     def first_block(self) -> int | None:
@@ -171,7 +179,7 @@ def model_depth(backbone: str, frames: int, size: str) -> int:
     return len(model.token_profile)
 
 
-def _accepts(stages: Sequence[tuple[int, int]], frames: int, depth: int, pruner: str, recoverer: str,
+def _accepts(stages: Sequence[Sequence[Any]], frames: int, depth: int, pruner: str, recoverer: str,
              pipeline: str) -> bool:  # fmt: skip
     """Whether the token module builds this schedule (its own rules, e.g. tpa needs a block before)."""
     try:
@@ -209,13 +217,15 @@ def enumerate_schedules(
                 stages = resolve_schedule(list(zip(bs, [k.value for k in ks], strict=True)), frames, depth)
             except ValueError:
                 continue  # a keep not below the tokens entering its stage
-            for plan, recoverer in itertools.product(pruner_plans(n, grid.pruners), recoverers):
-                pruner = plan[0]
-                if not _accepts(stages, frames, depth, pruner, recoverer, spec.pipeline):
+            plans = pruner_plans(n, grid.pruners, grid.per_stage_pruners)
+            for plan, recoverer in itertools.product(plans, recoverers):
+                named = [(s[0], s[1], p) for s, p in zip(stages, plan, strict=True)]
+                if not _accepts(named, frames, depth, plan[0], recoverer, spec.pipeline):
                     continue
+                # Case.resolve spells it canonically: "2:9:tps,5:3:tpc" -> pruner tps, "2:9,5:3:tpc"
                 case = Case(backbone, "single" if n == 1 else "hierarchical", frames=frames, batch=batch,
-                            device=device, size=size, schedule=",".join(f"{b}:{k}" for b, k in stages),
-                            pruner=pruner, recoverer=recoverer).resolve()  # fmt: skip
+                            device=device, size=size, schedule=format_schedule(named), pruner=plan[0],
+                            recoverer=recoverer).resolve()  # fmt: skip
                 out.setdefault(case.case_id, Candidate(case, tuple(k.label for k in ks)))
     return list(out.values())
 
@@ -288,6 +298,7 @@ def sweep_table(candidates: Sequence[Candidate], records: Sequence[dict[str, Any
             "case_id": k, "reference": c.reference, "variant": c.case.variant, "stages": len(stages),
             "first_block": stages[0][0] if stages else None, "first_keep": stages[0][1] if stages else None,
             "keep": ",".join(c.keeps), "schedule": c.case.schedule, "pruner": c.case.pruner,
+            "stage_pruners": "+".join(c.pruner_plan),
             "recoverer": c.case.recoverer, "backbone": c.case.backbone, "frames": c.case.frames,
             "size": c.case.size, "batch": c.case.batch, "device": c.case.device,
         }  # fmt: skip
@@ -498,7 +509,7 @@ class ScheduleTree:
         steps = [f"stages={len(c.stages)}"]
         for (block, _), label in zip(c.stages, c.keeps, strict=True):
             steps += [f"block={block}", f"keep={label}"]
-        return (*steps, f"pruner={c.case.pruner}", f"recoverer={c.case.recoverer or '-'}")
+        return (*steps, f"pruner={'+'.join(c.pruner_plan)}", f"recoverer={c.case.recoverer or '-'}")
 
     def _choices(self, prefix: tuple[str, ...]) -> list[str]:
         n = len(prefix)
@@ -680,8 +691,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     if args.counter not in COUNTERS:
         raise UsageError(f"--flops-counter {args.counter!r}: choose from {', '.join(COUNTERS)}")
-    for name, given, known in (("--pruners", args.pruners, backbones.PRUNERS),
-                               ("--recoverers", args.recoverers, backbones.RECOVERERS)):  # fmt: skip
+    for name, given, known in (("--pruners", args.pruners, backbones.pruners()),
+                               ("--recoverers", args.recoverers, backbones.recoverers())):  # fmt: skip
         bad = [p for p in given if p not in known]
         if bad or not given:
             raise UsageError(f"{name} {bad[0] if bad else ''!r}: choose from {', '.join(known)}")
@@ -740,7 +751,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     budget = _budget(args, cols["flops"])
 
     grid = Grid(stages=tuple(args.stages), blocks=tuple(args.blocks) if args.blocks else None,
-                keeps=parse_keeps(args.keep), pruners=tuple(args.pruners), recoverers=tuple(args.recoverers))  # fmt: skip
+                keeps=parse_keeps(args.keep), pruners=tuple(args.pruners), recoverers=tuple(args.recoverers),
+                per_stage_pruners=args.per_stage_pruners)  # fmt: skip
     depth = model_depth(args.backbone, frames, size)
     where = {"frames": frames, "size": size, "batch": args.batch, "device": args.device, "depth": depth}
     cands = enumerate_schedules(args.backbone, grid, **where)

@@ -79,6 +79,19 @@ def test_pruners_multiply_and_their_rules_apply():
     assert len(tpa) == 14 and min(c.first_block for c in tpa) == 1  # tpa needs a block before its prune point
 
 
+def test_per_stage_pruners_give_every_assignment_in_one_spelling():
+    grid = _grid(stages=(1, 2), pruners=("tps", "tpc"), per_stage_pruners=True)
+    cands = enumerate_schedules("mixste", grid, **TINY)
+    assert len(cands) == 16 * 2 + 28 * 4 and len({c.case.case_id for c in cands}) == len(cands)
+    plans = {c.pruner_plan for c in cands if len(c.stages) == 2}
+    assert plans == {("tps", "tps"), ("tps", "tpc"), ("tpc", "tps"), ("tpc", "tpc")}
+    mixed = next(c for c in cands if c.pruner_plan == ("tps", "tpc"))
+    assert mixed.case.pruner == "tps" and mixed.case.schedule.endswith(":tpc")  # BLOCK:KEEP:PRUNER where it differs
+    assert mixed.stages == [(mixed.first_block, 9), (mixed.stages[1][0], 3)]
+    # without the flag: one pruner per schedule, the uniform plans only
+    assert len(enumerate_schedules("mixste", _grid(stages=(1, 2), pruners=("tps", "tpc")), **TINY)) == 44 * 2
+
+
 def test_blocks_restrict_and_keeps_rounding_alike_give_one_schedule():
     cands = enumerate_schedules("mixste", _grid(stages=(1,), blocks=(2, 5), keeps=parse_keeps("1/3,0.33,9")), **TINY)
     assert [c.case.schedule for c in cands] == ["2:9", "5:9"] and cands[0].keeps == ("1/3",)
