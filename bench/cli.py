@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_lazy("convert", "cmd_convert"))
 
     p = sub.add_parser("sweep", **sub_kw, help="search pruning schedules: the cost (and accuracy) of each, the Pareto front")
-    p.add_argument("backbone")
+    p.add_argument("backbone", help="a registered backbone (see vptbench list)")
     g = p.add_argument_group("grid (every valid schedule is measured)")
     g.add_argument("--stages", type=_ints, default=[1, 2], help="numbers of prune stages (default 1,2)")
     g.add_argument("--blocks", type=_ints, default=None, help="candidate prune blocks (default: every block)")
@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--size", default=None, help="default: the accuracy preset's size, else the backbone's")
     g.add_argument("--frames", type=int, default=None, help="T (default: the accuracy preset's, else canonical)")
     g.add_argument("--batch", type=int, default=1, help="batch of the efficiency measurements (default 1)")
-    g.add_argument("--device", default="cpu")
+    g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    g.add_argument("--runtime", default="eager", help="how each schedule's forward is timed: eager, compile, onnxruntime")
     g.add_argument("--metrics", type=_metrics, default=["flops", "latency"],
                    help="metric groups measured for every schedule (default flops,latency)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
@@ -261,9 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="grid: train every schedule; halving: successive halving over --rungs; optuna: --trials N")
     g.add_argument("--rungs", type=int, default=3, help="successive halving: rungs (default 3)")
     g.add_argument("--trials", type=int, default=None, help="optuna: number of trials (needs the 'search' extra)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--data", choices=("synthetic", "h36m"), default="synthetic")
-    g.add_argument("--data-dir", default=None)
+    g.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and the initial weights")
+    g.add_argument("--data", choices=("synthetic", "h36m"), default="synthetic", help="the accuracy data")
+    g.add_argument("--data-dir", default=None, help="h36m: the folder of the VideoPose3D npz files")
     g = p.add_argument_group("front and budget")
     g.add_argument("--objectives", type=_csv, default=None, help="minimised objectives among flops, latency, "
                    "memory, mpjpe (default: flops,mpjpe with --accuracy, else flops,latency)")

@@ -311,3 +311,13 @@ def test_candidate_properties():
                        recoverer="tri").resolve(), ("1/3", "1/9"))  # fmt: skip
     assert c.stages == [(2, 9), (5, 3)] and c.first_block == 2
     assert Candidate(Case("mixste", frames=27, size="tiny").resolve(), reference="rectangle").first_block is None
+
+
+def test_runtime_with_accuracy_is_one_line_exit_2(capsys):
+    from bench import cli
+
+    code = cli.main(["sweep", "mixste", "--size", "tiny", "--frames", "27", "--stages", "1", "--keep", "1/3",
+                     "--runtime", "onnxruntime", "--accuracy", "smoke", "--no-report"])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert "--runtime onnxruntime with --accuracy" in err[-1]
