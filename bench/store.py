@@ -377,6 +377,7 @@ def writer(run_dir: str | Path, *, quiet: bool = False) -> Iterator[None]:
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise UsageError(f"--out {run_dir} is a file, not a directory")
+    created = not run_dir.exists()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -391,6 +392,10 @@ def writer(run_dir: str | Path, *, quiet: bool = False) -> Iterator[None]:
             del _held[run_dir]
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)  # no holder any more; then the lock goes with the descriptor
+            if created and {p.name for p in run_dir.iterdir()} <= {LOCK}:
+                with contextlib.suppress(OSError):  # refused before writing anything: leave no trace
+                    (run_dir / LOCK).unlink()
+                    run_dir.rmdir()
     finally:
         os.close(fd)
 
