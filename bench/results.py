@@ -310,7 +310,8 @@ def _write_json(path: Path, obj: dict[str, Any]) -> None:
     except OSError as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        raise WriteError(f"cannot write {path}: {e.strerror or e}") from None
+        raise WriteError(f"cannot write {path}: {e.strerror or e}; the run stopped: free space, then continue it "
+                         "with --resume") from None  # fmt: skip
 
 
 def read_meta(run_dir: str | Path) -> dict[str, Any]:
