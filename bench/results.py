@@ -129,7 +129,7 @@ def scan_records(path: str | Path, *, quiet: bool = False) -> RecordScan:
         path = path / "records.jsonl"
     if not path.is_file():
         raise UsageError(f"{path}: no such results file")
-    lines = read_text(path).splitlines()
+    lines = read_text(path).split("\n")  # JSON Lines: only "\n" ends a line (json.dumps escapes the others)
     scan = RecordScan(path)
     seen: dict[tuple[Any, ...], int] = {}
     last = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=0)
@@ -195,7 +195,7 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
 def read_text(path: Path) -> str:
     """A text file of a run (records, done.txt, rules): UsageError naming it if it is not UTF-8."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")  # as written: no newline translation
     except UnicodeDecodeError as e:
         raise UsageError(f"{path}: not UTF-8 text (byte {e.start}); is it the right file?") from None
     except IsADirectoryError:
