@@ -297,8 +297,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not args.resume:
                 ensure_fresh(run_dir)
             _check_writable(run_dir)
-            meta = {"preset": preset.name, "executor": executor, "shard": args.shard, "plugins": plugins.describe(),
-                    "matrix": [dataclasses.asdict(c) for c in cases]}  # fmt: skip
+            meta = {"preset": preset.name, "executor": executor, "shard": args.shard or stored.get("shard"),
+                    "plugins": plugins.describe(), "matrix": [dataclasses.asdict(c) for c in cases]}  # fmt: skip
             if executor != "inline":
                 summary = executors.run_cases(
                     cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=settings,
