@@ -5,10 +5,13 @@
     run_dir/meta.json        the environment and the run's options (bench.results.write_meta)
     run_dir/parts/<case>-<token>/   one per case being run elsewhere (a subprocess, a Slurm job)
     run_dir/logs/            the local executor's per-case logs
+    run_dir/writer.lock      held by the run's one writer (:func:`writer`), naming it
+    run_dir/.lock            the short lock of one append of a part (:func:`locked`)
 
 Everything that writes into a run directory lives here. :class:`RecordWriter` appends records,
-flushed and fsynced one by one, so an interrupted run loses nothing; :func:`mark_done` closes a
-case.
+flushed and fsynced one by one, so an interrupted run loses nothing; a write that fails (disk
+full) is cut back and raised as :class:`~bench.errors.WriteError`, so no half record is ever
+left; :func:`mark_done` closes a case.
 
 How records reach ``records.jsonl`` without loss or duplication, whatever runs concurrently:
 every case run by an executor writes its records, flushed one by one, into its own *part*
@@ -23,7 +26,8 @@ whose error names the job's log, and deletes the part. That case is not marked d
 
 Resuming (:func:`prepare_resume`). A kill can land anywhere: between two records of a case, in
 the middle of writing a record, or in the middle of writing the ``done.txt`` line. ``--resume``
-therefore trusts only ``done.txt``: it first closes the parts left by jobs nobody watched
+therefore trusts a case as finished only if ``done.txt`` lists it and its records are whole: it
+first closes the parts left by jobs nobody watched
 (:func:`close_orphans`), then every unfinished case of the matrix is redone from scratch after
 its partial records, error records included, are removed from ``records.jsonl`` (the file is
 rewritten and atomically replaced): a (case, metric) is never in ``records.jsonl`` twice.
