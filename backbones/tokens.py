@@ -65,6 +65,8 @@ def parse_schedule(text: str) -> tuple[Stage, ...]:
             raise ValueError(
                 f"schedule stage {part!r}: BLOCK must be an integer and KEEP a count or a ratio in (0, 1)"
             ) from None
+        if b < 0:
+            raise ValueError(f"schedule stage {part!r}: BLOCK must be >= 0 (blocks count from 0)")
         if len(fields) == 3:
             if not fields[2].isidentifier():
                 raise ValueError(f"schedule stage {part!r}: PRUNER must be a pruner's name (e.g. tpc)")
@@ -104,9 +106,10 @@ def resolve_schedule(schedule: Sequence[Sequence[Any]], frames: int, depth: int)
             raise ValueError(
                 f"schedule blocks must be strictly increasing, got block {block} after block {last_block}"
             )
-        if isinstance(keep, float) and not keep.is_integer():
+        if isinstance(keep, float):  # written with a point: a ratio, even 1.0 (a count has no point)
             if not 0.0 < keep < 1.0:
-                raise ValueError(f"schedule keep ratio {keep} must lie in (0, 1)")
+                raise ValueError(f"schedule keep {keep:g} at block {block} has a decimal point, so it is a ratio of T "
+                                 f"and must lie in (0, 1); a token count is written without one (e.g. {block}:81)")
             count = max(1, round(keep * frames))
         else:
             count = int(keep)

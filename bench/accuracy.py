@@ -62,7 +62,7 @@ from .executors import run_cases, shard
 from .presets import with_strategies
 from .progress import report_progress
 from .results import failure, read_meta, read_records, record
-from .store import ensure_fresh
+from .store import ensure_fresh, writer
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve")
 CHECKPOINT_FORMAT = "vptbench-accuracy-checkpoint/2"  # /2: root-relative, per-joint standardiser
@@ -549,7 +549,8 @@ def plan_cases(args: argparse.Namespace, preset: Preset) -> list[Case]:
 
 def cmd_accuracy(args: argparse.Namespace) -> int:
     """``vptbench accuracy``: train/evaluate the requested cases with an executor; accuracy records."""
-    preset_name = args.preset or "smoke"
+    stored = read_meta(args.out) if args.resume and args.out else {}
+    preset_name = args.preset or stored.get("preset") or "smoke"  # --resume: the run's own
     if preset_name not in PRESETS:
         raise UsageError(f"unknown preset {preset_name!r}; choose from {', '.join(PRESETS)}")
     preset = PRESETS[preset_name]
@@ -558,7 +559,11 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
-    steps = args.steps or preset.steps
+    if args.frames is not None and args.frames < 1:
+        raise UsageError(f"--frames must be >= 1, got {args.frames}")
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    steps = args.steps or stored.get("steps") or preset.steps
     keypoints = getattr(args, "keypoints", None) or "cpn"
     executor = getattr(args, "executor", None) or "local"
     if getattr(args, "workers", None) is None:
@@ -573,6 +578,7 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
             cases = [Case(**(ckpt["case"] | {"device": args.device})).resolve()]
         except TypeError as e:
             raise UsageError(f"{args.checkpoint}: bad case in checkpoint ({e})") from None
+        checkpoint_model(ckpt, cases[0], args.checkpoint)  # weights that do not fit: exit 2 before any run
         raw = ckpt.get("data")
         described: dict[str, Any] = raw if isinstance(raw, dict) else {}
         if args.data == "synthetic" and described.get("source") == "synthetic":
@@ -591,24 +597,50 @@ def cmd_accuracy(args: argparse.Namespace) -> int:
     data = _load_once(loader)
 
     run_dir = Path(args.out) if args.out else Path("results") / new_run_id()
-    run_id = run_dir.name
-    if args.resume:
-        run_id = read_meta(run_dir).get("run_id") or run_id  # resumed records keep the run's id
-    else:
-        ensure_fresh(run_dir)
-    checkpoint = accuracy_checkpoint_path(ckpt, args.checkpoint, run_dir) if args.checkpoint else None
-    job = AccuracyJob(loader, steps=steps, seed=args.seed, checkpoint=checkpoint, lr=preset.lr,
-                      weight_decay=preset.weight_decay, threads=preset.threads, progress=executor == "inline")  # fmt: skip
-    meta = {"kind": "accuracy", "preset": preset.name, "steps": steps, "seed": args.seed, "lr": preset.lr,
-            "threads": preset.threads, "data": data.description, "shard": args.shard,
-            "plugins": plugins.describe()}  # fmt: skip
-    before = torch.get_num_threads()
+    with writer(run_dir):  # one writer per run directory, from here to the summary
+        run_id = run_dir.name
+        if args.resume:
+            run_id = stored.get("run_id") or run_id  # resumed records keep the run's id
+            cases = _resumed_cases(args, stored, cases)
+        else:
+            ensure_fresh(run_dir)
+        checkpoint = accuracy_checkpoint_path(ckpt, args.checkpoint, run_dir) if args.checkpoint else None
+        job = AccuracyJob(loader, steps=steps, seed=args.seed, checkpoint=checkpoint, lr=preset.lr,
+                          weight_decay=preset.weight_decay, threads=preset.threads,
+                          progress=executor == "inline")  # fmt: skip
+        meta = {"kind": "accuracy", "preset": preset.name, "steps": steps, "seed": args.seed, "lr": preset.lr,
+                "threads": preset.threads, "data": data.description, "shard": args.shard,
+                "plugins": plugins.describe(), "matrix": [dataclasses.asdict(c) for c in cases]}  # fmt: skip
+        before = torch.get_num_threads()
+        try:
+            run_cases(cases, run_dir, run_id=run_id, resume=args.resume, args=args, job=job, meta=meta)
+        finally:
+            torch.set_num_threads(before)  # an inline run set the preset's count in this process
+        _print_summary(summary_rows(run_dir, [c.case_id for c in cases]), run_dir)
+        ids = {c.case_id for c in cases}
+        failed = {r["case_id"] for r in read_records(run_dir) if r["case_id"] in ids and r["status"] in ("error", "oom")}
+        return 1 if failed else 0
+
+
+MATRIX_OPTIONS = ("preset", "backbones", "variants", "frames", "size", "batch", "shard")
+
+
+def _resumed_cases(args: argparse.Namespace, stored: dict[str, Any], cases: list[Case]) -> list[Case]:
+    """On --resume: the run's own cases (meta.json) unless matrix options are given; those must match it."""
+    if not isinstance(stored.get("matrix"), list):
+        return cases  # written by an older vptbench: the options decide, as before
     try:
-        run_cases(cases, run_dir, run_id=run_id, resume=args.resume, args=args, job=job, meta=meta)
-    finally:
-        torch.set_num_threads(before)  # an inline run set the preset's count in this process
-    _print_summary(summary_rows(run_dir, [c.case_id for c in cases]), run_dir)
-    return 0
+        before = [Case(**c) for c in stored["matrix"]]
+    except TypeError as e:
+        raise UsageError(f"{args.out}/meta.json: malformed matrix ({e})") from None
+    if args.checkpoint:
+        return cases  # the checkpoint defines the case
+    if not any(getattr(args, o, None) is not None for o in MATRIX_OPTIONS):
+        return before
+    if set(cases) != set(before):
+        raise UsageError(f"these options give a different matrix ({len(cases)} cases) than {args.out}'s "
+                         f"({len(before)} cases); drop them to continue the run's own")  # fmt: skip
+    return cases
 
 
 def _synthetic_keys(description: dict[str, Any]) -> None:

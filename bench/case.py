@@ -62,6 +62,11 @@ class Case:
             raise UsageError(f"unknown runtime {self.runtime!r}; choose from {', '.join(RUNTIMES)}")
         if self.batch < 1:
             raise UsageError(f"batch must be >= 1, got {self.batch}")
+        if self.frames is not None and self.frames < 1:
+            raise UsageError(f"frames must be >= 1, got {self.frames}")
+        if self.recoverer and spec.pipeline == "seq2frame":
+            raise UsageError(f"recoverer {self.recoverer!r}: {self.backbone} is seq2frame (it outputs the centre frame "
+                             "only), so it recovers no tokens; drop the recoverer")  # fmt: skip
         frames = self.frames or spec.frames
         size = self.size or spec.default_size
         if size not in spec.sizes:

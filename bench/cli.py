@@ -1,6 +1,7 @@
 """The command line: argparse subcommands that only parse and call library functions (SPEC section 7).
 
-Exit codes: 0 ok, 1 regression found (gate), 2 bad input. A user mistake is one line on stderr.
+Exit codes: 0 all ok, 1 a case failed (run, accuracy) or a regression (gate), 2 bad input (a user
+mistake, one line on stderr; also a run directory that cannot be written).
 """
 
 from __future__ import annotations
@@ -113,7 +114,9 @@ def _executor_options(p: argparse.ArgumentParser) -> None:
                    help="local executor: cases run at once (default: 1 for run, so timings do not disturb each "
                         "other; one per CPU core for accuracy on the CPU)")
     g.add_argument("--shard", default=None, metavar="i/n", help="run only the i-th of n deterministic slices (default: all)")
-    g.add_argument("--resume", action="store_true", help="skip cases already finished in --out")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: its own matrix (from meta.json) unless matrix options are given; "
+                        "cases already finished with whole records are skipped")  # fmt: skip
     g.add_argument("--slurm-partition", default=None, help="Slurm partition (default: the cluster's default)")
     g.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="time limit per job")
     g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job")
@@ -193,6 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-out", default=None,
                    help="report directory (default: OUT/report with --out, else reports/<run_id>)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--extend", action="store_true",
+                   help="with --resume: add the cases of the given matrix options to the run's own")  # fmt: skip
     _executor_options(p)
     p.set_defaults(func=_lazy("commands", "cmd_run"))
 

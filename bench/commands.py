@@ -24,13 +24,14 @@ from tabulate import tabulate
 
 import backbones
 
-from . import executors, numbers, plugins, runtimes
+from . import executors, numbers, plugins, runtimes, store
 from .case import Case
 from .errors import UsageError
 from .measure import METRIC_GROUPS, Settings, check_device, measure_case
-from .presets import build_matrix, get_preset, with_strategies
+from .presets import Preset, build_matrix, get_preset, with_strategies
 from .results import read_meta, read_records
-from .runner import ensure_fresh, run_matrix
+from .runner import run_matrix
+from .store import ensure_fresh
 from .timing import unstable_summary
 
 # --------------------------------------------------------------------------- list
@@ -300,59 +301,117 @@ def _check_writable(run_dir: Path) -> None:
         raise UsageError(f"cannot write to --out {run_dir}: {e.strerror or e}") from None
 
 
+MATRIX_OPTIONS = ("preset", "backbones", "variants", "frames", "batch", "size", "device", "dtype", "metrics", "shard",
+                  "pruners", "recoverers", "runtime")  # fmt: skip
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    """``vptbench run``: exit 0 when every case is ok, 1 when a case failed (error or oom), 2 on bad input."""
+    if args.resume and not args.out:
+        raise UsageError("--resume needs --out: the run directory to continue")
+    if getattr(args, "extend", False) and not args.resume:
+        raise UsageError("--extend adds cases to a run: it needs --resume and --out")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    executor = args.executor or "local"
+    run_dir = Path(args.out) if args.out else None
+    with store.writer(run_dir) if run_dir else contextlib.nullcontext():
+        stored = read_meta(run_dir) if args.resume and run_dir else {}
+        preset, cases, metrics, settings = _matrix(args, stored)
+        run_id = stored.get("run_id") or (run_dir.name if run_dir else default_run_id(preset.name))
+        run_dir = run_dir or Path("results") / run_id
+        with store.writer(run_dir):
+            if not args.resume:
+                ensure_fresh(run_dir)
+            _check_writable(run_dir)
+            runtime_list = list(dict.fromkeys(c.runtime for c in cases))
+            if args.save_onnx and "onnxruntime" not in runtime_list:
+                raise UsageError("--save-onnx saves the models that --runtime onnxruntime exports; "
+                                 "add onnxruntime to --runtime")  # fmt: skip
+            save = str((run_dir / "onnx").resolve()) if args.save_onnx else None
+            settings = dataclasses.replace(settings, save_onnx=save, onnx_exporter=args.onnx_exporter)
+            meta = {"preset": preset.name, "executor": executor, "shard": args.shard or stored.get("shard"),
+                    "plugins": plugins.describe(), "matrix": [dataclasses.asdict(c) for c in cases],
+                    "runtimes": runtime_list}  # fmt: skip
+            if executor != "inline":
+                summary = executors.run_cases(
+                    cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=settings,
+                    meta=meta, args=args,
+                )  # fmt: skip
+            else:
+                summary = run_matrix(
+                    cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=settings,
+                    meta=meta,
+                )  # fmt: skip
+            failed_cases = len({r["case_id"] for r in summary.failures})
+            print(
+                f"{summary.measured} case(s) measured, {summary.resumed} already done, "
+                f"{len(summary.failures)} record(s) not ok in {failed_cases} case(s): {summary.run_dir}"
+            )
+            _warn_unstable(read_records(summary.run_dir))
+            if not args.no_report:
+                _report(summary.run_dir, report_dir(args, run_id))
+            return 1 if failed_case_ids(run_dir, [c.case_id for c in cases]) else 0
+
+
+def failed_case_ids(run_dir: Path, case_ids: list[str]) -> set[str]:
+    """The cases of ``case_ids`` with an error or oom record: they make ``run`` exit 1."""
+    ids = set(case_ids)
+    return {r["case_id"] for r in read_records(run_dir) if r["case_id"] in ids and r["status"] in ("error", "oom")}
+
+
+def _matrix(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[Preset, list[Case], list[str], Settings]:
+    """The run's preset, cases, metric groups and settings: from the options, or on --resume from meta.json.
+
+    ``--resume`` without matrix options continues the run's own matrix (``meta.json``'s); with
+    them, the matrix they give must be the run's, unless ``--extend`` adds its new cases.
+    """
+    given = [o for o in MATRIX_OPTIONS if getattr(args, o, None) is not None]
+    if args.resume and not given and stored:
+        if not isinstance(stored.get("matrix"), list) or not stored.get("preset"):
+            raise UsageError(f"{args.out}/meta.json does not record the run's matrix (an older vptbench wrote it); "
+                             "give the run's --preset and matrix options with --resume")  # fmt: skip
+        preset = get_preset(stored["preset"])
+        try:
+            cases = [Case(**c) for c in stored["matrix"]]
+        except TypeError as e:
+            raise UsageError(f"{args.out}/meta.json: malformed matrix ({e})") from None
+        settings = Settings.from_dict(stored["settings"]) if isinstance(stored.get("settings"), dict) else preset.settings
+        check_device(cases[0].device if cases else "cpu")
+        for runtime, device, dtype in dict.fromkeys((c.runtime, c.device, c.dtype) for c in cases):
+            runtimes.check(runtime, device, dtype)  # e.g. the deploy extra uninstalled since
+        settings = with_min_time(with_threads(settings, args.threads), args.min_time)
+        return preset, cases, list(stored.get("metrics") or preset.metrics), settings
     preset = get_preset(args.preset)
     device = args.device or "cpu"
     check_device(device)
-    executor = args.executor or "local"
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out: the run directory to continue")
     dtype = args.dtype or "float32"
     runtime_list = list(dict.fromkeys(args.runtime or ["eager"]))
     for runtime in runtime_list:
         runtimes.check(runtime, device, dtype)  # one line naming the runtime, the extra or the dtype
-    if args.save_onnx and "onnxruntime" not in runtime_list:
-        raise UsageError("--save-onnx saves the models that --runtime onnxruntime exports; add onnxruntime to --runtime")
     cases = build_matrix(
         preset, backbone_names=args.backbones, variants=args.variants, frames=args.frames,
         batch=args.batch, size=args.size, device=device, dtype=dtype, runtimes=runtime_list,
-    )
+    )  # fmt: skip
     cases = with_strategies(cases, getattr(args, "pruners", None), getattr(args, "recoverers", None))
     if args.shard:
         cases = executors.shard(cases, args.shard)  # UsageError for a malformed i/n
-    metrics = args.metrics or list(preset.metrics)
+    metrics = args.metrics or list((args.resume and stored.get("metrics")) or preset.metrics)
     settings = with_min_time(with_threads(preset.settings, args.threads), args.min_time)
-    run_id = default_run_id(preset.name)
-    run_dir = Path(args.out) if args.out else Path("results") / run_id
-    if args.resume:
-        run_id = read_meta(run_dir).get("run_id") or run_dir.name
-    else:
-        ensure_fresh(run_dir)
-    _check_writable(run_dir)
-    save = str((run_dir / "onnx").resolve()) if args.save_onnx else None
-    settings = dataclasses.replace(settings, save_onnx=save, onnx_exporter=args.onnx_exporter)
-    meta = {"preset": preset.name, "executor": executor, "shard": args.shard, "plugins": plugins.describe(),
-            "runtimes": runtime_list}  # fmt: skip
-
-    if executor != "inline":
-        summary = executors.run_cases(
-            cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=settings,
-            meta=meta, args=args,
-        )
-    else:
-        summary = run_matrix(
-            cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=settings,
-            meta=meta,
-        )
-    failed_cases = len({r["case_id"] for r in summary.failures})
-    print(
-        f"{summary.measured} case(s) measured, {summary.resumed} already done, "
-        f"{len(summary.failures)} record(s) not ok in {failed_cases} case(s): {summary.run_dir}"
-    )
-    _warn_unstable(read_records(summary.run_dir))
-    if not args.no_report:
-        _report(summary.run_dir, report_dir(args, run_id))
-    return 0
+    if not (args.resume and isinstance(stored.get("matrix"), list)):
+        return preset, cases, metrics, settings
+    before = [Case(**c) for c in stored["matrix"]]
+    new = [c for c in cases if c not in set(before)]
+    if list(stored.get("metrics") or []) != list(metrics):
+        raise UsageError(f"--metrics {','.join(metrics)} differs from the run's ({','.join(stored.get('metrics') or [])}); "
+                         "a run has one metric set: drop --metrics or choose another --out")  # fmt: skip
+    if new or set(cases) != set(before):
+        if not getattr(args, "extend", False):
+            raise UsageError(f"these options give a different matrix ({len(cases)} cases, {len(new)} not in the run) "
+                             f"than {args.out}'s ({len(before)} cases); drop them to continue the run's own, or add "
+                             "--extend to add the new cases")  # fmt: skip
+        cases = before + new  # --extend: the run's cases stay; the new ones are added
+    return preset, cases, metrics, settings
 
 
 def report_dir(args: argparse.Namespace, run_id: str) -> Path:

@@ -116,11 +116,30 @@ def checkpoint_model(ckpt: dict[str, Any], case: Case, path: str | Path) -> nn.M
             raise UsageError(f"{path}: its overrides do not build {c.backbone}: {e}") from None
     else:
         model = case.build()
-    try:
-        model.load_state_dict(ckpt["state_dict"])
-    except RuntimeError as e:
-        raise UsageError(f"{path}: state_dict does not fit {case.case_id}: {str(e).splitlines()[0]}") from None
+    load_fitting(model, ckpt.get("state_dict"), path, case)
     return model
+
+
+def load_fitting(model: nn.Module, state_dict: Any, checkpoint: str | Path, case: Case) -> None:
+    """Load ``state_dict`` into ``model``; UsageError listing the missing, unexpected and misshapen keys."""
+    if not isinstance(state_dict, dict):
+        raise UsageError(f"{checkpoint}: state_dict is not a mapping of parameter names to tensors")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+              if k in state_dict and hasattr(state_dict[k], "shape") and tuple(state_dict[k].shape) != tuple(v.shape)]  # fmt: skip
+    if missing or unexpected or shapes:
+
+        def few(keys: list[str]) -> str:
+            return ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+
+        parts = [f"{len(missing)} missing ({few(missing)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({few(unexpected)})" if unexpected else "",
+                 f"{len(shapes)} of another shape ({few(shapes)})" if shapes else ""]  # fmt: skip
+        raise UsageError(f"{checkpoint}: its weights do not fit {case.case_id}: keys "
+                         f"{'; '.join(p for p in parts if p)}; was it trained for another backbone or size?")  # fmt: skip
+    model.load_state_dict(state_dict)
 
 
 # --------------------------------------------------------------------------- accuracy and profile

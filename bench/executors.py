@@ -47,14 +47,25 @@ from typing import Any
 
 from . import worker
 from .case import Case
-from .errors import UsageError
+from .errors import UsageError, WriteError
 from .jobs import BenchJob, Job
 from .measure import METRIC_GROUPS, Settings
 from .plugins import Plugin, activate_all, for_task
 from .progress import read_progress, reporting_to
 from .results import finish_meta, read_records, write_meta
 from .runner import RunSummary
-from .store import PARTS, RecordWriter, close_orphans, close_part, new_part, note_log, prepare_resume, safe_name
+from .store import (
+    PARTS,
+    RecordWriter,
+    close_orphans,
+    close_part,
+    new_part,
+    note_log,
+    prepare_resume,
+    safe_name,
+    writer,
+)  # fmt: skip
+from .worker import WRITE_FAILED
 
 EXECUTORS = ("inline", "local", "slurm")
 
@@ -114,10 +125,12 @@ class CaseTask:
             activate_all(self.plugins)  # before the case: it may name their backbones and pruners
             for module in self.modules:
                 importlib.import_module(module)  # a user's backbone registers itself on import
-            with RecordWriter(part) as writer, reporting_to(part):
+            with RecordWriter(part) as records, reporting_to(part):
                 for rec in self.job.records(self.case, self.run_id, run_dir):
-                    writer.write(rec)
+                    records.write(rec)
                     n += 1
+        except WriteError:
+            raise  # the disk, not the case: the part stays for --resume, and the run stops
         except BaseException as e:  # the traceback goes to the log; the record says where that is
             text = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
             close_part(run_dir, part, why=f"{text}; log: {_job_log() or self.log or 'this terminal'}")
@@ -249,21 +262,23 @@ def execute(
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot write results to {run_dir}: {e.strerror or e}") from None
-    outcome = Outcome()
-    if resume:
-        closed = close_orphans(run_dir)
-        if closed and progress:
-            print(f"closed {closed} part(s) left by jobs that died unwatched", file=sys.stderr)
-        done = prepare_resume(run_dir, [c.case_id for c in cases])  # unfinished cases start afresh
-        outcome.skipped = [c.case_id for c in cases if c.case_id in done]
-        cases = [c for c in cases if c.case_id not in done]
-    if not cases:
+    with writer(run_dir):
+        outcome = Outcome()
+        if resume:
+            closed = close_orphans(run_dir)
+            if closed and progress:
+                print(f"closed {closed} part(s) left by jobs that died unwatched", file=sys.stderr)
+            expected = {c.case_id: list(job.expected(c)) for c in cases}
+            done = prepare_resume(run_dir, [c.case_id for c in cases], expected)  # unfinished cases start afresh
+            outcome.skipped = [c.case_id for c in cases if c.case_id in done]
+            cases = [c for c in cases if c.case_id not in done]
+        if not cases:
+            return outcome
+        run = {"inline": _run_inline, "local": _run_local, "slurm": _run_slurm}[executor]
+        run(cases, run_dir, run_id, job, workers, slurm, progress, outcome)
+        with contextlib.suppress(OSError):
+            (run_dir / PARTS).rmdir()  # only when empty: open parts are evidence of jobs still to close
         return outcome
-    run = {"inline": _run_inline, "local": _run_local, "slurm": _run_slurm}[executor]
-    run(cases, run_dir, run_id, job, workers, slurm, progress, outcome)
-    with contextlib.suppress(OSError):
-        (run_dir / PARTS).rmdir()  # only when empty: open parts are evidence of jobs still to close
-    return outcome
 
 
 def _check_slurm(opts: SlurmOptions, cases: Sequence[Case]) -> None:
@@ -324,6 +339,15 @@ def _gpu_ids() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
+def _last_line(log: Path) -> str:
+    """The worker's one-line WriteError message from the end of its log, without its prefix."""
+    with contextlib.suppress(OSError):
+        lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        if lines and lines[-1].startswith("vptbench worker: error: "):
+            return lines[-1].removeprefix("vptbench worker: error: ")
+    return ""
+
+
 def _describe_exit(rc: int) -> str:
     if rc < 0:
         try:
@@ -377,6 +401,9 @@ def _run_local(
                         continue
                     del running[slot]
                     why = None
+                    if rc == WRITE_FAILED:  # its part stays for --resume; the others are stopped below
+                        raise WriteError(_last_line(log) or f"{case.case_id}: its worker could not write its records "
+                                         f"(log: {log}); free space, then continue with --resume")  # fmt: skip
                     if rc != 0:
                         why = f"the worker {_describe_exit(rc)}; log: {log}"
                         close_part(run_dir, part, why=why)  # a no-op if the worker closed it itself
@@ -499,7 +526,7 @@ def run_cases(
         extra |= {"metrics": list(job.metrics), "settings": (job.settings or Settings()).to_dict()}
     write_meta(run_dir, extra | (meta or {}) | execution_meta(args))
     outcome = execute(
-        matrix, run_dir, run_id=run_id, job=job, executor=executor, workers=getattr(args, "workers", 1) or 1,
+        matrix, run_dir, run_id=run_id, job=job, executor=executor, workers=1 if getattr(args, "workers", None) is None else args.workers,
         slurm=slurm, resume=resume, progress=progress,
     )  # fmt: skip
     finish_meta(run_dir)

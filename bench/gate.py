@@ -37,7 +37,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from .errors import UsageError
-from .results import MEASUREMENT_KEY, read_records
+from .results import MEASUREMENT_KEY, read_records, read_text
 
 # metric -> (kind, default relative tolerance). "exact": |change| <= tol; "ceiling": increase <= tol;
 # "floor": decrease <= tol.
@@ -77,6 +77,7 @@ class Comparison:
 class GateResult:
     comparisons: list[Comparison] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    missing_metrics: list[str] = field(default_factory=list)  # "case_id metric[...]" of cases the run has
     new: list[str] = field(default_factory=list)
     missing_fails: bool = True
     unstable: list[str] = field(default_factory=list)  # gated figures measured unstable, as warnings
@@ -87,7 +88,7 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
-        return not self.failures and not (self.missing and self.missing_fails)
+        return not self.failures and not ((self.missing or self.missing_metrics) and self.missing_fails)
 
 
 @dataclass(frozen=True)
@@ -119,10 +120,10 @@ def load_rules(path: str | Path | None) -> Rules:
     if path is None:
         return Rules()
     p = Path(path)
+    if not p.exists():
+        raise UsageError(f"{p}: no such rules file")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{p}: no such rules file") from None
+        data = tomllib.loads(read_text(p))  # UsageError for a directory or a file that is not UTF-8
     except tomllib.TOMLDecodeError as e:
         raise UsageError(f"{p}: malformed TOML ({e})") from None
     unknown = set(data) - {"tolerances", "backbones", "missing", "unstable"}
@@ -144,8 +145,8 @@ def load_rules(path: str | Path | None) -> Rules:
         for metric, tol in table.items():
             if metric not in DEFAULT_RULES:
                 raise UsageError(f"{p}: [{where}] unknown metric {metric!r}; gated: {', '.join(DEFAULT_RULES)}")
-            if isinstance(tol, bool) or not isinstance(tol, int | float) or tol < 0:
-                raise UsageError(f"{p}: [{where}] {metric} must be a non-negative number, got {tol!r}")
+            if isinstance(tol, bool) or not isinstance(tol, int | float) or not math.isfinite(tol) or tol < 0:
+                raise UsageError(f"{p}: [{where}] {metric} must be a finite non-negative number, got {tol!r}")
             out[metric] = float(tol)
         return out
 
@@ -158,6 +159,16 @@ def load_rules(path: str | Path | None) -> Rules:
         missing=missing,
         unstable=unstable,
     )
+
+
+def check_backbones(rules: Rules, in_records: set[str], path: str | Path | None) -> None:
+    """UsageError for a ``[backbones.NAME]`` table naming no known backbone (a misspelling is not ignored)."""
+    import backbones
+
+    known = set(backbones.names()) | in_records
+    for name in rules.per_backbone:
+        if name not in known:
+            raise UsageError(f"{path}: [backbones.{name}]: unknown backbone {name!r}; known: {', '.join(sorted(known))}")
 
 
 def _key(rec: Mapping[str, Any]) -> tuple[str, str]:
@@ -216,7 +227,11 @@ def compare(
     cur_failed = {(r["case_id"], r["metric"]): r for r in current if r["status"] != "ok"}
     for key, b in sorted(base.items()):
         c = cur.get(key) or cur_failed.get((b["case_id"], b["metric"]))
-        if c is None or b["metric"] not in DEFAULT_RULES:
+        if b["metric"] not in DEFAULT_RULES:
+            continue
+        if c is None:
+            if b["case_id"] in cur_cases:  # the case ran but this measurement is gone: as bad as a missing case
+                result.missing_metrics.append(f"{key[0]} {key[1]}")
             continue
         kind = DEFAULT_RULES[b["metric"]][0]
         tol = rules.tolerance(b["metric"], b["backbone"])
@@ -284,13 +299,17 @@ def format_result(result: GateResult) -> str:
     if result.missing:
         word = "FAIL" if result.missing_fails else "warning"
         lines += [f"{word}: case missing from the current run: {cid}" for cid in result.missing]
+    if result.missing_metrics:
+        word = "FAIL" if result.missing_fails else "warning"
+        lines += [f"{word}: measurement missing from the current run: {m}" for m in result.missing_metrics]
     if result.new:
         lines += [f"new case (not in the baseline): {cid}" for cid in result.new]
     lines += [f"warning: unstable figure (CI or load; rerun to confirm): {u}" for u in result.unstable]
     verdict = "PASS" if result.passed else "FAIL"
     lines.append(
         f"gate {verdict}: {len(result.comparisons)} comparisons, {len(result.failures)} regressions, "
-        f"{len(result.missing)} missing, {len(result.new)} new cases, {len(result.unstable)} unstable"
+        f"{len(result.missing) + len(result.missing_metrics)} missing, {len(result.new)} new cases, "
+        f"{len(result.unstable)} unstable"
     )
     return "\n".join(lines)
 
@@ -327,6 +346,8 @@ def cmd_gate(args: argparse.Namespace) -> int:
     if not baseline:
         raise UsageError(f"{args.baseline}: the baseline holds no records")
     check_same_matrix(baseline, current, args.baseline, args.current)
-    result = compare(baseline, current, load_rules(args.rules))
+    rules = load_rules(args.rules)
+    check_backbones(rules, {r["backbone"] for r in baseline + current}, args.rules)
+    result = compare(baseline, current, rules)
     print(format_result(result), file=sys.stdout)
     return 0 if result.passed else 1

@@ -15,12 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UsageError
-from .results import MEASUREMENT_KEY, now, read_meta, read_records
-from .store import PARTS, RecordWriter, finished_case_ids
-
-
-def _key(rec: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(rec.get(k) for k in MEASUREMENT_KEY)
+from .results import describe_key, measurement_key, now, read_meta, scan_records
+from .store import PARTS, RecordWriter, finished_case_ids, writer
 
 
 def merge_runs(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
@@ -31,10 +27,18 @@ def merge_runs(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any
     fields all sources agree on plus ``merged_from``, one entry per source with its own meta.
     A measurement (case_id, metric, method, phase, block) found in two sources is refused:
     shards never overlap, so it means the same run was given twice or runs of different
-    matrices were mixed, and silently keeping one would hide that. Within one source, repeated
-    measurements (a resumed case) are kept in order: the last one counts, as in the report.
+    matrices were mixed, and silently keeping one would hide that. Each source is checked as it
+    is read (:func:`bench.results.scan_records`): a measurement twice in one source is refused too,
+    and a case whose records end in a cut line, or that ``done.txt`` lists without any record, is
+    not finished in the merged run (``--resume`` on it measures the case again). ``out`` is held
+    as its only writer while the merge writes it.
     """
     out = Path(out)
+    with writer(out):
+        return _merge(run_dirs, out)
+
+
+def _merge(run_dirs: Sequence[str | Path], out: Path) -> dict[str, Any]:
     if len({Path(d).resolve() for d in run_dirs}) < len(run_dirs):
         raise UsageError(f"the same run directory is given twice: {' '.join(map(str, run_dirs))}")
     if (out / "records.jsonl").is_file() and (out / "records.jsonl").stat().st_size:
@@ -46,14 +50,15 @@ def merge_runs(run_dirs: Sequence[str | Path], out: str | Path) -> dict[str, Any
     for d in map(Path, run_dirs):
         if not (d / "records.jsonl").is_file():
             raise UsageError(f"{d}: not a run directory (no records.jsonl)")
-        recs = read_records(d)
-        for key in {_key(r) for r in recs}:
-            if key in seen:
-                case_id, metric, method = key[:3]
-                raise UsageError(f"{d}: {case_id} {metric} ({method}) is also in {seen[key]}; shards must not overlap")
-            seen[key] = d
+        scan = scan_records(d)
+        recs = scan.records
+        for r in recs:
+            if measurement_key(r) in seen:
+                raise UsageError(f"{d}: {describe_key(r)} is also in {seen[measurement_key(r)]}; shards must not overlap")
+            seen[measurement_key(r)] = d
         meta = read_meta(d)
-        finished = finished_case_ids(d)
+        have = {r["case_id"] for r in recs}
+        finished = {c for c in finished_case_ids(d) if c in have and c != scan.cut_case}
         done |= finished
         records += [r | {"run_id": out.name, "source_run_id": r.get("run_id")} for r in recs]
         sources.append({

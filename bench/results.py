@@ -7,21 +7,24 @@ defines a record (:func:`record`, :data:`MEASUREMENT_KEY`), reads and validates 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import getpass
 import json
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .case import Case
-from .errors import UsageError
+from .errors import UsageError, WriteError
 
 SCHEMA_VERSION = 1
 
@@ -91,43 +94,121 @@ def failure(run_id: str, case: Case, metric: str, exc: BaseException | str, stat
     return record(run_id, case, metric, None, status=status, error=msg.strip().splitlines()[0][:500] if msg else "")
 
 
-def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a ``records.jsonl`` (or a run directory holding one), validated line by line.
+def measurement_key(rec: dict[str, Any]) -> tuple[Any, ...]:
+    """The record's :data:`MEASUREMENT_KEY`: a run holds each at most once."""
+    return tuple(rec.get(k) for k in MEASUREMENT_KEY)
 
-    A malformed line raises UsageError naming the file and the line number; a line cut short by a
-    kill at the very end of the file is skipped, since the run that wrote it will redo that case.
+
+def describe_key(rec: dict[str, Any]) -> str:
+    """A measurement in words for messages: ``case_id metric (method, phase=..., block=...)``."""
+    extra = [f"{k}={rec[k]}" for k in MEASUREMENT_KEY[3:] if rec.get(k) is not None]
+    return f"{rec.get('case_id')} {rec.get('metric')} ({', '.join([str(rec.get('method', '-')), *extra])})"
+
+
+@dataclass
+class RecordScan:
+    """What a records file holds: its records, and a last line that is not a record, if any.
+
+    ``cut_line``: the number of a last line cut short by a kill (or garbled); ``cut_case``: the
+    case it names, when the fragment still shows one. That case counts as unfinished.
+    """
+
+    path: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    cut_line: int | None = None
+    cut_case: str | None = None
+
+
+_CASE_ID = re.compile(r'"case_id"\s*:\s*"((?:[^"\\]|\\.)*)"')
+
+
+def scan_records(path: str | Path, *, quiet: bool = False) -> RecordScan:
+    """Read and check a ``records.jsonl`` (or a run directory holding one), line by line.
+
+    Every line must be a valid record: otherwise UsageError naming the file and line. A measurement
+    (:data:`MEASUREMENT_KEY`) found twice is a UsageError naming both lines. Only a last line that
+    is not JSON at all (a write cut short by a kill, or garbage) is left out, with a warning on
+    stderr naming file:line (unless ``quiet``); its case, when the fragment names one, is
+    ``cut_case`` and counts as unfinished.
     """
     path = Path(path)
     if path.is_dir():
         path = path / "records.jsonl"
     if not path.is_file():
         raise UsageError(f"{path}: no such results file")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = read_text(path).split("\n")  # JSON Lines: only "\n" ends a line (json.dumps escapes the others)
+    scan = RecordScan(path)
+    seen: dict[tuple[Any, ...], int] = {}
+    last = max((n for n, line in enumerate(lines, start=1) if line.strip()), default=0)
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as e:
-            if n == len(lines) and not line.rstrip().endswith("}"):
-                return  # the last record was being written when the run was killed
-            raise UsageError(f"{path}:{n}: not a JSON record ({e.msg})") from None
-        if not isinstance(rec, dict):
-            raise UsageError(f"{path}:{n}: a record must be a JSON object")
-        missing = [f for f in ("case_id", "backbone", "variant", "metric", "value", "unit", "status") if f not in rec]
-        if missing:
-            raise UsageError(f"{path}:{n}: record lacks {', '.join(missing)}")
-        value = rec["value"]
-        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value)):
-            raise UsageError(f"{path}:{n}: value must be a finite number or null, got {value!r}")
-        if rec["status"] not in STATUSES:
-            raise UsageError(f"{path}:{n}: status {rec['status']!r} is not one of {', '.join(STATUSES)}")
-        yield rec
+            rec = _parse(line, path, n)
+        except _NotJSON as e:
+            if n != last:
+                raise UsageError(str(e)) from None
+            scan.cut_line = n
+            m = _CASE_ID.search(line)
+            with contextlib.suppress(ValueError):
+                scan.cut_case = json.loads(f'"{m.group(1)}"') if m else None
+            if not quiet:
+                whose = f"case {scan.cut_case}" if scan.cut_case else "its case"
+                print(f"warning: {path}:{n}: last line is not a whole record ({str(e).split(': ', 1)[-1]}); "
+                      f"ignored, {whose} counts as unfinished (vptbench run --resume measures it again)",
+                      file=sys.stderr)  # fmt: skip
+            break
+        key = measurement_key(rec)
+        if key in seen:
+            raise UsageError(f"{path}:{n}: {describe_key(rec)} is also on line {seen[key]}; a run holds each "
+                             "measurement once")  # fmt: skip
+        seen[key] = n
+        scan.records.append(rec)
+    return scan
+
+
+class _NotJSON(ValueError):
+    """A line that is not JSON at all: an error, or the warning of a cut last line."""
+
+
+def _parse(line: str, path: Path, n: int) -> dict[str, Any]:
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise _NotJSON(f"{path}:{n}: not a JSON record ({e.msg})") from None
+    if not isinstance(rec, dict):
+        raise UsageError(f"{path}:{n}: a record must be a JSON object")
+    missing = [f for f in ("case_id", "backbone", "variant", "metric", "value", "unit", "status") if f not in rec]
+    if missing:
+        raise UsageError(f"{path}:{n}: record lacks {', '.join(missing)}")
+    value = rec["value"]
+    if value is not None and (not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value)):
+        raise UsageError(f"{path}:{n}: value must be a finite number or null, got {value!r}")
+    if rec["status"] not in STATUSES:
+        raise UsageError(f"{path}:{n}: status {rec['status']!r} is not one of {', '.join(STATUSES)}")
+    return rec
+
+
+def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of a ``records.jsonl`` (or a run directory holding one), checked (see :func:`scan_records`)."""
+    yield from scan_records(path).records
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a results file or run directory (see :func:`iter_records`)."""
-    return list(iter_records(path))
+    """All records of a results file or run directory (see :func:`scan_records`)."""
+    return scan_records(path).records
+
+
+def read_text(path: Path) -> str:
+    """A text file of a run (records, done.txt, rules): UsageError naming it if it is not UTF-8."""
+    try:
+        return path.read_bytes().decode("utf-8")  # as written: no newline translation
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text (byte {e.start}); is it the right file?") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, expected a file") from None
+    except OSError as e:
+        raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
 
 
 def _git(*args: str) -> str:
@@ -204,13 +285,10 @@ def now() -> str:
 def write_meta(run_dir: str | Path, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``meta.json`` (environment, start time, command line), keeping an earlier start time."""
     run_dir = Path(run_dir)
-    path = run_dir / "meta.json"
-    old: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            old = {}
+    try:
+        old = read_meta(run_dir)
+    except UsageError:
+        old = {}  # a broken meta.json is replaced
     meta = environment() | {
         "start_time": old.get("start_time", now()),
         "end_time": None,
@@ -221,18 +299,28 @@ def write_meta(run_dir: str | Path, extra: dict[str, Any] | None = None) -> dict
     meta.update(extra or {})
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+        raise UsageError(f"cannot write {run_dir / 'meta.json'}: {e.strerror or e}") from None
+    _write_json(run_dir / "meta.json", meta)
     return meta
 
 
 def finish_meta(run_dir: str | Path) -> None:
     """Stamp the end time into ``meta.json``."""
-    path = Path(run_dir) / "meta.json"
-    meta = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    meta["end_time"] = now()
-    path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    _write_json(Path(run_dir) / "meta.json", read_meta(run_dir) | {"end_time": now()})
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    """Replace ``path`` atomically: a failed write (disk full) leaves the old file whole."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise WriteError(f"cannot write {path}: {e.strerror or e}; the run stopped: free space, then continue it "
+                         "with --resume") from None  # fmt: skip
 
 
 def read_meta(run_dir: str | Path) -> dict[str, Any]:
@@ -241,6 +329,9 @@ def read_meta(run_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        meta = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}:{e.lineno}: malformed meta.json ({e.msg})") from None
+    if not isinstance(meta, dict):
+        raise UsageError(f"{path}: meta.json must hold a JSON object, got {type(meta).__name__}")
+    return meta

@@ -20,9 +20,9 @@ from typing import Any
 from tqdm import tqdm
 
 from .case import Case
-from .measure import Settings, measure_case
+from .measure import Settings, group_metric, measure_case
 from .results import finish_meta, write_meta
-from .store import RecordWriter, ensure_fresh, mark_done, prepare_resume
+from .store import RecordWriter, ensure_fresh, mark_done, prepare_resume, writer
 
 
 @dataclass
@@ -70,22 +70,24 @@ def run_matrix(
     run_dir = Path(run_dir)
     matrix = list(dict.fromkeys(cases))  # the same case asked for twice is measured once
     ids = [c.case_id for c in matrix]
-    if not resume:
-        ensure_fresh(run_dir)
-    write_meta(run_dir, {
-        "run_id": run_id, "metrics": list(metrics), "settings": settings.to_dict(), "cases": len(matrix),
-        **(meta or {}),
-    })  # fmt: skip
-    done = prepare_resume(run_dir, ids) if resume else set()
-    todo = [c for c in matrix if c.case_id not in done]
-    summary = RunSummary(run_dir=run_dir, cases=len(matrix), resumed=len(matrix) - len(todo))
-    with tqdm(total=len(matrix), initial=summary.resumed, unit="case", file=sys.stderr,
-              disable=not progress, dynamic_ncols=True) as bar:  # fmt: skip
-        for case in todo:
-            bar.set_description_str(case.case_id)
-            records = run_case(case, run_dir, run_id, metrics, settings)
-            summary.measured += 1
-            summary.failures += [r for r in records if r["status"] != "ok"]
-            bar.update(1)
-    finish_meta(run_dir)
+    with writer(run_dir):
+        if not resume:
+            ensure_fresh(run_dir)
+        write_meta(run_dir, {
+            "run_id": run_id, "metrics": list(metrics), "settings": settings.to_dict(), "cases": len(matrix),
+            **(meta or {}),
+        })  # fmt: skip
+        expected = {c.case_id: [group_metric(g, c.device) for g in metrics] for c in matrix}
+        done = prepare_resume(run_dir, ids, expected) if resume else set()
+        todo = [c for c in matrix if c.case_id not in done]
+        summary = RunSummary(run_dir=run_dir, cases=len(matrix), resumed=len(matrix) - len(todo))
+        with tqdm(total=len(matrix), initial=summary.resumed, unit="case", file=sys.stderr,
+                  disable=not progress, dynamic_ncols=True) as bar:  # fmt: skip
+            for case in todo:
+                bar.set_description_str(case.case_id)
+                records = run_case(case, run_dir, run_id, metrics, settings)
+                summary.measured += 1
+                summary.failures += [r for r in records if r["status"] != "ok"]
+                bar.update(1)
+        finish_meta(run_dir)
     return summary

@@ -5,10 +5,13 @@
     run_dir/meta.json        the environment and the run's options (bench.results.write_meta)
     run_dir/parts/<case>-<token>/   one per case being run elsewhere (a subprocess, a Slurm job)
     run_dir/logs/            the local executor's per-case logs
+    run_dir/writer.lock      held by the run's one writer (:func:`writer`), naming it
+    run_dir/.lock            the short lock of one append of a part (:func:`locked`)
 
 Everything that writes into a run directory lives here. :class:`RecordWriter` appends records,
-flushed and fsynced one by one, so an interrupted run loses nothing; :func:`mark_done` closes a
-case.
+flushed and fsynced one by one, so an interrupted run loses nothing; a write that fails (disk
+full) is cut back and raised as :class:`~bench.errors.WriteError`, so no half record is ever
+left; :func:`mark_done` closes a case.
 
 How records reach ``records.jsonl`` without loss or duplication, whatever runs concurrently:
 every case run by an executor writes its records, flushed one by one, into its own *part*
@@ -23,7 +26,8 @@ whose error names the job's log, and deletes the part. That case is not marked d
 
 Resuming (:func:`prepare_resume`). A kill can land anywhere: between two records of a case, in
 the middle of writing a record, or in the middle of writing the ``done.txt`` line. ``--resume``
-therefore trusts only ``done.txt``: it first closes the parts left by jobs nobody watched
+therefore trusts a case as finished only if ``done.txt`` lists it and its records are whole: it
+first closes the parts left by jobs nobody watched
 (:func:`close_orphans`), then every unfinished case of the matrix is redone from scratch after
 its partial records, error records included, are removed from ``records.jsonl`` (the file is
 rewritten and atomically replaced): a (case, metric) is never in ``records.jsonl`` twice.
@@ -43,14 +47,16 @@ import json
 import os
 import re
 import shutil
+import socket
+import sys
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .case import Case
-from .errors import UsageError
-from .results import failure, read_records
+from .errors import UsageError, WriteError
+from .results import RecordScan, failure, measurement_key, now, read_text, scan_records
 
 PARTS = "parts"
 
@@ -59,27 +65,29 @@ PARTS = "parts"
 
 
 class RecordWriter:
-    """Appends records to ``records.jsonl`` and flushes each one to disk at once."""
+    """Appends records to ``records.jsonl``, each one on disk (fsynced) before the next."""
 
     def __init__(self, run_dir: str | Path):
         self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "records.jsonl"
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            self._fh = open(self.run_dir / "records.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+            self._fd = _open_append(self.path)
         except OSError as e:
             raise UsageError(f"cannot write results to {self.run_dir}: {e.strerror or e}") from None
 
     def write(self, rec: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(rec, allow_nan=False, default=_jsonable) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        """Append one record; a write that fails is undone and raised as WriteError."""
+        append_whole(self.path, self._fd, (json.dumps(rec, allow_nan=False, default=_jsonable) + "\n").encode())
 
     def write_all(self, recs: Iterable[dict[str, Any]]) -> None:
         for r in recs:
             self.write(r)
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def __enter__(self) -> RecordWriter:
         return self
@@ -94,20 +102,61 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
+def append_whole(path: Path, fd: int, data: bytes) -> None:
+    """Append ``data`` to ``path`` (open as ``fd`` with O_APPEND) and fsync it; all of it or nothing.
+
+    Unbuffered ``os.write``: a write that fails part way (disk full, a file size limit) is cut
+    off again, so that no half line is left to fuse with the next one, and is raised as a
+    one-line WriteError. Cutting a file shorter needs no space.
+    """
+    start = os.lseek(fd, 0, os.SEEK_END)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, start)
+        raise WriteError(f"cannot write {path}: {e.strerror or e}; the run stopped: free space, then continue "
+                         "it with --resume") from None  # fmt: skip
+
+
+def _open_append(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+
+
 def finished_case_ids(run_dir: str | Path) -> set[str]:
     """Cases of a run that are complete: their closing ``done`` marker was written."""
     marker = Path(run_dir) / "done.txt"
     if not marker.is_file():
         return set()
-    return {line.strip() for line in marker.read_text(encoding="utf-8").splitlines() if line.strip()}
+    return {line.strip() for line in read_text(marker).splitlines() if line.strip()}
 
 
 def mark_done(run_dir: str | Path, case_id: str) -> None:
     """Record that every metric of ``case_id`` was written (``--resume`` skips it)."""
-    with open(Path(run_dir) / "done.txt", "a", encoding="utf-8") as fh:
-        fh.write(case_id + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    path = Path(run_dir) / "done.txt"
+    fd = _open_append(path)
+    try:
+        append_whole(path, fd, (case_id + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _replace(path: Path, lines: Iterable[str]) -> None:
+    """Rewrite ``path`` atomically (a temporary file, then rename); WriteError if that fails."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise WriteError(f"cannot write {path}: {e.strerror or e}; free space and run --resume again") from None
 
 
 # --------------------------------------------------------------------------- parts (one per case run)
@@ -128,7 +177,8 @@ def drop_cut_line(path: Path) -> None:
     """Cut off a last line that a killed writer left unfinished, so the next record starts a line.
 
     Closers write whole records under the lock, so an unfinished line is never a record (readers
-    skip it too); left in place it would fuse with the next record into one malformed line.
+    leave it out too); left in place it would fuse with the next record into one malformed line.
+    A whole record that lacks only its newline is kept and given one.
     """
     if not path.is_file():
         return
@@ -143,10 +193,23 @@ def drop_cut_line(path: Path) -> None:
                 return
             nl = chunk.rfind(b"\n")
             if nl >= 0:
-                fh.truncate(pos - step + nl + 1)
-                return
+                start = pos - step + nl + 1
+                break
             pos -= step
-        fh.truncate(0)
+        else:
+            start = 0
+        fh.seek(start)
+        if _is_record(fh.read()):
+            fh.write(b"\n")
+        else:
+            fh.truncate(start)
+
+
+def _is_record(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
 
 
 def safe_name(case: Case) -> str:
@@ -186,22 +249,37 @@ def close_part(run_dir: Path, part: Path, *, why: str | None = None, status: str
 
     ``why`` None: the case finished, it is marked done. Otherwise the case failed: one failure
     record (``status``, error ``why``) for each expected metric that has no record yet, and the
-    case stays unfinished so that ``--resume`` runs it again.
+    case stays unfinished so that ``--resume`` runs it again. All or nothing: if a write fails
+    (WriteError), ``records.jsonl`` and ``done.txt`` are cut back to what they held and the part
+    stays, for ``--resume`` to close.
     """
     with locked(run_dir):
         if not (part / "part.json").is_file():
             return False  # closed by the job itself (or by another watcher)
         info = json.loads((part / "part.json").read_text(encoding="utf-8"))
         case = Case(**info["case"])
-        recs = read_records(part) if (part / "records.jsonl").is_file() else []
+        # A part's last record may be cut short by the kill that ended its job: left out quietly.
+        recs = scan_records(part, quiet=True).records if (part / "records.jsonl").is_file() else []
+        records, done = run_dir / "records.jsonl", run_dir / "done.txt"
+        drop_cut_line(records)
         if why is not None:
             have = {r["metric"] for r in recs}
             recs += [failure(info["run_id"], case, m, why, status=status) for m in info["expected"] if m not in have]
-        drop_cut_line(run_dir / "records.jsonl")
-        with RecordWriter(run_dir) as writer:
-            writer.write_all(recs)
-        if why is None:
-            mark_done(run_dir, case.case_id)
+            # An earlier attempt of the case may have left records (closed unwatched, then this one was
+            # too): a measurement is never appended twice; --resume clears an unfinished case anyway.
+            there = {measurement_key(r) for r in scan_records(records, quiet=True).records} if records.is_file() else set()
+            recs = [r for r in recs if measurement_key(r) not in there]
+        sizes = {p: p.stat().st_size for p in (records, done) if p.is_file()}
+        try:
+            with RecordWriter(run_dir) as writer:
+                writer.write_all(recs)
+            if why is None:
+                mark_done(run_dir, case.case_id)
+        except WriteError:
+            for p in (records, done):
+                with contextlib.suppress(OSError):
+                    os.truncate(p, sizes.get(p, 0)) if p.is_file() else None
+            raise
         shutil.rmtree(part)
     return True
 
@@ -228,37 +306,147 @@ def ensure_fresh(run_dir: str | Path) -> None:
         raise UsageError(f"{run_dir} already holds a run ({held[0]}); pass --resume to continue it or choose another --out")
 
 
-def prepare_resume(run_dir: str | Path, case_ids: Iterable[str]) -> set[str]:
-    """Make ``run_dir`` ready to continue: returns the finished case ids; partial cases are cleared.
+def prepare_resume(
+    run_dir: str | Path, case_ids: Iterable[str], expected: Mapping[str, Sequence[str]] | None = None
+) -> set[str]:
+    """Make ``run_dir`` ready to continue: returns the finished case ids; the others are cleared.
 
-    Repairs a ``done.txt`` line cut short by a kill, and removes from ``records.jsonl`` the records
-    of the cases in ``case_ids`` that are not finished (and a last line cut short), so that they can
-    be measured again without duplicates.
+    A case of ``case_ids`` counts as finished only if ``done.txt`` lists it *and* its records are
+    whole: no cut last line names it, and it has a record of each metric ``expected[case_id]``
+    lists (any record at all when ``expected`` is None). So a records file that was emptied,
+    deleted or cut short gets its cases measured again whatever ``done.txt`` says. The records of
+    the cases to redo (error records included) are removed from ``records.jsonl``, a cut last line
+    with them, and ``done.txt`` keeps only the finished cases; both are replaced atomically.
     """
     run_dir = Path(run_dir)
-    _drop_torn_tail(run_dir / "done.txt")
-    done = finished_case_ids(run_dir)
-    redo = set(case_ids) - done
-    path = run_dir / "records.jsonl"
-    if not path.is_file():
-        return done
-    torn = not path.read_text(encoding="utf-8").endswith("\n")
-    records = read_records(path)  # validated line by line; a last record cut short is left out
-    kept = [r for r in records if r["case_id"] not in redo]
-    if torn or len(kept) < len(records):
-        tmp = path.with_name(path.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(json.dumps(r) + "\n" for r in kept)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+    ids = list(dict.fromkeys(case_ids))
+    done_path, path = run_dir / "done.txt", run_dir / "records.jsonl"
+    if done_path.is_file():
+        _drop_torn_tail(done_path)
+    listed = finished_case_ids(run_dir)
+    scan = scan_records(path) if path.is_file() else RecordScan(path)
+    have: dict[str, set[str]] = {}
+    for r in scan.records:
+        have.setdefault(r["case_id"], set()).add(r["metric"])
+    lacking = [
+        c for c in ids if c in listed and (c == scan.cut_case or c not in have
+                                           or (expected is not None and set(expected.get(c, ())) - have[c]))
+    ]  # fmt: skip
+    if lacking:
+        print(f"{run_dir}: {len(lacking)} case(s) listed in done.txt lack records (e.g. {lacking[0]}); "
+              "measuring them again", file=sys.stderr)  # fmt: skip
+    done = listed - set(lacking)
+    redo = set(ids) - done
+    kept = [r for r in scan.records if r["case_id"] not in redo]
+    torn = path.is_file() and path.stat().st_size and not path.read_bytes().endswith(b"\n")
+    if scan.cut_line or torn or len(kept) < len(scan.records):
+        _replace(path, (json.dumps(r) + "\n" for r in kept))
+    if lacking:
+        _replace(done_path, (c + "\n" for c in sorted(done)))
     return done
 
 
 def _drop_torn_tail(path: Path) -> None:
     """Cut a last line without its newline (a write interrupted by a kill) off ``path``."""
-    if not path.is_file():
-        return
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if text and not text.endswith("\n"):
-        path.write_text(text[: text.rfind("\n") + 1], encoding="utf-8")
+        _replace(path, [text[: text.rfind("\n") + 1]])
+
+
+# --------------------------------------------------------------------------- one writer per run directory
+
+
+LOCK = "writer.lock"  # the run-level lock; ``.lock`` is the short lock of one append (:func:`locked`)
+_held: dict[Path, int] = {}  # run directories this process holds -> nesting depth
+
+
+@contextlib.contextmanager
+def writer(run_dir: str | Path, *, quiet: bool = False) -> Iterator[None]:
+    """Hold ``run_dir`` as its only writer for the block: UsageError if another process holds it.
+
+    An exclusive ``fcntl.lockf`` lock on ``run_dir/writer.lock`` (NFS honours it), held by
+    ``run``, ``run --resume``, ``accuracy`` and ``merge --out`` for their whole run; the file names
+    the holder (pid, host, start time, command) so that a refused writer can say who it is. The
+    kernel drops the lock of a process that dies, so a lock file still naming a process that is
+    gone is taken over (with a message). Nested use in one process is allowed (the command holds
+    the directory, the library functions it calls hold it again).
+    """
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        _held[run_dir] += 1
+        try:
+            yield
+        finally:
+            _held[run_dir] -= 1
+        return
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file, not a directory")
+    created = not run_dir.exists()
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise UsageError(f"cannot write to --out {run_dir}: {e.strerror or e}") from None
+    try:
+        _acquire(run_dir, fd, quiet)
+        _held[run_dir] = 1
+        try:
+            yield
+        finally:
+            del _held[run_dir]
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)  # no holder any more; then the lock goes with the descriptor
+            if created and {p.name for p in run_dir.iterdir()} <= {LOCK}:
+                with contextlib.suppress(OSError):  # refused before writing anything: leave no trace
+                    (run_dir / LOCK).unlink()
+                    run_dir.rmdir()
+    finally:
+        os.close(fd)
+
+
+def _acquire(run_dir: Path, fd: int, quiet: bool) -> None:
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = _holder(fd)
+        raise UsageError(f"{run_dir} is being written by {_describe(holder)}; one writer per run directory: wait "
+                         "for it to end or choose another --out") from None  # fmt: skip
+    before = _holder(fd)
+    if before and not quiet:
+        gone = "has ended" if before.get("host") == socket.gethostname() and not _alive(before.get("pid")) else (
+            "no longer holds its lock")  # fmt: skip
+        print(f"{run_dir}: taking over the lock of {_describe(before)}, which {gone} without releasing it",
+              file=sys.stderr)  # fmt: skip
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "start_time": now(), "command": " ".join(sys.argv)}
+    with contextlib.suppress(OSError):  # the names are for messages; the lock itself is held
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        os.fsync(fd)
+
+
+def _holder(fd: int) -> dict[str, Any]:
+    try:
+        data = os.pread(fd, 4096, 0)
+        info = json.loads(data) if data.strip() else {}
+    except (OSError, ValueError):
+        return {"pid": "?"}
+    return info if isinstance(info, dict) else {"pid": "?"}
+
+
+def _describe(holder: dict[str, Any]) -> str:
+    if not holder:
+        return "another process"
+    what = f" ({holder['command']})" if holder.get("command") else ""
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('start_time', '?')}{what}"
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

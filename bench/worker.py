@@ -10,8 +10,9 @@ process that never ran anything. Where ``os.fork`` is missing (Windows) every ca
 interpreter instead (:func:`start_worker`).
 
 Either way the task writes its records into the part and closes it itself; exit code 0 means the
-case finished, anything else (a kill included, as a negative signal number) is recorded by the
-executor.
+case finished; :data:`WRITE_FAILED` that the run directory could not be written (the executor
+stops the run, the part stays for ``--resume``); anything else (a kill included, as a negative
+signal number) is recorded by the executor.
 """
 
 from __future__ import annotations
@@ -29,14 +30,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+WRITE_FAILED = 75  # EX_TEMPFAIL: the disk, not the case, failed
 
-def run_part(part: str | Path) -> None:
-    """Run the task pickled in ``part/task.pkl`` in this process."""
+
+def run_part(part: str | Path) -> int:
+    """Run the task pickled in ``part/task.pkl`` in this process; the exit code (0, or :data:`WRITE_FAILED`)."""
     import cloudpickle
+
+    from .errors import WriteError
 
     task = cloudpickle.loads((Path(part) / "task.pkl").read_bytes())
     try:
         task()
+        return 0
+    except WriteError as e:
+        print(f"vptbench worker: error: {e}", file=sys.stderr)  # the executor's one line, from the log
+        return WRITE_FAILED
     finally:
         from . import memory
 
@@ -83,8 +92,7 @@ def _child(request: dict[str, Any], reply_fd: int) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.environ.update(request.get("env") or {})
-        run_part(request["part"])
-        code = 0
+        code = run_part(request["part"])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
     except BaseException:
@@ -254,6 +262,7 @@ def fork_server(env: Mapping[str, str]) -> ForkServer | None:
     return ForkServer(os.environ | dict(env))
 
 
+
 def main(argv: list[str]) -> int:
     if argv == ["--serve"]:
         reply_fd = os.dup(1)
@@ -263,8 +272,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m bench.worker PART_DIR | --serve", file=sys.stderr)
         return 2
-    run_part(argv[0])
-    return 0
+    return run_part(argv[0])
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ from bench.accuracy import (
 )
 from bench.case import Case
 from bench.cli import main
+from bench.convert import load_fitting
 from bench.data.synthetic import synthetic_data
+from bench.errors import UsageError
 from bench.metrics import mpjpe
 from bench.results import METRIC_UNITS, read_records
 
@@ -262,3 +264,13 @@ def test_reported_table_is_well_formed_and_matches_the_registry():
             assert spec.valid_frames(int(row["frames"])) is None, row
     # the HoT headline pair: MixSTE and HoT w. MixSTE at 243 frames
     assert {(r["backbone"], r["variant"]) for r in rows} >= {("mixste", "rectangle"), ("mixste", "single")}
+
+
+def test_weights_of_another_backbone_name_the_missing_and_unexpected_keys(tmp_path):
+    case = Case("mixste", frames=27, size="tiny").resolve()
+    other = backbones.create("motionbert", frames=27, size="tiny").state_dict()
+    with pytest.raises(UsageError) as info:
+        load_fitting(case.build(), other, "other.pt", case)
+    message = str(info.value)
+    assert "\n" not in message and "missing (" in message and "unexpected (" in message
+    assert next(iter(other)) in message  # a key is named, not just counted

@@ -183,6 +183,15 @@ BAD_INPUTS = [
     (["run", "--pruners", "tpc,tpx"], "unknown pruner 'tpx'; choose from tps, tpc, tpa, tpmo, tome"),
     (["accuracy", "--recoverers", "trx"], "unknown recoverer 'trx'"),
     (["list", "--plugin", "no_such_plugin_module"], "plugin 'no_such_plugin_module'"),
+    (["profile", "mixste", "--frames", "0"], "frames must be >= 1, got 0"),
+    (["accuracy", "--frames", "0"], "--frames must be >= 1, got 0"),
+    (["run", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["accuracy", "--workers", "0"], "--workers must be >= 1, got 0"),
+    (["profile", "mhformer", "--variant", "single", "--recoverer", "tri"], "seq2frame"),
+    (["profile", "mixste", "--variant", "single", "--schedule", "3:1.0"], "has a decimal point, so it is a ratio"),
+    (["profile", "mixste", "--variant", "single", "--schedule", "3:1.5"], "has a decimal point, so it is a ratio"),
+    (["profile", "mixste", "--variant", "single", "--schedule=-1:9"], "BLOCK must be >= 0"),
+    (["run", "--extend"], "--extend adds cases to a run: it needs --resume"),
 ]
 
 

@@ -120,6 +120,8 @@ def test_rules_file_overrides_tolerances_per_metric_and_backbone(tmp_path):
         ("[tolerances\n", "malformed TOML"),
         ("[limits]\n", "unknown section 'limits'"),
         ("unstable = 'ignore'\n", "choose from warn, fail"),
+        ("[tolerances]\nspeedup = nan\n", "finite non-negative number, got nan"),
+        ("[tolerances]\nspeedup = inf\n", "finite non-negative number, got inf"),
     ],
 )
 def test_bad_rules_files_are_usage_errors(tmp_path, text, message):
@@ -210,3 +212,27 @@ def test_runs_of_different_presets_are_a_usage_error_with_a_hint(tmp_path, capsy
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "share no case" in err and "preset paper" in err and "T=27" in err
     assert "vptbench run --preset" in err
+
+
+def test_a_measurement_missing_from_a_case_the_run_has_fails(tmp_path, capsys):
+    recs = _run()
+    gone = next(r for r in recs if r["metric"] == "flops" and r["method"] == "paper" and "mixste/single" in r["case_id"])
+    cur = [r for r in recs if r is not gone]
+    result = compare(recs, cur)
+    assert not result.passed and result.missing_metrics == [f"{gone['case_id']} flops[paper]"]
+    assert "1 missing" in format_result(result) and "measurement missing from the current run" in format_result(result)
+    assert compare(recs, cur, Rules(missing="warn")).passed
+
+
+def test_rules_naming_an_unknown_backbone_and_unreadable_rules_are_refused(tmp_path, capsys):
+    base = _write(tmp_path / "base.jsonl", _run())
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[backbones.mixtse]\nspeedup = 0.4\n")
+    argv = ["gate", "--baseline", str(base), "--current", str(base), "--rules"]
+    for path, message in ((rules, "unknown backbone 'mixtse'"), (tmp_path, "is a directory")):
+        assert main([*argv, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    rules.write_bytes(b"[tolerances]\nspeedup = 0.3 # \xff\xfe\n")
+    assert main([*argv, str(rules)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err

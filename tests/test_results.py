@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bench.case import Case
 from bench.errors import UsageError
@@ -11,8 +13,10 @@ from bench.results import (
     failure,
     read_records,
     record,
+    scan_records,
     write_meta,
 )
+from bench.store import drop_cut_line
 
 
 def test_resolve_fills_the_variant_defaults_with_counts():
@@ -96,3 +100,77 @@ def test_meta_records_the_environment(tmp_path):
                 "hostname", "start_time", "command"):
         assert key in meta
     assert meta["preset"] == "smoke"
+
+
+# --------------------------------------------------------------------------- the reader, property-tested
+
+_CASES = [Case("mixste", v, frames=t, size="tiny") for v in ("rectangle", "single") for t in (27, 81)]
+_KEYS = [(c, m, meth) for c in _CASES for m, meth in (("params", "-"), ("flops", "fvcore"), ("flops", "paper"))]
+
+
+@st.composite
+def record_files(draw):
+    """Distinct measurements, written one per line as RecordWriter does."""
+    keys = draw(st.lists(st.sampled_from(_KEYS), min_size=1, max_size=8, unique=True))
+    values = draw(st.lists(st.floats(0, 1e12) | st.none(), min_size=len(keys), max_size=len(keys)))
+    recs = [record("r", c, m, v, method=meth, status="ok" if v is not None else "error")
+            for (c, m, meth), v in zip(keys, values)]  # fmt: skip
+    return recs, [json.dumps(r) for r in recs]
+
+
+def _write_lines(tmp_path_factory, lines: list[str], tail: str = "\n"):
+    path = tmp_path_factory.mktemp("rec") / "records.jsonl"
+    path.write_text("\n".join(lines) + tail)
+    return path
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record_files())
+def test_whole_files_read_back_exactly(tmp_path_factory, data):
+    recs, lines = data
+    scan = scan_records(_write_lines(tmp_path_factory, lines))
+    assert scan.records == recs and scan.cut_line is None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record_files(), st.data())
+def test_a_cut_last_line_is_left_out_and_names_its_case(tmp_path_factory, capsys, data, draw):
+    recs, lines = data
+    cut = draw.draw(st.integers(1, len(lines[-1]) - 1))
+    path = _write_lines(tmp_path_factory, [*lines[:-1], lines[-1][:cut]], tail="")
+    scan = scan_records(path)
+    assert scan.records == recs[:-1] and scan.cut_line == len(lines)
+    assert scan.cut_case in (None, recs[-1]["case_id"])  # named when the fragment still shows it whole
+    if f'"case_id": "{recs[-1]["case_id"]}"' in lines[-1][:cut]:
+        assert scan.cut_case == recs[-1]["case_id"]
+    assert f"{path}:{len(lines)}: last line is not a whole record" in capsys.readouterr().err
+    drop_cut_line(path)  # what a writer does before appending: the file is whole again
+    assert scan_records(path).records == recs[:-1] and scan_records(path).cut_line is None
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record_files(), st.data())
+def test_a_duplicated_measurement_is_an_error_naming_both_lines(tmp_path_factory, data, draw):
+    recs, lines = data
+    src = draw.draw(st.integers(0, len(lines) - 1))
+    dup = dict(recs[src], value=draw.draw(st.floats(0, 10)))  # same key, whatever the value
+    at = draw.draw(st.integers(src + 1, len(lines)))
+    lines = [*lines[:at], json.dumps(dup), *lines[at:]]
+    with pytest.raises(UsageError, match=rf"records.jsonl:{at + 1}: .* is also on line {src + 1}; "):
+        scan_records(_write_lines(tmp_path_factory, lines))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(record_files(), st.data())
+def test_garbage_before_the_last_line_is_an_error_naming_it(tmp_path_factory, data, draw):
+    recs, lines = data
+    at = draw.draw(st.integers(0, len(lines) - 1))
+    garbage = draw.draw(st.text(min_size=1).filter(lambda s: s.strip() and "\n" not in s and "\r" not in s))
+    try:
+        json.loads(garbage)
+        return  # valid JSON is a different mistake (tested above)
+    except ValueError:
+        pass
+    lines = [*lines[:at], garbage, *lines[at:]]
+    with pytest.raises(UsageError, match=rf"records.jsonl:{at + 1}: not a JSON record"):
+        scan_records(_write_lines(tmp_path_factory, lines))

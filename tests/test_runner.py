@@ -170,3 +170,37 @@ def _lines(path: Path) -> list[str]:
         return [x for x in path.read_text().splitlines() if x.strip()]
     except FileNotFoundError:
         return []
+
+
+SMOKE = ["--preset", "smoke", "--backbones", "mixste", "--variants", "rectangle", "--metrics", "params"]
+
+
+def test_resume_continues_the_runs_own_matrix_and_refuses_another(tmp_path, capsys):
+    out = tmp_path / "run"
+    inline = ["--executor", "inline", "--no-report"]
+    assert cli.main(["run", *SMOKE, "--out", str(out), *inline]) == 0
+    before = results.read_meta(out)
+    assert [c["variant"] for c in before["matrix"]] == ["rectangle"] and before["metrics"] == ["params"]
+    capsys.readouterr()
+
+    assert cli.main(["run", "--resume", "--out", str(out), *inline]) == 0  # no --preset: the run's own matrix
+    assert "0 case(s) measured, 1 already done" in capsys.readouterr().out
+    assert results.read_meta(out)["matrix"] == before["matrix"] and results.read_meta(out)["preset"] == "smoke"
+
+    assert cli.main(["run", "--resume", "--out", str(out), "--preset", "paper", *inline]) == 2
+    err = capsys.readouterr().err
+    assert "different matrix" in err and "--extend" in err and len(err.strip().splitlines()) == 1
+    wider = [*SMOKE[:-3], "rectangle,single", "--metrics", "params"]
+    assert cli.main(["run", "--resume", "--out", str(out), *wider, *inline]) == 2
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", "--out", str(out), *wider, "--extend", *inline]) == 0
+    assert "1 case(s) measured, 1 already done" in capsys.readouterr().out
+    assert [c["variant"] for c in results.read_meta(out)["matrix"]] == ["rectangle", "single"]
+    assert len(results.read_records(out)) == 2
+
+
+def test_run_exits_1_when_a_case_failed(tmp_path, flaky, capsys):
+    argv = ["run", "--backbones", flaky, "--frames", "16", "--variants", "rectangle", "--metrics", "params",
+            "--executor", "inline", "--no-report", "--size"]  # fmt: skip
+    assert cli.main([*argv, "broken", "--out", str(tmp_path / "broken")]) == 1
+    assert cli.main([*argv, "tiny", "--out", str(tmp_path / "fine")]) == 0

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from bench.case import Case
+from bench.cli import main
 from bench.errors import UsageError
 from bench.executors import execute
 from bench.jobs import BenchJob
@@ -103,3 +104,84 @@ def test_resume_closes_parts_left_by_jobs_that_died_unwatched(tmp_path):
     assert out.finished == [case.case_id] and not orphan.exists()
     recs = read_records(tmp_path)  # the unfinished case was measured afresh; the other case untouched
     assert [(r["case_id"], r["status"]) for r in recs] == [(earlier.case_id, "ok"), (case.case_id, "ok")]
+
+
+# --------------------------------------------------------------------------- records checked wherever read
+
+
+def _run_dir(tmp_path, cases, name="run"):
+    """A finished run of ``cases`` (params only, inline): records, done.txt and meta.json."""
+    run = tmp_path / name
+    execute(cases, run, run_id=name, job=JOB, executor="inline", progress=False)
+    return run
+
+
+def test_a_duplicated_record_is_refused_by_every_reader(tmp_path, capsys):
+    run = _run_dir(tmp_path, tiny("rectangle", "single"))
+    first = (run / "records.jsonl").read_text().splitlines()[0]
+    with open(run / "records.jsonl", "a") as fh:
+        fh.write(first + "\n")
+    flags = ["--backbones", "mixste", "--variants", "rectangle,single", "--frames", "27", "--size", "tiny",
+             "--metrics", "params", "--executor", "inline", "--no-report"]  # fmt: skip
+    for argv in (["report", str(run), "--out", str(tmp_path / "rep")], ["gate", "--baseline", str(run), "--current",
+                 str(run)], ["merge", str(run), "--out", str(tmp_path / "m")], ["run", "--resume", "--out", str(run),
+                 *flags]):  # fmt: skip
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "records.jsonl:3:" in err and "also on line 1" in err, (argv, err)
+
+
+def test_a_cut_last_line_warns_and_its_case_is_unfinished(tmp_path, capsys):
+    cases = tiny("rectangle", "single")
+    run = _run_dir(tmp_path, cases)
+    whole = sorted((r["case_id"], r["metric"]) for r in read_records(run))
+    text = (run / "records.jsonl").read_text()
+    (run / "records.jsonl").write_text(text[:-40])  # the single case's record cut, although done.txt lists it
+    capsys.readouterr()
+    assert len(read_records(run)) == 1
+    err = capsys.readouterr().err
+    assert f"{run / 'records.jsonl'}:2: last line is not a whole record" in err and cases[1].case_id in err
+
+    assert main(["merge", str(run), "--out", str(tmp_path / "merged")]) == 0
+    assert finished_case_ids(tmp_path / "merged") == {cases[0].case_id}  # not trusted as finished
+
+    out = execute(cases, run, run_id="run", job=JOB, executor="inline", resume=True, progress=False)
+    assert out.finished == [cases[1].case_id] and out.skipped == [cases[0].case_id]
+    assert sorted((r["case_id"], r["metric"]) for r in read_records(run)) == whole
+    assert (run / "records.jsonl").read_text().endswith("\n")
+
+
+@pytest.mark.parametrize("how", ["emptied", "deleted"])
+def test_resume_measures_cases_done_txt_lists_without_records(tmp_path, how, capsys):
+    cases = tiny("rectangle", "single")
+    run = _run_dir(tmp_path, cases)
+    whole = sorted((r["case_id"], r["metric"]) for r in read_records(run))
+    if how == "emptied":
+        (run / "records.jsonl").write_text("")
+    else:
+        (run / "records.jsonl").unlink()
+    out = execute(cases, run, run_id="run", job=JOB, executor="inline", resume=True, progress=False)
+    assert sorted(out.finished) == sorted(c.case_id for c in cases) and out.skipped == []
+    assert "2 case(s) listed in done.txt lack records" in capsys.readouterr().err
+    assert sorted((r["case_id"], r["metric"]) for r in read_records(run)) == whole
+    assert finished_case_ids(run) == {c.case_id for c in cases}
+
+
+def test_files_that_are_not_utf8_or_meta_that_is_not_an_object_exit_2(tmp_path, capsys):
+    run = _run_dir(tmp_path, tiny("rectangle"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "records.jsonl").write_bytes(b'{"case_id": "\xff"}\n')
+    (run / "meta.json").write_text("[1, 2]\n")
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "records.jsonl").write_text("")
+    (done / "done.txt").write_bytes(b"mixste\xfe\n")
+    for argv, message in (
+        (["gate", "--baseline", str(bad), "--current", str(bad)], "not UTF-8 text"),
+        (["report", str(run), "--out", str(tmp_path / "rep")], "meta.json must hold a JSON object, got list"),
+        (["merge", str(done), "--out", str(tmp_path / "m")], "done.txt: not UTF-8 text"),
+    ):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (argv, err)

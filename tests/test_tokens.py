@@ -43,7 +43,8 @@ def test_resolve_turns_ratios_into_counts_of_T():
         ([(3, 243)], "must be below the 243 tokens"),
         ([(2, 81), (4, 81)], "must be below the 81 tokens"),
         ([(3, 0)], "keep must be >= 1"),
-        ([(3, 1.5)], "ratio 1.5 must lie in (0, 1)"),
+        ([(3, 1.5)], "is a ratio of T and must lie in (0, 1)"),
+        ([(3, 1.0)], "keep 1 at block 3 has a decimal point"),  # 1.0 is a ratio too, not one token
     ],
 )
 def test_bad_schedules_name_the_problem(schedule, message):
@@ -56,7 +57,7 @@ def test_parse_and_format_round_trip():
     assert stages == ((3, 81), (5, 0.1))
     assert format_schedule(stages) == "3:81,5:0.1"
     assert parse_schedule("") == ()
-    for bad in ("3", "a:81", "3:x"):
+    for bad in ("3", "a:81", "3:x", "-1:9"):
         with pytest.raises(ValueError, match="BLOCK"):
             parse_schedule(bad)
 
