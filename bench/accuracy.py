@@ -38,7 +38,6 @@ import dataclasses
 import functools
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -55,7 +54,14 @@ import backbones
 
 from . import metrics, plugins
 from .case import Case
-from .convert import accuracy_checkpoint, accuracy_checkpoint_path, checkpoint_model
+from .convert import (
+    accuracy_checkpoint,
+    accuracy_checkpoint_path,
+    checkpoint_model,
+    checkpoint_path,
+    load_checkpoint,
+    save_checkpoint,
+)
 from .data import Clips, PoseData
 from .errors import UsageError
 from .executors import run_cases, shard
@@ -65,7 +71,6 @@ from .results import failure, read_meta, read_records, record
 from .store import ensure_fresh, writer
 
 METRICS = ("mpjpe", "p_mpjpe", "mpjve")
-CHECKPOINT_FORMAT = "vptbench-accuracy-checkpoint/2"  # /2: root-relative, per-joint standardiser
 
 
 @dataclass(frozen=True)
@@ -359,46 +364,6 @@ def mean_pose_mpjpe(data: PoseData) -> float:
     """MPJPE (mm) on the test split of always predicting the mean training pose."""
     target = np.concatenate([s.targets for s in data.test]).astype(np.float64)
     return metrics.mpjpe(np.broadcast_to(data.mean_pose(), target.shape), target)
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def checkpoint_path(run_dir: str | Path, case: Case) -> Path:
-    """Where the checkpoint of ``case`` goes under ``run_dir`` (a file-system-safe case id)."""
-    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", case.case_id).strip("_")
-    return Path(run_dir) / "checkpoints" / f"{name}.pt"
-
-
-def save_checkpoint(path: Path, model: nn.Module, case: Case, **info: Any) -> None:
-    """state_dict + the case's fields (so the model can be rebuilt) + how it was trained."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": CHECKPOINT_FORMAT, "case": dataclasses.asdict(case),
-                "state_dict": model.state_dict(), **info}, path)  # fmt: skip
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint`; UsageError naming a missing key."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--checkpoint {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a file that is not a checkpoint
-        raise UsageError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict):
-        raise UsageError(f"{path}: not a vptbench accuracy checkpoint (a {type(ckpt).__name__})")
-    for key in ("case", "state_dict"):
-        if key not in ckpt:
-            raise UsageError(f"{path}: missing key {key!r} (not a vptbench accuracy checkpoint)")
-    if ckpt.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
-        raise UsageError(f"{path}: checkpoint format {ckpt['format']!r}, this version reads {CHECKPOINT_FORMAT!r}; "
-                         "retrain it with this version")  # fmt: skip
-    fields = {f.name for f in dataclasses.fields(Case)}
-    case = ckpt["case"]
-    if not isinstance(case, dict) or "backbone" not in case or set(case) - fields:
-        raise UsageError(f"{path}: key 'case' must hold the Case fields {', '.join(sorted(fields))}")
-    return ckpt
 
 
 # --------------------------------------------------------------------------- one case

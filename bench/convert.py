@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,48 @@ from .case import Case
 from .errors import UsageError
 
 CHECKPOINT_PREFIX = "vptbench-accuracy-checkpoint/"
+CHECKPOINT_FORMAT = "vptbench-accuracy-checkpoint/2"  # /2: root-relative, per-joint standardiser
+
+
+
+# --------------------------------------------------------------------------- vptbench checkpoints (written by `vptbench accuracy`)
+
+
+def checkpoint_path(run_dir: str | Path, case: Case) -> Path:
+    """Where the checkpoint of ``case`` goes under ``run_dir`` (a file-system-safe case id)."""
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", case.case_id).strip("_")
+    return Path(run_dir) / "checkpoints" / f"{name}.pt"
+
+
+def save_checkpoint(path: Path, model: nn.Module, case: Case, **info: Any) -> None:
+    """state_dict + the case's fields (so the model can be rebuilt) + how it was trained."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "case": dataclasses.asdict(case),
+                "state_dict": model.state_dict(), **info}, path)  # fmt: skip
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`; UsageError naming a missing key."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a file that is not a checkpoint
+        raise UsageError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"{path}: not a vptbench accuracy checkpoint (a {type(ckpt).__name__})")
+    for key in ("case", "state_dict"):
+        if key not in ckpt:
+            raise UsageError(f"{path}: missing key {key!r} (not a vptbench accuracy checkpoint)")
+    if ckpt.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
+        raise UsageError(f"{path}: checkpoint format {ckpt['format']!r}, this version reads {CHECKPOINT_FORMAT!r}; "
+                         "retrain it with this version")  # fmt: skip
+    fields = {f.name for f in dataclasses.fields(Case)}
+    case = ckpt["case"]
+    if not isinstance(case, dict) or "backbone" not in case or set(case) - fields:
+        raise UsageError(f"{path}: key 'case' must hold the Case fields {', '.join(sorted(fields))}")
+    return ckpt
 
 
 def _read(path: str | Path, flag: str = "--checkpoint") -> Any:
@@ -96,7 +139,6 @@ def overrides(model: nn.Module) -> dict[str, Any]:
 
 def vptbench_checkpoint(model: nn.Module, **info: Any) -> dict[str, Any]:
     """A vptbench accuracy checkpoint of ``model`` (no standardiser: evaluated on raw inputs)."""
-    from .accuracy import CHECKPOINT_FORMAT
 
     return {"format": CHECKPOINT_FORMAT, "case": dataclasses.asdict(model_case(model)),
             "state_dict": model.state_dict(), "overrides": overrides(model), **info}  # fmt: skip
@@ -151,7 +193,6 @@ def accuracy_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     A vptbench checkpoint defines its case; an official one takes at most one ``--backbones``
     (else inferred from its keys), one ``--variants`` and ``--source``.
     """
-    from .accuracy import load_checkpoint
 
     obj = _read(args.checkpoint)
     source = getattr(args, "source", None)
@@ -199,7 +240,6 @@ def profile_model(args: argparse.Namespace) -> tuple[nn.Module, Case]:
     obj = _read(args.checkpoint)
     fields = {"batch": args.batch, "device": args.device, "dtype": args.dtype}
     if is_vptbench(obj):
-        from .accuracy import load_checkpoint
 
         ckpt = load_checkpoint(args.checkpoint)
         case = Case(**(ckpt["case"] | fields)).resolve()
@@ -225,7 +265,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if is_vptbench(obj):
         if not args.to_official:
             raise UsageError(f"{args.ckpt} is already a vptbench checkpoint; pass --to-official to export it")
-        from .accuracy import load_checkpoint
 
         ckpt = load_checkpoint(args.ckpt)
         case = Case(**ckpt["case"]).resolve()

@@ -824,7 +824,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         report_dir = Path(args.report) if args.report else Path("reports") / run_id
         path = write_sweep_report(table, pareto, obj_cols, report_dir, title=f"{args.backbone} ({size}, T={frames})",
-                                  meta=meta, budget=budget, pick=pick)  # fmt: skip
+                                  meta=meta, budget=budget, pick=pick,
+                                  pick_options=ready_options(pick[0]) if pick and pick[0] is not None else "")  # fmt: skip
         print(f"report: {path}")
     failed = summary.failures or (accuracy and any(math.isnan(v["mpjpe"]) for v in accuracy.values()))
     return 1 if failed else 0

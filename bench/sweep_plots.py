@@ -124,8 +124,11 @@ def heatmap_figure(table: pd.DataFrame, cost_col: str, title: str) -> Any:
 
 def write_sweep_report(table: pd.DataFrame, pareto: pd.DataFrame, obj_cols: Sequence[str], out: Path, *,
                        title: str, meta: dict[str, Any], budget: Any = None,
-                       pick: tuple[pd.Series | None, str] | None = None) -> Path:  # fmt: skip
-    """``out/index.md`` with the front table and the figures (PNG + SVG); returns the index path."""
+                       pick: tuple[pd.Series | None, str] | None = None, pick_options: str = "") -> Path:  # fmt: skip
+    """``out/index.md`` with the front table and the figures (PNG + SVG); returns the index path.
+
+    ``pick``: the budget's best row and why; ``pick_options``: the ``profile`` options that rebuild it.
+    """
     out.mkdir(parents=True, exist_ok=True)
     row = pick[0] if pick else None
     figures = []
@@ -152,7 +155,7 @@ def write_sweep_report(table: pd.DataFrame, pareto: pd.DataFrame, obj_cols: Sequ
     ]  # fmt: skip
     if budget is not None and pick is not None:
         r, why = pick
-        lines += [f"**Budget {budget.describe()}**: " + (f"`{_opts(r)}` ({why})" if r is not None else why), ""]
+        lines += [f"**Budget {budget.describe()}**: " + (f"`{pick_options}` ({why})" if r is not None else why), ""]
     lines += [f"## Pareto front ({len(pareto)} schedules)", ""]
     if len(pareto):
         cols = ["reference", "variant", "schedule", "keep", "pruner", "recoverer", *obj_cols]
@@ -163,8 +166,3 @@ def write_sweep_report(table: pd.DataFrame, pareto: pd.DataFrame, obj_cols: Sequ
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
-
-def _opts(row: pd.Series) -> str:
-    from .sweep import ready_options
-
-    return ready_options(row)

@@ -117,7 +117,7 @@ def run_runner(run_dir: Path, *, resume: bool) -> None:
 @pytest.fixture
 def fake_measure(monkeypatch):
     """The inline runner measures with the fake too (forked children inherit the patch)."""
-    monkeypatch.setattr(runner, "measure_case", lambda case, metrics, run_id, settings: fake_records(case, run_id))
+    monkeypatch.setattr(runner, "measure_case", lambda case, metrics, run_id, settings, **kw: fake_records(case, run_id))
 
 
 def measurements(run_dir: Path) -> list[tuple]:

@@ -328,15 +328,22 @@ def test_table_numbers_equal_the_records(tmp_path, mixste_run):
     assert rect["ΔFLOPs % (paper)"] == "—"  # the rectangle is the reference, not a measured change
 
 
-def test_duplicate_records_from_a_resumed_run_keep_the_last(tmp_path):
+def test_a_measurement_recorded_twice_is_refused_naming_both_lines(tmp_path):
+    """A run holds each measurement once (resume removes an unfinished case's records first), so a
+    repeated key means a damaged or hand-merged file: the report names both lines, not the last."""
     c = case("mixste", "rectangle", 243)
     records = [rec(c, "params", 1.0), rec(c, "params", 2.0e6)]
-    records += [rec(c, "fps", None, status="error", error="killed"), rec(c, "fps", 50.0)]  # redone on --resume
-    out = write_report(write_run(tmp_path / "run", records), accuracy=[], out=tmp_path / "rep")
-    s = read_summary(out)
-    assert s.loc["rectangle", "params"] == 2.0e6
-    assert s.loc["rectangle", "status"] == "ok" and s.loc["rectangle", "fps"] == 50.0
-    assert "killed" not in (out / "index.md").read_text()
+    run = write_run(tmp_path / "run", records)
+    with pytest.raises(UsageError, match=r"records.jsonl:2: .*params.* is also on line 1"):
+        write_report(run, accuracy=[], out=tmp_path / "rep")
+    assert not (tmp_path / "rep" / "index.md").exists()
+
+
+def test_an_error_record_and_an_ok_one_of_the_same_metric_are_a_duplicate_too(tmp_path):
+    c = case("mixste", "rectangle", 243)
+    records = [rec(c, "fps", None, status="error", error="killed"), rec(c, "fps", 50.0)]
+    with pytest.raises(UsageError, match="is also on line 1"):
+        write_report(write_run(tmp_path / "run", records), accuracy=[], out=tmp_path / "rep")
 
 
 def test_latex_table_is_booktabs_and_escapes(tmp_path, mixste_run):
