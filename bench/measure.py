@@ -450,7 +450,6 @@ def _memory_cpu(run_id: str, case: Case, settings: Settings, *, timed: bool) -> 
         train_timing = {"warmup": settings.train_warmup, "repeats": settings.train_repeats,
                         "min_time_s": settings.train_min_time_s, "max_repeats": settings.max_repeats,
                         "max_time_s": settings.train_max_time_s}  # fmt: skip
-    # The fresh process is this one's descendant: its CPU time is ours, not "other processes'".
     with load.Monitor(torch.get_num_threads()) as mon:
         try:
             peaks = memory.peak_rss(
@@ -476,7 +475,10 @@ def _memory_cpu(run_id: str, case: Case, settings: Settings, *, timed: bool) -> 
         assert error is not None
         yield failure_with(run_id, case, "train_step", error, error.status, method=timing.TIMER_CPU)
         return
-    yield _train_record(run_id, case, peaks["train_samples"], settings, fresh_process=True, load_fields=mon.fields())
+    # The fresh process measured the load around its own timed steps (where they ran); the monitor
+    # here is the fallback for a server that did not.
+    load_fields = peaks.get("train_load") or mon.fields()
+    yield _train_record(run_id, case, peaks["train_samples"], settings, fresh_process=True, load_fields=load_fields)
 
 
 def failure_with(

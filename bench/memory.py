@@ -269,8 +269,14 @@ def _measure_here(request: dict[str, Any]) -> dict[str, Any]:
                 base = _settled_rss_mib()
                 fresh_mark = _reset_hwm()
                 out["reset"] &= fresh_mark
-                samples = measure_latency(step, warmup=0, **timed)
+                from .load import Monitor
+
+                # The load is read here, where the steps run: this process is no descendant of the
+                # harness's (the memory server forks it), so from there its CPU time looks "other".
+                with Monitor(torch.get_num_threads()) as mon:
+                    samples = measure_latency(step, warmup=0, **timed)
                 out["train"] = _vm_hwm_mib()
+                out["train_load"] = mon.fields()
                 if fresh_mark:
                     out["activations_train"] = out["train"] - base
                 if request.get("train_timing"):

@@ -165,11 +165,22 @@ def test_cpu_training_is_timed_in_the_fresh_process_when_memory_is_measured():
     assert [r["metric"] for r in alone] == ["train_step"] and alone[0]["fresh_process"] is False
 
 
-def test_a_failing_fresh_process_fails_memory_and_training_records(hog):
-    from bench.measure import measure_case
+def test_training_timed_in_the_fresh_process_is_not_counted_as_other_processes_load(tmp_path):
+    """On the local executor the memory server forks the process that times the steps: it is no
+    descendant of the worker, so the load must be read inside it, or the steps' own CPU time reads
+    as a busy machine (every paper-preset train_step was flagged "CPU busy" on a quiet machine)."""
+    from bench.executors import execute
+    from bench.jobs import BenchJob
+    from bench.measure import Settings
+    from bench.results import read_records
 
-    recs = list(measure_case(Case(hog, size="fail"), ["memory", "train"], "r"))
-    assert [(r["metric"], r.get("phase"), r["status"]) for r in recs] == [
-        ("peak_rss", "inference", "oom"), ("peak_rss", "train", "oom"), ("train_step", None, "oom"),
-    ]  # fmt: skip
-    assert all("fake allocation failure" in r["error"] for r in recs)
+    settings = Settings(train_warmup=1, train_repeats=6, train_min_time_s=1.0, train_max_time_s=2.0)
+    case = Case("mixste", frames=27, size="tiny")
+    execute([case], tmp_path, run_id="r", job=BenchJob(("memory", "train"), settings), executor="local",
+            progress=False)  # fmt: skip
+    train = [r for r in read_records(tmp_path) if r["metric"] == "train_step"]
+    assert train[0]["status"] == "ok" and train[0]["fresh_process"] is True
+    # over >= 1 s the steps use about a core themselves; only another process spinning as hard
+    # would bring "other_cores" near that
+    assert train[0]["phase_s"] >= 0.9
+    assert train[0]["other_cores"] < 0.5
