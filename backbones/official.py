@@ -426,7 +426,7 @@ def _mapping(backbone: str, model: nn.Module) -> dict[str, tuple[str, slice | No
 
 
 @contextlib.contextmanager
-def _parameters_on_meta() -> Iterator[None]:
+def parameters_on_meta() -> Iterator[None]:
     """Parameters registered in the block live on the meta device: shapes only, no memory, no init.
 
     (accelerate's ``init_empty_weights``.) Buffers and other tensors stay real, so constructors
@@ -509,7 +509,7 @@ def load_official(
         kwargs.pop("hot_slot_norm")
     size = overrides.pop("size", None) or _size_name(backbone, info.config)
     kwargs.update(overrides)
-    with _parameters_on_meta():  # every parameter is replaced by the checkpoint's: skip their init
+    with parameters_on_meta():  # every parameter is replaced by the checkpoint's: skip their init
         model = create(backbone, variant=variant, frames=info.frames, size=size, **kwargs)
     mapping = _mapping(backbone, model)
     own = model.state_dict()

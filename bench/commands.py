@@ -14,7 +14,7 @@ import dataclasses
 import datetime as _dt
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch.nn as nn
 from tabulate import tabulate
 
 import backbones
+from backbones.official import parameters_on_meta
 
 from . import executors, numbers, plugins, runtimes, store
 from .case import Case
@@ -37,32 +38,10 @@ from .timing import unstable_summary
 # --------------------------------------------------------------------------- list
 
 
-@contextlib.contextmanager
-def _meta_parameters() -> Iterator[None]:
-    """Parameters registered in the block live on the meta device: shapes only, no memory, no init.
-
-    (The idea of accelerate's ``init_empty_weights``.) Unlike ``with torch.device("meta")`` it
-    leaves other tensors real, so constructors that compute with tensors (``linspace().tolist()``)
-    still work. Listing the canonical models this way takes milliseconds instead of seconds.
-    """
-    register = nn.Module.register_parameter
-
-    def to_meta(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        if param is not None and param.device.type != "meta":
-            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
-        register(self, name, param)
-
-    nn.Module.register_parameter = to_meta  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = register  # type: ignore[method-assign]
-
-
 def _build_light(name: str, variant: str) -> nn.Module:
-    """The canonical model with its parameters on the meta device (see :func:`_meta_parameters`)."""
+    """The canonical model with its parameters on the meta device (see ``backbones.official.parameters_on_meta``)."""
     try:
-        with _meta_parameters():
+        with parameters_on_meta():
             return backbones.create(name, variant=variant)
     except Exception:  # a constructor that needs real parameter values: build it for real
         return backbones.create(name, variant=variant)
