@@ -167,15 +167,23 @@ def cuda_peak_memory(fn: Callable[[], Any], device: str | torch.device = "cuda")
 # --------------------------------------------------------------------------- CPU
 
 
-def _vm_hwm_mib() -> float:
-    """This process's peak resident set so far (Linux ``VmHWM``; ru_maxrss elsewhere)."""
+def _proc_status_mib(field: str) -> float | None:
+    """A memory line of this process's ``/proc/self/status`` (e.g. ``VmHWM``) in MiB; None off Linux."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024  # kB
     except OSError:
         pass
+    return None
+
+
+def _vm_hwm_mib() -> float:
+    """This process's peak resident set so far (Linux ``VmHWM``; ru_maxrss elsewhere)."""
+    hwm = _proc_status_mib("VmHWM")
+    if hwm is not None:
+        return hwm
     import resource
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -184,14 +192,7 @@ def _vm_hwm_mib() -> float:
 
 def _rss_mib() -> float | None:
     """This process's resident set now (Linux ``VmRSS``), None where it cannot be read."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return None
+    return _proc_status_mib("VmRSS")
 
 
 def _settled_rss_mib() -> float:
