@@ -757,7 +757,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     where = {"frames": frames, "size": size, "batch": args.batch, "device": args.device, "depth": depth}
     cands = enumerate_schedules(args.backbone, grid, **where)
     refs, notes = ([], []) if args.no_references else reference_candidates(args.backbone, **where)
-    everything = with_references(cands, refs)
     if args.runtime != "eager":  # every schedule timed on that runtime (bench.runtimes); accuracy trains eager
         from . import runtimes
 
@@ -765,9 +764,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise UsageError(f"--runtime {args.runtime} with --accuracy: schedules are trained and evaluated in eager "
                              "mode; time them on another runtime in a sweep without --accuracy")  # fmt: skip
         runtimes.check(args.runtime, args.device, "float32")
-        cands = [replace(c, case=replace(c.case, runtime=args.runtime).resolve()) for c in cands]
-        everything = [replace(c, case=replace(c.case, runtime=args.runtime).resolve())
-                      for c in everything]  # fmt: skip
+        cands, refs = ([replace(c, case=replace(c.case, runtime=args.runtime).resolve()) for c in group]
+                       for group in (cands, refs))  # fmt: skip
+    everything = with_references(cands, refs)
     extra_refs = sum(not c.keeps for c in everything)
     print(f"sweep {args.backbone} ({size}, T={frames}, depth {depth}): {count_line(cands)}"
           f"{f' + {extra_refs} reference case(s)' if extra_refs else ''}", file=sys.stderr)  # fmt: skip
