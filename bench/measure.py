@@ -16,6 +16,9 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
   own rectangle (same backbone, size, T, batch, dtype, device, threads, weights seeded alike)
   built in this process and called alternately with the case (bench.timing.measure_paired);
   ``samples`` holds the per-pair ratios, ``samples_rectangle``/``samples_pruned`` the ms.
+  With ``latency`` asked for too, a pruned case's latency records come from the same pairs (the
+  pruned calls' ms; ``paired: true`` and ``reference`` say so) instead of a timed phase of their
+  own: one timed phase per pruned case, and its latency and speed-up are of the same calls.
 - runtime (``case.runtime``, see bench.runtimes): latency times the eager model, its
   torch.compile or its ONNX Runtime session; compile adds compile_s (the first call), onnxruntime
   export_error (parity with eager; above the tolerance the latency group fails). Memory,
@@ -195,6 +198,9 @@ def measure_case(
         # The fresh process of the memory group runs steady-state training steps anyway: time
         # those instead of running the (most expensive) training steps a second time here.
         groups = [g if g != "memory" else "memory+train" for g in groups if g != "train"]
+    if case.variant != REFERENCE_VARIANT and case.runtime == "eager" and {"latency", "speedup"} <= set(groups):
+        # The pairs time the pruned model anyway: its latency is the pruned half of them.
+        groups = [g if g != "latency" else "latency+speedup" for g in groups if g != "speedup"]
     seen: list[dict[str, Any]] = []  # this case's records so far: later groups reuse them
     train_too = bool({"train", "flops_train"} & set(metrics))  # the breakdown of a training step too
     with timing.applied(settings.speed):
@@ -219,6 +225,7 @@ def _guarded(
         "flops": lambda: _flops(run_id, case, model, x),
         "latency": lambda: _latency(run_id, case, model, x, settings),
         "speedup": lambda: _speedup(run_id, case, model, x, settings),
+        "latency+speedup": lambda: _speedup(run_id, case, model, x, settings, with_latency=True),
         "memory": lambda: _memory(run_id, case, model, x, y, settings),
         "memory+train": lambda: _memory_cpu(run_id, case, settings, timed=True),
         "train": lambda: _train(run_id, case, model, x, y, settings),
@@ -299,12 +306,20 @@ def _latency(
             prepared.forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
             min_time_s=settings.min_time_s, max_repeats=settings.max_repeats, max_time_s=settings.max_time_s,
         )
-    s = timing.summarise(samples)
-    method = timing.timer_name(case.device)
     env = timing.describe(settings.speed, case.device, case.dtype) | prepared.fields
     if case.runtime == "compile":
         env["compile"] = True
-    stats = timing.stats_fields(samples, load=mon.fields())
+    yield from _latency_records(run_id, case, model, samples, settings, mon.fields(), env)
+
+
+def _latency_records(
+    run_id: str, case: Case, model: nn.Module, samples: list[float], settings: Settings,
+    load_fields: dict[str, Any], env: dict[str, Any],
+) -> Iterator[dict[str, Any]]:
+    """latency (with its statistics), latency_p10, latency_p90, fps and clips_per_s from ``samples`` (ms)."""
+    s = timing.summarise(samples)
+    method = timing.timer_name(case.device)
+    stats = timing.stats_fields(samples, load=load_fields)
     yield record(run_id, case, "latency", s.median, method=method, samples=samples, warmup=settings.warmup,
                  **stats, **env)  # fmt: skip
     yield record(run_id, case, "latency_p10", s.p10, method=method, threads=env["threads"])
@@ -369,8 +384,9 @@ def reference_case(case: Case) -> Case:
 
 
 def _speedup(
-    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, settings: Settings
+    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, settings: Settings, *, with_latency: bool = False
 ) -> Iterator[dict[str, Any]]:
+    """The paired speed-up; ``with_latency``: first the case's latency records, from the pruned calls."""
     ref_case = reference_case(case)
     torch.manual_seed(0)  # the rectangle's weights as its own case would have them
     ref_model = ref_case.build().to(case.device, getattr(torch, case.dtype)).eval()
@@ -391,12 +407,16 @@ def _speedup(
         )
     ratios = [r / n for r, n in zip(ref_ms, new_ms, strict=True)]
     env = timing.describe(settings.speed, case.device, case.dtype)
+    load_fields = mon.fields()
+    if with_latency:
+        paired = {"runtime": "eager", "paired": True, "reference": ref_case.case_id}
+        yield from _latency_records(run_id, case, model, new_ms, settings, load_fields, env | paired)
     yield record(
         run_id, case, "speedup", timing.summarise(ratios).median, method="paired", reference=ref_case.case_id,
         samples=ratios, samples_rectangle=ref_ms, samples_pruned=new_ms,
         latency_rectangle_ms=timing.summarise(ref_ms).median, latency_pruned_ms=timing.summarise(new_ms).median,
         timer=timing.timer_name(case.device), warmup=settings.warmup,
-        **timing.stats_fields(ratios, load=mon.fields()), **env,
+        **timing.stats_fields(ratios, load=load_fields), **env,
     )
 
 

@@ -47,12 +47,13 @@ class Preset:
 # several times that, so every repeat costs seconds per case (the default run should finish in
 # under 5 minutes on 2 cores). Latency and the speed-up's pairs: 1 warm-up, then at least 3 timed
 # calls (pairs) and 3 s, more until the median's 95 % CI is within 5 % (which takes at least 6
-# samples) or 12 s are spent: 6 pairs of the slowest rectangle and its variant (~1.9 s a pair)
-# fit. Training: 1 warm-up step (it creates AdamW's state) and 1 timed step, a multi-second step
-# averaging out its own noise; too few samples for a CI, so it is recorded as not stable.
+# samples) or 12 s are spent. A pruned case has one timed phase, the pairs: its latency is their
+# pruned half (bench.measure). Training: 1 warm-up step (it creates AdamW's state), then steps
+# for 1 s: one step of a canonical model, which averages out its own noise, but too few samples
+# for a CI, so it is recorded as not stable.
 PAPER_SETTINGS = Settings(
     warmup=1, repeats=3, min_time_s=3.0, max_time_s=12.0, max_repeats=20,
-    train_warmup=1, train_repeats=1, train_min_time_s=3.0,
+    train_warmup=1, train_repeats=1, train_min_time_s=1.0,
 )
 # The tiny models are too small for a second thread to pay for its synchronisation; one thread
 # also keeps the smoke run steady on a shared CI runner, where spinning OpenMP threads that wait

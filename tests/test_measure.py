@@ -28,6 +28,29 @@ def test_a_pruned_case_gets_one_paired_speedup_against_its_own_rectangle():
     assert sp["ci_low"] <= sp["value"] <= sp["ci_high"]
     (lat,) = [r for r in recs if r["metric"] == "latency"]
     assert set(lat) >= TIMED_FIELDS and lat["n"] == len(lat["samples"])
+    # One timed phase: the latency is the pruned half of the pairs, and says so.
+    assert lat["samples"] == sp["samples_pruned"] and lat["value"] == sp["latency_pruned_ms"]
+    assert lat["paired"] is True and lat["reference"] == sp["reference"]
+    assert [r["metric"] for r in recs].count("fps") == 1
+
+
+def test_a_pruned_latency_alone_and_a_rectangle_latency_are_timed_on_their_own():
+    single = Case(backbone="motionbert", variant="single", frames=27, size="tiny").resolve()
+    rect = measure.reference_case(single)
+    for case, metrics in ((single, ["latency"]), (rect, ["latency", "speedup"])):
+        (lat,) = [r for r in measure_case(case, metrics, "r", settings=QUICK) if r["metric"] == "latency"]
+        assert lat["status"] == "ok" and "paired" not in lat and "reference" not in lat
+
+
+def test_a_failing_pair_fails_both_the_latency_and_the_speedup(monkeypatch):
+    def broken(*_a, **_k):
+        raise RuntimeError("timer broke")
+
+    monkeypatch.setattr(measure.timing, "measure_paired", broken)
+    case = Case(backbone="motionbert", variant="single", frames=27, size="tiny").resolve()
+    recs = list(measure_case(case, ["params", "latency", "speedup"], "r", settings=QUICK))
+    assert [(r["metric"], r["status"]) for r in recs] == [("params", "ok"), ("latency", "error"), ("speedup", "error")]
+    assert all("timer broke" in r["error"] for r in recs[1:])
 
 
 def test_a_rectangle_has_no_speedup_record_and_an_unbuildable_case_a_skipped_one():
