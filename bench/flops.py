@@ -2,6 +2,7 @@
 
     report = count_flops(model, x, "fvcore")     # -> FlopReport
     reports = count_all(model, x)                # {"fvcore": ..., "torch": ..., "paper": ...}
+    reports = count_each(model, x)               # the same, an error in place of a failed counter
 
 Every figure is in GFLOPs = 2 x multiply-adds (MACs), whatever the counter's own convention.
 The counters differ in *what* they count, which is why all three are kept:
@@ -123,8 +124,42 @@ def count_flops(model: nn.Module, inputs: Inputs, counter: str = "fvcore") -> Fl
 
 
 def count_all(model: nn.Module, inputs: Inputs) -> dict[str, FlopReport]:
-    """All three counters on the same model and inputs, keyed by counter name."""
-    return {c: count_flops(model, inputs, c) for c in COUNTERS}
+    """All three counters on the same model and inputs, keyed by counter name; the first error raises."""
+    reports = count_each(model, inputs)
+    for r in reports.values():
+        if isinstance(r, BaseException):
+            raise r
+    return {c: r for c, r in reports.items() if isinstance(r, FlopReport)}
+
+
+def count_each(model: nn.Module, inputs: Inputs) -> dict[str, FlopReport | Exception]:
+    """Every counter's report, or the error it raised, keyed by counter name, in two forwards.
+
+    fvcore traces a forward of its own; torch's dispatch mode and the paper's module hooks see
+    different levels of the same call, so they share one forward (a canonical model's forward
+    takes seconds on a CPU). If that shared forward fails, each of the two runs alone, so that
+    one counter's error does not take the other's figure with it.
+    """
+    args = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    out: dict[str, FlopReport | Exception] = {}
+    try:
+        out["fvcore"] = count_flops(model, args, "fvcore")
+    except Exception as e:  # e.g. a trace error: the other counters still count
+        out["fvcore"] = e
+    start = time.perf_counter()
+    try:
+        with _inference(model), _torch_counting(model) as torch_report, _paper_counting(model) as paper_report:
+            model(*args)
+        seconds = time.perf_counter() - start
+        out["torch"] = replace(torch_report(), seconds=seconds)
+        out["paper"] = replace(paper_report(), seconds=seconds)
+    except Exception:
+        for counter in ("torch", "paper"):
+            try:
+                out[counter] = count_flops(model, args, counter)
+            except Exception as e:
+                out[counter] = e
+    return {c: out[c] for c in COUNTERS}
 
 
 DISAGREEMENT = 2.0  # counters further apart than this factor get a warning
@@ -316,22 +351,33 @@ _TORCH_NOTE = (
 
 
 def _count_torch(model: nn.Module, args: tuple[torch.Tensor, ...]) -> FlopReport:
+    with _torch_counting(model) as finish:
+        model(*args)
+    return finish()
+
+
+@contextmanager
+def _torch_counting(model: nn.Module) -> Iterator[Callable[[], FlopReport]]:
+    """FlopCounterMode around the forwards run inside; yields the function that builds the report."""
     from torch.utils.flop_counter import FlopCounterMode
 
     mode = FlopCounterMode(display=False, custom_mapping=_torch_custom_mapping())
     readers = _UncountedWeightReaders(model, set(mode.flop_registry))
+
+    def finish() -> FlopReport:
+        counts = mode.get_flop_counts()
+        root = type(model).__name__
+        return FlopReport(
+            counter="torch",
+            total=_giga(mode.get_total_flops()),
+            blocks=tuple(_giga(_subtree_flops(counts, f"{root}.blocks.{i}")) for i in range(len(_blocks(model)))),
+            by_operator={str(op): _giga(n) for op, n in sorted(counts.get("Global", {}).items(), key=str)},
+            unsupported=dict(sorted(readers.seen.items())),
+            note=_TORCH_NOTE,
+        )
+
     with mode, readers:
-        model(*args)
-    counts = mode.get_flop_counts()
-    root = type(model).__name__
-    return FlopReport(
-        counter="torch",
-        total=_giga(mode.get_total_flops()),
-        blocks=tuple(_giga(_subtree_flops(counts, f"{root}.blocks.{i}")) for i in range(len(_blocks(model)))),
-        by_operator={str(op): _giga(n) for op, n in sorted(counts.get("Global", {}).items(), key=str)},
-        unsupported=dict(sorted(readers.seen.items())),
-        note=_TORCH_NOTE,
-    )
+        yield finish
 
 
 # Ops that read a weight matrix without multiplying with it: copies, casts, lookups, joins.
@@ -493,6 +539,14 @@ def _count_paper(model: nn.Module, args: tuple[torch.Tensor, ...]) -> FlopReport
     its own count and hides its children; any other module contributes its children's. A module
     called several times counts every call.
     """
+    with _paper_counting(model) as finish:
+        model(*args)
+    return finish()
+
+
+@contextmanager
+def _paper_counting(model: nn.Module) -> Iterator[Callable[[], FlopReport]]:
+    """thop's hooks on ``model`` around the forwards run inside; yields the function that builds the report."""
     macs: dict[nn.Module, float] = defaultdict(float)
     unsupported: Counter[str] = Counter()
 
@@ -505,6 +559,19 @@ def _count_paper(model: nn.Module, args: tuple[torch.Tensor, ...]) -> FlopReport
     def flag(m: nn.Module, x: Any, y: Any) -> None:
         unsupported[type(m).__name__] += 1
 
+    def finish() -> FlopReport:
+        by_type: dict[str, float] = defaultdict(float)
+        total = _subtree_macs(model, macs, by_type)
+        blocks = tuple(_giga(2 * _subtree_macs(b, macs)) for b in _blocks(model))
+        return FlopReport(
+            counter="paper",
+            total=_giga(2 * total),
+            blocks=blocks,
+            by_operator={k: _giga(2 * v) for k, v in sorted(by_type.items()) if v},
+            unsupported=dict(unsupported),
+            note=_PAPER_NOTE,
+        )
+
     handles = []
     try:
         for m in model.modules():
@@ -513,22 +580,10 @@ def _count_paper(model: nn.Module, args: tuple[torch.Tensor, ...]) -> FlopReport
                 handles.append(m.register_forward_hook(hook(rule)))
             elif type(m) in _PAPER_UNREPRODUCED or _holds_weights(m):
                 handles.append(m.register_forward_hook(flag))
-        model(*args)
+        yield finish
     finally:
         for h in handles:
             h.remove()
-
-    by_type: dict[str, float] = defaultdict(float)
-    total = _subtree_macs(model, macs, by_type)
-    blocks = tuple(_giga(2 * _subtree_macs(b, macs)) for b in _blocks(model))
-    return FlopReport(
-        counter="paper",
-        total=_giga(2 * total),
-        blocks=blocks,
-        by_operator={k: _giga(2 * v) for k, v in sorted(by_type.items()) if v},
-        unsupported=dict(unsupported),
-        note=_PAPER_NOTE,
-    )
 
 
 def _holds_weights(m: nn.Module) -> bool:

@@ -258,12 +258,9 @@ def _flops(run_id: str, case: Case, model: nn.Module, x: torch.Tensor) -> Iterat
     from . import flops  # fvcore and the counters load only when FLOPs are asked for
 
     profile = list(getattr(model, "token_profile", []))
-    reports: dict[str, flops.FlopReport | BaseException] = {}
-    for counter in flops.COUNTERS:  # all three first: their disagreement goes into each record
-        try:
-            reports[counter] = flops.count_flops(model, x, counter)
-        except Exception as e:  # one counter failing (e.g. a trace error) leaves the others
-            reports[counter] = e
+    # All three first: their disagreement goes into each record. One counter failing (e.g. a
+    # trace error) leaves the others.
+    reports = flops.count_each(model, x)
     warnings = flops.disagreements({c: r for c, r in reports.items() if isinstance(r, flops.FlopReport)})
     for w in warnings:
         print(f"warning: {case.case_id}: {w}", file=sys.stderr)

@@ -158,6 +158,42 @@ def test_paper_counter_equals_thop_0_1_1(name, variant):
 # --------------------------------------------------------------------------- contract
 
 
+@pytest.mark.parametrize("name, variant", CASES)
+def test_torch_and_paper_sharing_one_forward_count_what_each_counts_alone(name, variant):
+    model, x = _tiny(name, variant)
+    shared = _tiny_reports(name, variant)  # count_all: torch and paper in one forward
+    for counter in ("torch", "paper"):
+        alone = count_flops(model, x, counter)
+        got = shared[counter]
+        assert (got.total, got.blocks, dict(got.by_operator), dict(got.unsupported)) == (
+            alone.total, alone.blocks, dict(alone.by_operator), dict(alone.unsupported)
+        ), counter
+
+
+def test_when_the_shared_forward_fails_each_counter_runs_alone(monkeypatch):
+    model, x = _tiny("mixste", "single")
+    calls = []
+    real = flops_module._paper_counting
+
+    @flops_module.contextmanager
+    def torch_fails(m):
+        calls.append("shared")
+        raise RuntimeError("dispatch mode broke")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(flops_module, "_torch_counting", torch_fails)
+    reports = flops_module.count_each(model, x)
+    assert calls == ["shared", "shared"]  # the shared pass, then torch alone
+    assert isinstance(reports["torch"], RuntimeError) and "dispatch mode broke" in str(reports["torch"])
+    assert isinstance(reports["paper"], FlopReport) and reports["paper"].total > 0
+    assert isinstance(reports["fvcore"], FlopReport)
+    assert real is flops_module._paper_counting
+    assert not any(m._forward_hooks for m in model.modules())
+    with pytest.raises(RuntimeError, match="dispatch mode broke"):
+        count_all(model, x)
+
+
+
 def test_counting_leaves_the_model_as_it_was():
     model, x = _tiny("mixste", "single")
     model.train()
