@@ -36,8 +36,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from . import numbers
 from .errors import UsageError
-from .results import MEASUREMENT_KEY, read_records, read_text
+from .results import MEASUREMENT_KEY, METRIC_UNITS, read_records, read_text
 
 # metric -> (kind, default relative tolerance). "exact": |change| <= tol; "ceiling": increase <= tol;
 # "floor": decrease <= tol.
@@ -279,9 +280,12 @@ def _compare_speedup(
     return Comparison(key[0], key[1], base, cur, tol, "floor", ok, "; ".join(notes))
 
 
-def _fmt(x: float | None) -> str:
+def _fmt(x: float | None, metric: str = "") -> str:
+    """A gated value: counts whole with separators, others to 4 significant digits (whole from 10,000 on)."""
     if x is None:
         return "-"
+    if METRIC_UNITS.get(metric) == "count":
+        return numbers.count(x)
     return f"{x:.4g}" if not math.isclose(x, round(x)) or abs(x) < 1e4 else f"{int(round(x)):,}"
 
 
@@ -290,7 +294,7 @@ def format_result(result: GateResult) -> str:
     lines: list[str] = []
     if result.failures:
         rows = [
-            [c.case_id, c.metric, _fmt(c.baseline), _fmt(c.current),
+            [c.case_id, c.metric, _fmt(c.baseline, c.metric), _fmt(c.current, c.metric),
              "-" if c.change is None else f"{c.change:+.2%}",
              f"{'±' if c.kind == 'exact' else '+' if c.kind == 'ceiling' else '-'}{c.tolerance:.2%}", c.note]
             for c in result.failures

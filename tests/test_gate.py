@@ -57,6 +57,14 @@ def test_flops_raised_one_percent_fails():
     assert "flops[paper]" in format_result(result) and "+1.00%" in format_result(result)
 
 
+def test_a_changed_parameter_count_prints_as_whole_numbers_with_separators():
+    result = compare(_run(), _set(_run(), "mixste/single", "params", 2.0))
+    [f] = result.failures
+    assert f.metric == "params"
+    row = next(line for line in format_result(result).splitlines() if "params" in line)
+    assert "1,010" in row and "2,020" in row and "1010" not in row
+
+
 def test_flops_lowered_also_fails_because_counts_are_exact():
     assert not compare(_run(), _set(_run(), "motionbert/rectangle", "flops", 0.99)).passed
 
