@@ -342,7 +342,10 @@ def stats(samples: Sequence[float]) -> Stats:
 
 def summarise_parts(calls: Sequence[dict[Key, float]]) -> dict[Key, list[float]]:
     """Per (step, part, block): its ms in each call (a part absent from a call counts 0 ms)."""
-    keys = sorted({k for c in calls for k in c}, key=lambda k: (STEPS.index(k[0]), PARTS.index(k[1]), k[2] or -1))
+    def order(k: Key) -> tuple[int, int, int]:
+        return STEPS.index(k[0]), PARTS.index(k[1]), -1 if k[2] is None else k[2]  # block 0 after no block
+
+    keys = sorted({k for c in calls for k in c}, key=order)
     return {k: [c.get(k, 0.0) for c in calls] for k in keys}
 
 
