@@ -64,6 +64,7 @@ METRIC_GROUP = {
     "clips_per_s": "latency",
     "train_step": "train",
     "time_by_part": "breakdown",
+    "mem_by_part": "breakdown",
     "achieved_gflops": "breakdown",
     "machine_peak_gflops": "breakdown",
     "flops_train": "flops_train",
