@@ -927,3 +927,60 @@ def roofline(data: PlotInputs) -> Figure:
     fig.tight_layout()
     return fig
 
+
+# --------------------------------------------------------------------------- memory by part
+
+MEM_PHASES = {"inference": "MiB allocated per forward",
+              "train": "MiB allocated per training step (AdamW's step in other)"}  # fmt: skip
+
+
+@register("mem_by_part", "Where the memory goes: MiB allocated by part",
+          "the run has no memory by part (mem_by_part records come with --metrics breakdown)")  # fmt: skip
+def _draw_mem_by_part(data: PlotInputs) -> Figure | None:
+    recs = _of_metric(data, "mem_by_part")
+    return mem_by_part(recs, data.summary) if not recs.empty else None
+
+
+def mem_by_part(recs: pd.DataFrame, summary: pd.DataFrame) -> Figure:
+    """Per case, a stacked bar of the MiB each part allocated in one profiled forward (and training step).
+
+    Allocations (what the part's ops allocated, summed over blocks), not a peak: memory freed
+    along the way is counted when it was allocated, so a bar can exceed the peak, which is
+    peak_mem_activations. In a training step the backward's allocations go to the part of the
+    forward op that made them and the optimizer's to other.
+    """
+    phases = [p for p in MEM_PHASES if (recs["phase"] == p).any()]
+    order = [c for c in summary["case_id"] if c in set(recs["case_id"])]
+    names = list(PART_COLOURS)
+    label = summary.set_index("case_id")
+    ticks = [f"{label.at[c, 'backbone']} {label.at[c, 'variant']} T{label.at[c, 'frames']}" for c in order]
+    fig, axes = plt.subplots(1, len(phases), figsize=(6.2 * len(phases) + 1.0, 1.9 + 0.45 * len(order)), sharey=True,
+                             squeeze=False)  # fmt: skip
+    y = list(range(len(order)))
+    drawn: set[str] = set()
+    for ax, phase in zip(axes[0], phases, strict=True):
+        sub = recs[recs["phase"] == phase]
+        mib = sub.groupby(["case_id", "part"])["value"].sum().unstack().reindex(index=order, columns=names).fillna(0.0)
+        left = [0.0] * len(order)
+        for part in names:
+            if not mib[part].any():
+                continue
+            ax.barh(y, mib[part], left=left, color=PART_COLOURS[part])
+            left = [a + b for a, b in zip(left, mib[part], strict=True)]
+            drawn.add(part)
+        for yi, total in zip(y, left, strict=True):
+            if total > 0:
+                ax.annotate(_short(total), (total, yi), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8.5)
+        ax.set_xlim(0, max(left, default=0.0) * 1.15 or 1.0)
+        ax.set_xlabel(MEM_PHASES[phase])
+        ax.grid(axis="y", visible=False)
+    axes[0][0].set_yticks(y, ticks)
+    axes[0][0].invert_yaxis()
+    handles = [Line2D([], [], color=PART_COLOURS[p], marker="s", linestyle="", markersize=9, label=p.replace("_", " "))
+               for p in names if p in drawn]  # fmt: skip
+    fig.legend(handles=handles, loc="lower center", ncol=5, frameon=False, fontsize=9)
+    fit_title(fig, "Where the memory goes: MiB allocated by part (allocations, not a peak: the peak is "
+              "peak_mem_activations)")  # fmt: skip
+    legend_in = 0.25 * math.ceil(len(handles) / 5) + 0.1
+    fig.tight_layout(rect=(0, legend_in / fig.get_figheight(), 1, 1))
+    return fig

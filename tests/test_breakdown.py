@@ -211,3 +211,26 @@ def test_memory_by_part_of_a_hierarchical_case(monkeypatch):
     assert backward[("mlp", 0)] > 0  # gradients given to the forward's parts
     assert sum(r["value"] for r in train) > sum(inference.values())  # a training step allocates more than a forward
 
+
+def test_report_of_a_tiny_breakdown_run_draws_the_roofline_and_memory_by_part(tmp_path, monkeypatch):
+    from bench.report import write_report
+
+    monkeypatch.setitem(bd.GEMM_SIZES, "cpu", (64,))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "meta.json").write_text(json.dumps({"run_id": "t"}))
+    quick = Settings(warmup=1, repeats=2, min_time_s=0.0)
+    recs = []
+    for variant in ("rectangle", "hierarchical"):
+        case, model, _, _ = tiny("mixste", variant)
+        recs += measure_case(case, ["flops", "latency", "breakdown"], "t", model=model, run_dir=run, settings=quick)
+    assert all(r["status"] == "ok" for r in recs), [r["error"] for r in recs if r["status"] != "ok"]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = write_report(run, accuracy=[], out=tmp_path / "rep")
+    for name in ("roofline", "mem_by_part"):
+        for ext in ("png", "svg"):
+            assert (out / "plots" / f"{name}.{ext}").stat().st_size > 1000
+    md = (out / "index.md").read_text()
+    assert "### Achieved FLOP/s against the machine's GEMM peak" in md
+    assert "### Where the memory goes: MiB allocated by part" in md
+    assert "not drawn; no breakdown records" not in md

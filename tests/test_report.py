@@ -408,10 +408,11 @@ def test_plots_without_their_data_are_left_out_and_say_why(tmp_path, mixste_run,
     assert "Cost vs sequence length: not drawn; no backbone was measured at several sequence lengths" in md
     assert "Efficiency vs accuracy: not drawn; no accuracy value matches" in md
     assert "not drawn" in (out / "index.html").read_text()
-    # no breakdown records: no roofline, and the page says why
-    assert not (out / "plots" / "roofline.png").exists()
+    # no breakdown records: neither the roofline nor memory by part is drawn, and the page says why
+    assert not (out / "plots" / "roofline.png").exists() and not (out / "plots" / "mem_by_part.png").exists()
     assert ("Achieved FLOP/s against the machine's GEMM peak: not drawn; no breakdown records: run with "
             "--metrics ...,breakdown") in md  # fmt: skip
+    assert "Where the memory goes: MiB allocated by part: not drawn; the run has no memory by part" in md
 
 
 def test_html_holds_every_table_and_embeds_every_plot(full_report, real_plots):
@@ -717,3 +718,18 @@ def test_roofline_has_a_point_per_case_and_a_peak_per_device_dtype_and_threads(t
     assert peaks == [40.0, 80.0]
     assert any("2 threads: 80.0 GFLOP/s" in t.get_text() for t in ax.texts)
 
+
+def test_mem_by_part_stacks_the_parts_of_each_phase(tmp_path, real_plots):
+    from bench import plots
+
+    run = breakdown_run(tmp_path)
+    out = write_report(run, accuracy=[], out=tmp_path / "rep")
+    _assert_images([out / "plots" / "mem_by_part.png", out / "plots" / "mem_by_part.svg"])
+    summary = pd.read_csv(out / "summary.csv")
+    recs = pd.read_json(run / "records.jsonl", lines=True)
+    fig = plots.mem_by_part(recs[recs["metric"] == "mem_by_part"], summary)
+    inference, train = fig.axes[:2]
+    assert inference.get_xlabel() == "MiB allocated per forward" and "training step" in train.get_xlabel()
+    # summed over blocks: 2 x (2 + i) MiB of mlp and 0.5 MiB of prune per forward; 2 MiB per training step
+    assert [t.get_text() for t in inference.texts] == [plots._short(2 * (2.0 + i) + 0.5) for i in range(3)]
+    assert [t.get_text() for t in train.texts] == ["2.00"] * 3
