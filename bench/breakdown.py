@@ -23,6 +23,13 @@ are measured in a separate pass from the latency figure, and each record carries
 activity), so gaps where the GPU waits on the host fall in no part and the sum can fall short of
 the latency; this path is written for CUDA but was verified on CPU only.
 
+Where the memory goes: one more profiled call (a forward, and a training step when that is broken
+down too) with ``profile_memory=True``, apart from the timed pass so that its bookkeeping does not
+slow the parts down, is split by the same ranges into ``mem_by_part``: per part, the MiB its ops
+allocated (each event's *self* memory usage, counted when positive: the bytes an op allocated net of
+what it freed before returning; frees of earlier ops' tensors are not subtracted). A volume of
+allocations, not a peak: the peak is ``peak_mem_activations`` (bench.memory).
+
 ``machine_peak_gflops`` times large square matmuls (the fastest call over three sizes): the
 "peak" a well-tuned dense kernel reaches on this machine with this dtype and these threads, a
 practical roofline ceiling rather than the datasheet's. It is measured once per run and cached in
@@ -220,11 +227,23 @@ def _self_time_us(ev: Any, device: bool) -> float:
     return float(ev.self_cpu_time_total)
 
 
+def _self_alloc_bytes(ev: Any, device: bool) -> float:
+    """Bytes ``ev`` itself allocated, net of what it freed; negative (it freed earlier ops' tensors) counts 0.
+
+    A range of ours holds no allocations of its own, only the frees between its ops, so it adds 0.
+    """
+    if device:
+        nbytes = getattr(ev, "self_device_memory_usage", getattr(ev, "self_cuda_memory_usage", 0))
+    else:
+        nbytes = ev.self_cpu_memory_usage
+    return float(max(0, nbytes))
+
+
 def _split(
     ev: Any, step: str, where: tuple[str, int | None], acc: dict[Key, float], seq: dict[int, tuple[str, int | None]],
-    device: bool,
+    value: Callable[[Any], float],
 ) -> None:
-    """Add the self time of ``ev`` and its descendants to the innermost labelled part around each."""
+    """Add ``value`` (self time, self allocations) of ``ev`` and its descendants to the innermost part around each."""
     parsed = parse_label(ev.name)
     if parsed is not None:
         where = parsed
@@ -233,9 +252,9 @@ def _split(
     elif step == "forward" and getattr(ev, "sequence_nr", -1) >= 0:
         seq.setdefault(ev.sequence_nr, where)
     key = (step, where[0], where[1])
-    acc[key] = acc.get(key, 0.0) + _self_time_us(ev, device)
+    acc[key] = acc.get(key, 0.0) + value(ev)
     for child in ev.cpu_children:
-        _split(child, step, where, acc, seq, device)
+        _split(child, step, where, acc, seq, value)
 
 
 def split_profile(events: Sequence[Any], device: bool = False) -> list[dict[Key, float]]:
@@ -243,6 +262,20 @@ def split_profile(events: Sequence[Any], device: bool = False) -> list[dict[Key,
 
     A call is one ``FORWARD_ROOT`` range, or one training step's ``vpt:train.*`` ranges in order.
     """
+    calls = _split_calls(events, lambda ev: _self_time_us(ev, device))
+    return [{k: v / 1e3 for k, v in call.items()} for call in calls]
+
+
+def split_memory(events: Sequence[Any], device: bool = False) -> list[dict[Key, float]]:
+    """Per profiled call, MiB allocated by (step, part, block), from a ``profile_memory=True`` profile's events.
+
+    Calls and parts as in :func:`split_profile`; what is summed: :func:`_self_alloc_bytes`.
+    """
+    calls = _split_calls(events, lambda ev: _self_alloc_bytes(ev, device))
+    return [{k: v / 2**20 for k, v in call.items()} for call in calls]
+
+
+def _split_calls(events: Sequence[Any], value: Callable[[Any], float]) -> list[dict[Key, float]]:
     calls: list[dict[Key, float]] = []
     seq: dict[int, tuple[str, int | None]] = {}
     roots = sorted((e for e in events if e.cpu_parent is None), key=lambda e: e.time_range.start)
@@ -257,8 +290,8 @@ def split_profile(events: Sequence[Any], device: bool = False) -> list[dict[Key,
             calls.append({})
             seq = {}
         acc = calls[-1] if calls else {}
-        _split(ev, step, ("other", None), acc, seq, device)
-    return [{k: v / 1e3 for k, v in call.items()} for call in calls]
+        _split(ev, step, ("other", None), acc, seq, value)
+    return calls
 
 
 def _activities(device: str) -> list[ProfilerActivity]:
@@ -278,6 +311,24 @@ def profile_calls(fn: Callable[[], Any], *, calls: int, device: str = "cpu", war
             fn()
             synchronize(device)
     return split_profile(prof.events(), device=torch.device(device).type == "cuda")
+
+
+def profile_memory_calls(
+    fn: Callable[[], Any], *, calls: int = 1, device: str = "cpu", warmup: int = 0
+) -> list[dict[Key, float]]:
+    """Run ``fn`` ``calls`` times under torch.profiler with ``profile_memory=True``; MiB allocated by part per call.
+
+    ``warmup`` 0 by default: the breakdown calls it on a callable its timed pass has just run, so
+    first-call allocations (lazy initialisation, AdamW's state) are already out of the way.
+    """
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    with profile(activities=_activities(device), profile_memory=True) as prof:
+        for _ in range(calls):
+            fn()
+            synchronize(device)
+    return split_memory(prof.events(), device=torch.device(device).type == "cuda")
 
 
 def inference_call(model: nn.Module, x: torch.Tensor, device: str = "cpu") -> Callable[[], None]:
@@ -341,8 +392,11 @@ def stats(samples: Sequence[float]) -> Stats:
 
 
 def summarise_parts(calls: Sequence[dict[Key, float]]) -> dict[Key, list[float]]:
-    """Per (step, part, block): its ms in each call (a part absent from a call counts 0 ms)."""
-    keys = sorted({k for c in calls for k in c}, key=lambda k: (STEPS.index(k[0]), PARTS.index(k[1]), k[2] or -1))
+    """Per (step, part, block): its value (ms, MiB) in each call (a part absent from a call counts 0)."""
+    def order(k: Key) -> tuple[int, int, int]:
+        return STEPS.index(k[0]), PARTS.index(k[1]), -1 if k[2] is None else k[2]  # block 0 after no block
+
+    keys = sorted({k for c in calls for k in c}, key=order)
     return {k: [c.get(k, 0.0) for c in calls] for k in keys}
 
 
@@ -503,13 +557,32 @@ def _part_records(
         )  # fmt: skip
 
 
+def _mem_what(device: str) -> str:
+    kind = "device" if torch.device(device).type == "cuda" else "CPU"
+    return (f"positive self {kind} memory usage of the profiled events (profile_memory=True): per op, the bytes it "
+            "allocated net of what it freed before returning; frees of earlier ops' tensors not subtracted. "
+            "Allocations, not a peak (peak_mem_activations is the peak)")  # fmt: skip
+
+
+def _mem_records(run_id: str, case: Case, phase: str, summary: dict[Key, list[float]]) -> Iterator[dict[str, Any]]:
+    total = sum(float(np.median(v)) for v in summary.values())
+    summed = _mem_what(case.device)
+    for (step, part, block), samples in summary.items():
+        extra: dict[str, Any] = {"step": step} if phase == "train" else {}
+        yield record(
+            run_id, case, "mem_by_part", float(np.median(samples)), method="torch.profiler", part=part, block=block,
+            phase=phase, summed=summed, total_mib=total, n=len(samples), **extra,
+        )  # fmt: skip
+
+
 def breakdown_records(
     run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings,
     seen: Sequence[dict[str, Any]] = (), run_dir: str | Path | None = None, *, train: bool = True,
 ) -> Iterator[dict[str, Any]]:
-    """The ``breakdown`` group: machine_peak_gflops, achieved_gflops per counter, time_by_part.
+    """The ``breakdown`` group: machine_peak_gflops, achieved_gflops per counter, time_by_part, mem_by_part.
 
     ``train``: break a training step down too (phase train; forward, backward, optimizer).
+    mem_by_part comes from one more profiled call per phase, with memory profiling on.
     Reuses the case's latency, train_step and flops records in ``seen`` when those groups ran;
     otherwise it times (and counts with the torch counter) here. The model's weights are restored
     after the profiled training steps.
@@ -549,9 +622,11 @@ def breakdown_records(
     backbone = case.backbone
     part_flops = flops_by_part(model, x, backbone)
     with labelled(model, backbone):
-        calls = profile_calls(inference_call(model, x, device), calls=max(3, settings.repeats), device=device,
-                              warmup=1)  # fmt: skip
+        forward = inference_call(model, x, device)
+        calls = profile_calls(forward, calls=max(3, settings.repeats), device=device, warmup=1)
+        mem = profile_memory_calls(forward, device=device)
     yield from _part_records(run_id, case, "inference", summarise_parts(calls), latency, env, part_flops)
+    yield from _mem_records(run_id, case, "inference", summarise_parts(mem))
     if not train:
         return
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -568,11 +643,13 @@ def breakdown_records(
                     step, warmup=0, repeats=max(1, settings.train_repeats), device=device,
                     min_time_s=settings.train_min_time_s, max_repeats=settings.max_repeats,
                 ))  # fmt: skip
+            train_mem = profile_memory_calls(step, device=device)  # the same optimizer: its state exists
     finally:
         model.load_state_dict(saved)
         model.zero_grad(set_to_none=True)
         model.eval()
     yield from _part_records(run_id, case, "train", summarise_parts(calls), train_latency, env)
+    yield from _mem_records(run_id, case, "train", summarise_parts(train_mem))
 
 
 def flops_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:

@@ -64,6 +64,7 @@ METRIC_GROUP = {
     "clips_per_s": "latency",
     "train_step": "train",
     "time_by_part": "breakdown",
+    "mem_by_part": "breakdown",
     "achieved_gflops": "breakdown",
     "machine_peak_gflops": "breakdown",
     "flops_train": "flops_train",
@@ -794,10 +795,13 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     blocks = recs[(recs["metric"] == "flops_block") & (recs["status"] == "ok") & recs["value"].notna()]
     reported = acc[acc["method"] == "reported"] if acc is not None else None
     parts = recs[(recs["metric"] == "time_by_part") & (recs["status"] == "ok") & recs["value"].notna()]
+    breakdown = recs[recs["metric"].isin(("achieved_gflops", "machine_peak_gflops", "mem_by_part"))
+                     & (recs["status"] == "ok") & recs["value"].notna()]  # fmt: skip
     # Plots show one runtime (eager where the run has it): their points are cases, and a case's FPS
     # on another runtime would be a second point of the same model; the runtimes section compares them.
     shown = "eager" if (summary["runtime"] == "eager").any() else summary["runtime"].iloc[0]
-    images = plots.render_all(summary[summary["runtime"] == shown], blocks, reported, out_dir / "plots", parts=parts)
+    images = plots.render_all(summary[summary["runtime"] == shown], blocks, reported, out_dir / "plots", parts=parts,
+                              breakdown=breakdown)  # fmt: skip
 
     _for_csv(summary).to_csv(out_dir / "summary.csv", index=False)
     for t in tables:

@@ -35,7 +35,7 @@ RECORD_FIELDS = (
 STATUSES = ("ok", "oom", "error", "skipped")
 # What identifies one measurement: a case can hold several records of a metric (one per FLOP
 # counter, memory phase or block), never two with the same key.
-MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block", "part", "step")  # part, step: time_by_part
+MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block", "part", "step")  # part, step: *_by_part
 
 # metric -> unit (SPEC section 6); reports, gates and other tools rely on these names.
 METRIC_UNITS = {
@@ -55,6 +55,7 @@ METRIC_UNITS = {
     "peak_rss": "MiB",
     "peak_mem_activations": "MiB",
     "time_by_part": "ms",
+    "mem_by_part": "MiB",
     "achieved_gflops": "GFLOP/s",
     "machine_peak_gflops": "GFLOP/s",
     "flops_train": "GFLOPs",

@@ -181,3 +181,56 @@ def test_report_shows_the_breakdown(tmp_path):
     assert "pruning + recovering add 4.0 ms" in md
     png = out / "plots" / "time_by_part.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_memory_by_part_of_a_hierarchical_case(monkeypatch):
+    monkeypatch.setitem(bd.GEMM_SIZES, "cpu", (64,))
+    case, model, x, y = tiny("mixste")
+    quick = Settings(warmup=1, repeats=2, min_time_s=0.0, train_warmup=1, train_repeats=1, train_min_time_s=0.0)
+    recs = list(bd.breakdown_records("t", case, model, x, y, quick, train=True))
+    mem = [r for r in recs if r["metric"] == "mem_by_part"]
+    assert {r["phase"] for r in mem} == {"inference", "train"}
+    assert all(r["unit"] == "MiB" and r["method"] == "torch.profiler" and "net of what it freed" in r["summed"]
+               for r in mem)  # fmt: skip
+    assert all(r["value"] >= 0 for r in mem)
+    stages = [int(s.split(":")[0]) for s in case.schedule.split(",")]
+    for phase in ("inference", "train"):
+        mine = [r for r in mem if r["phase"] == phase]
+        keys = {(r["part"], r["block"]) for r in mine}
+        assert {("prune", b) for b in stages} | {("recover", None)} <= keys
+        assert {r["part"] for r in mine} <= set(bd.PARTS)
+        assert sum(r["value"] for r in mine) == pytest.approx(mine[0]["total_mib"])
+    inference = {(r["part"], r["block"]): r["value"] for r in mem if r["phase"] == "inference"}
+    # the head allocates the output at least; the attention of an unpruned block more than that of a pruned one
+    assert inference[("head", None)] >= model(x).numel() * 4 / 2**20
+    assert inference[("temporal_attention", 0)] > inference[("temporal_attention", stages[-1])] > 0
+    assert all(inference[("prune", b)] > 0 for b in stages)  # selection and gather allocate the kept tokens
+    train = [r for r in mem if r["phase"] == "train"]
+    assert {r["step"] for r in train} == set(bd.STEPS)
+    backward = {(r["part"], r["block"]): r["value"] for r in train if r["step"] == "backward"}
+    assert backward[("mlp", 0)] > 0  # gradients given to the forward's parts
+    assert sum(r["value"] for r in train) > sum(inference.values())  # a training step allocates more than a forward
+
+
+def test_report_of_a_tiny_breakdown_run_draws_the_roofline_and_memory_by_part(tmp_path, monkeypatch):
+    from bench.report import write_report
+
+    monkeypatch.setitem(bd.GEMM_SIZES, "cpu", (64,))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "meta.json").write_text(json.dumps({"run_id": "t"}))
+    quick = Settings(warmup=1, repeats=2, min_time_s=0.0)
+    recs = []
+    for variant in ("rectangle", "hierarchical"):
+        case, model, _, _ = tiny("mixste", variant)
+        recs += measure_case(case, ["flops", "latency", "breakdown"], "t", model=model, run_dir=run, settings=quick)
+    assert all(r["status"] == "ok" for r in recs), [r["error"] for r in recs if r["status"] != "ok"]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    out = write_report(run, accuracy=[], out=tmp_path / "rep")
+    for name in ("roofline", "mem_by_part"):
+        for ext in ("png", "svg"):
+            assert (out / "plots" / f"{name}.{ext}").stat().st_size > 1000
+    md = (out / "index.md").read_text()
+    assert "### Achieved FLOP/s against the machine's GEMM peak" in md
+    assert "### Where the memory goes: MiB allocated by part" in md
+    assert "not drawn; no breakdown records" not in md

@@ -108,6 +108,9 @@ def rec(
         "mpjpe": "mm",
         "p_mpjpe": "mm",
         "mpjve": "mm",
+        "achieved_gflops": "GFLOP/s",
+        "machine_peak_gflops": "GFLOP/s",
+        "mem_by_part": "MiB",
     }
     return {
         **c,
@@ -405,6 +408,11 @@ def test_plots_without_their_data_are_left_out_and_say_why(tmp_path, mixste_run,
     assert "Cost vs sequence length: not drawn; no backbone was measured at several sequence lengths" in md
     assert "Efficiency vs accuracy: not drawn; no accuracy value matches" in md
     assert "not drawn" in (out / "index.html").read_text()
+    # no breakdown records: neither the roofline nor memory by part is drawn, and the page says why
+    assert not (out / "plots" / "roofline.png").exists() and not (out / "plots" / "mem_by_part.png").exists()
+    assert ("Achieved FLOP/s against the machine's GEMM peak: not drawn; no breakdown records: run with "
+            "--metrics ...,breakdown") in md  # fmt: skip
+    assert "Where the memory goes: MiB allocated by part: not drawn; the run has no memory by part" in md
 
 
 def test_html_holds_every_table_and_embeds_every_plot(full_report, real_plots):
@@ -667,3 +675,61 @@ def test_a_plot_is_added_by_registering_one_function(tmp_path, mixste_run, real_
 
     out = write_report(mixste_run, accuracy=[], out=tmp_path / "rep")
     assert (out / "plots" / "my_plot.png").is_file() and "### My plot" in (out / "index.md").read_text()
+
+
+def breakdown_run(tmp_path: Path) -> Path:
+    """mixste's three variants at T=243 with the breakdown group's records: achieved FLOP/s by two
+    counters, the GEMM peak (the hierarchical case timed at one thread, the others at two) and MiB by part."""
+    records = []
+    for i, v in enumerate(VARIANTS):
+        c = case("mixste", v, 243)
+        records += efficiency_records(c)
+        threads, peak = (1, 40.0) if v == "hierarchical" else (2, 80.0)
+        records.append(rec(c, "machine_peak_gflops", peak, "gemm", threads=threads, dtype="float32"))
+        records.append(rec(c, "achieved_gflops", 10.0 + i, "fvcore", ci_low=9.0 + i, ci_high=12.0 + i))
+        records.append(rec(c, "achieved_gflops", 99.0, "torch"))  # the figure uses fvcore when the run has it
+        for block in (0, 1):
+            records.append(rec(c, "mem_by_part", 2.0 + i, "torch.profiler", part="mlp", block=block, phase="inference"))
+            records.append(rec(c, "mem_by_part", 1.0, "torch.profiler", part="mlp", block=block, phase="train",
+                               step="backward"))  # fmt: skip
+        records.append(rec(c, "mem_by_part", 0.5, "torch.profiler", part="prune", block=2, phase="inference"))
+    return write_run(tmp_path / "run", records)
+
+
+def test_roofline_has_a_point_per_case_and_a_peak_per_device_dtype_and_threads(tmp_path, real_plots):
+    from bench import plots
+
+    run = breakdown_run(tmp_path)
+    out = write_report(run, accuracy=[], out=tmp_path / "rep")
+    _assert_images([out / "plots" / "roofline.png", out / "plots" / "roofline.svg"])
+    summary = pd.read_csv(out / "summary.csv")
+    recs = pd.read_json(run / "records.jsonl", lines=True)
+    data = plots.PlotInputs(summary, recs[recs["metric"] == "flops_block"], None,
+                            breakdown=recs[recs["metric"].isin(("achieved_gflops", "machine_peak_gflops"))])  # fmt: skip
+    fig = plots.roofline(data)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "achieved GFLOP/s (fvcore FLOPs / median latency)"
+    points = {tuple(c.lines[0].get_xydata()[0]) for c in ax.containers}
+    # x: the mean over blocks of flops_block's tokens (mixste's profiles at T=243), batch 1
+    tokens = {v: sum(max(1, round(243 * f)) for f in prof) / len(prof)
+              for v, prof in zip(VARIANTS, BACKBONES["mixste"][3:6], strict=True)}  # fmt: skip
+    assert points == {(tokens[v], 10.0 + i) for i, v in enumerate(VARIANTS)}
+    peaks = sorted(line.get_ydata()[0] for line in ax.get_lines() if line.get_linestyle() == "--")
+    assert peaks == [40.0, 80.0]
+    assert any("2 threads: 80.0 GFLOP/s" in t.get_text() for t in ax.texts)
+
+
+def test_mem_by_part_stacks_the_parts_of_each_phase(tmp_path, real_plots):
+    from bench import plots
+
+    run = breakdown_run(tmp_path)
+    out = write_report(run, accuracy=[], out=tmp_path / "rep")
+    _assert_images([out / "plots" / "mem_by_part.png", out / "plots" / "mem_by_part.svg"])
+    summary = pd.read_csv(out / "summary.csv")
+    recs = pd.read_json(run / "records.jsonl", lines=True)
+    fig = plots.mem_by_part(recs[recs["metric"] == "mem_by_part"], summary)
+    inference, train = fig.axes[:2]
+    assert inference.get_xlabel() == "MiB allocated per forward" and "training step" in train.get_xlabel()
+    # summed over blocks: 2 x (2 + i) MiB of mlp and 0.5 MiB of prune per forward; 2 MiB per training step
+    assert [t.get_text() for t in inference.texts] == [plots._short(2 * (2.0 + i) + 0.5) for i in range(3)]
+    assert [t.get_text() for t in train.texts] == ["2.00"] * 3
