@@ -29,7 +29,9 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
 - ``breakdown`` (bench.breakdown): machine_peak_gflops (a GEMM microbenchmark, once per run),
   achieved_gflops per FLOP counter (flops / latency), and time_by_part per (phase, part, block):
   a torch.profiler pass over labelled forwards, separate from the latency; over training steps
-  too when training is measured as well (``train`` or ``flops_train``: a step costs several forwards).
+  too when training is measured as well (``train`` or ``flops_train``: a step costs several forwards);
+  and mem_by_part (MiB allocated by part: one more profiled forward, and training step, with
+  torch.profiler's memory profiling).
 - ``flops_train``: flops_train, the torch counter over forward + loss + backward.
 - ``train``: train_step (median ms of forward + loss + backward + AdamW step). On CPU with
   ``memory`` asked for too, the steps timed are those of the memory group's fresh process (its
