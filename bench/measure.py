@@ -19,10 +19,11 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
   With ``latency`` asked for too, a pruned case's latency records come from the same pairs (the
   pruned calls' ms; ``paired: true`` and ``reference`` say so) instead of a timed phase of their
   own: one timed phase per pruned case, and its latency and speed-up are of the same calls.
-- runtime (``case.runtime``, see bench.runtimes): latency times the eager model, its
-  torch.compile or its ONNX Runtime session; compile adds compile_s (the first call), onnxruntime
-  export_error (parity with eager; above the tolerance the latency group fails). Memory,
-  training, speedup and the rest are measured for the eager runtime only (skipped records say so for the others).
+- runtime (``case.runtime``, see bench.runtimes): latency and the speed-up's pairs time the eager
+  model, its torch.compile or its ONNX Runtime session (the rectangle of a pair on the same
+  runtime); compile adds compile_s (the first call), onnxruntime export_error (parity with eager;
+  above the tolerance the latency group fails). Memory, training and the breakdown are measured
+  for the eager runtime only (skipped records say so for the others).
 - ``memory``: per phase (``phase`` inference | train): peak_mem_alloc, peak_mem_reserved and
   peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.memory), and on both
   peak_mem_activations (the step's peak above the memory in use before it).
@@ -191,7 +192,7 @@ def measure_case(
         return
     applies = METRIC_GROUPS if case.runtime == "eager" else runtimes.ANY_RUNTIME_GROUPS
     for group in [g for g in groups if g not in applies]:
-        why = f"{group} is measured on the eager runtime only (the {case.runtime} case times latency)"
+        why = f"{group} is measured on the eager runtime only (the {case.runtime} case times latency and speed-up)"
         yield failure(run_id, case, group_metric(group, case.device), why, status="skipped")
     groups = [g for g in groups if g in applies]
     x, y = example_inputs(case, model)
@@ -200,7 +201,7 @@ def measure_case(
         # The fresh process of the memory group runs steady-state training steps anyway: time
         # those instead of running the (most expensive) training steps a second time here.
         groups = [g if g != "memory" else "memory+train" for g in groups if g != "train"]
-    if case.variant != REFERENCE_VARIANT and case.runtime == "eager" and {"latency", "speedup"} <= set(groups):
+    if case.variant != REFERENCE_VARIANT and {"latency", "speedup"} <= set(groups):
         # The pairs time the pruned model anyway: its latency is the pruned half of them.
         groups = [g if g != "latency" else "latency+speedup" for g in groups if g != "speedup"]
     seen: list[dict[str, Any]] = []  # this case's records so far: later groups reuse them
@@ -289,26 +290,49 @@ def _latency(
     run_id: str, case: Case, model: nn.Module, x: torch.Tensor, settings: Settings
 ) -> Iterator[dict[str, Any]]:
     # The runtime decides what is timed (bench.runtimes); the timing protocol is the same for all.
-    save = Path(settings.save_onnx) if settings.save_onnx else None
-    prepared = runtimes.prepare(
+    prepared = _prepare(case, model, x, settings)
+    yield from _preparation_records(run_id, case, prepared)
+    if prepared.error:
+        raise RuntimeError(prepared.error)  # the latency group fails with the same reason
+    yield from _timed_alone(run_id, case, model, prepared, settings)
+
+
+def _prepare(
+    case: Case, model: nn.Module, x: torch.Tensor, settings: Settings, *, save: bool = True
+) -> runtimes.Prepared:
+    """``model`` ready to be timed on the case's runtime (its .onnx saved where asked, with ``save``)."""
+    save_dir = Path(settings.save_onnx) if settings.save_onnx and save else None
+    return runtimes.prepare(
         case.runtime, _maybe_compiled(model, settings) if case.runtime == "eager" else model, x,
-        device=case.device, save_dir=save, name=_file_name(case), exporter=settings.onnx_exporter,
-    )
+        device=case.device, save_dir=save_dir, name=_file_name(case), exporter=settings.onnx_exporter,
+    )  # fmt: skip
+
+
+def _preparation_records(run_id: str, case: Case, prepared: runtimes.Prepared) -> Iterator[dict[str, Any]]:
+    """compile_s, export_error...: what preparing the runtime measured, failed where it failed."""
     for rep in prepared.reports:
         status = "error" if rep.error else "ok"
         yield record(run_id, case, rep.metric, rep.value, method=rep.method, status=status, error=rep.error,
                      **rep.extra)  # fmt: skip
-    if prepared.error:
-        raise RuntimeError(prepared.error)  # the latency group fails with the same reason
+
+
+def _latency_env(case: Case, settings: Settings, prepared: runtimes.Prepared) -> dict[str, Any]:
+    env = timing.describe(settings.speed, case.device, case.dtype) | prepared.fields
+    if case.runtime == "compile":
+        env["compile"] = True
+    return env
+
+
+def _timed_alone(
+    run_id: str, case: Case, model: nn.Module, prepared: runtimes.Prepared, settings: Settings
+) -> Iterator[dict[str, Any]]:
     with load.Monitor(torch.get_num_threads()) as mon:
         samples = timing.measure_latency(
             prepared.forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
             min_time_s=settings.min_time_s, max_repeats=settings.max_repeats, max_time_s=settings.max_time_s,
         )
-    env = timing.describe(settings.speed, case.device, case.dtype) | prepared.fields
-    if case.runtime == "compile":
-        env["compile"] = True
-    yield from _latency_records(run_id, case, model, samples, settings, mon.fields(), env)
+    yield from _latency_records(run_id, case, model, samples, settings, mon.fields(),
+                                _latency_env(case, settings, prepared))  # fmt: skip
 
 
 def _latency_records(
@@ -385,30 +409,32 @@ def reference_case(case: Case) -> Case:
 def _speedup(
     run_id: str, case: Case, model: nn.Module, x: torch.Tensor, settings: Settings, *, with_latency: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """The paired speed-up; ``with_latency``: first the case's latency records, from the pruned calls."""
+    """The paired speed-up on the case's runtime; ``with_latency``: first the case's latency records
+    (and its runtime's compile_s / export_error), from the pruned calls."""
+    new = _prepare(case, model, x, settings)
+    if with_latency:
+        yield from _preparation_records(run_id, case, new)
+    if new.error:
+        raise RuntimeError(new.error)  # latency and speedup fail with the runtime's reason
     ref_case = reference_case(case)
     torch.manual_seed(0)  # the rectangle's weights as its own case would have them
     ref_model = ref_case.build().to(case.device, getattr(torch, case.dtype)).eval()
-    fn_ref, fn_new = _maybe_compiled(ref_model, settings), _maybe_compiled(model, settings)
-
-    def ref() -> None:
-        with torch.inference_mode():
-            fn_ref(x)
-
-    def new() -> None:
-        with torch.inference_mode():
-            fn_new(x)
+    ref = _prepare(ref_case, ref_model, x, settings, save=False)  # its own case saves its .onnx
+    if ref.error:
+        if with_latency:  # the case's own latency still stands
+            yield from _timed_alone(run_id, case, model, new, settings)
+        raise RuntimeError(f"the rectangle {ref_case.case_id} cannot run on {case.runtime}: {ref.error}")
 
     with load.Monitor(torch.get_num_threads()) as mon:
         ref_ms, new_ms = timing.measure_paired(
-            ref, new, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
+            ref.forward, new.forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
             min_time_s=settings.min_time_s, max_repeats=settings.max_repeats, max_time_s=settings.max_time_s,
         )
     ratios = [r / n for r, n in zip(ref_ms, new_ms, strict=True)]
-    env = timing.describe(settings.speed, case.device, case.dtype)
+    env = _latency_env(case, settings, new)
     load_fields = mon.fields()
     if with_latency:
-        paired = {"runtime": "eager", "paired": True, "reference": ref_case.case_id}
+        paired = {"paired": True, "reference": ref_case.case_id}
         yield from _latency_records(run_id, case, model, new_ms, settings, load_fields, env | paired)
     yield record(
         run_id, case, "speedup", timing.summarise(ratios).median, method="paired", reference=ref_case.case_id,

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench import cli, results, runtimes
+from bench import cli, measure, results, runtimes
 from bench.case import Case
 from bench.errors import UsageError
 from bench.measure import Settings, example_inputs, measure_case
@@ -178,6 +178,40 @@ def test_measure_case_fails_latency_when_export_parity_fails(monkeypatch):
     assert by["latency"]["status"] == "error" and "differs from eager" in by["latency"]["error"]
     assert by["peak_rss"]["status"] == "skipped" and "eager runtime only" in by["peak_rss"]["error"]
     assert all(r["runtime"] == "onnxruntime" for r in recs)
+    pruned = Case("mixste", "single", frames=9, size="tiny", runtime="onnxruntime")
+    by = {r["metric"]: r for r in measure_case(pruned, ["latency", "speedup"], "r", settings=FAST)}
+    assert [by[m]["status"] for m in ("export_error", "latency", "speedup")] == ["error"] * 3
+    assert "differs from eager" in by["speedup"]["error"]
+
+
+def test_a_pruned_case_is_paired_with_its_rectangle_on_its_own_runtime():
+    pytest.importorskip("onnxruntime")
+    case = Case("mixste", "hierarchical", frames=9, size="tiny", runtime="onnxruntime")
+    recs = list(measure_case(case, ["latency", "speedup"], "r", settings=FAST))
+    by = {r["metric"]: r for r in recs}
+    assert [r["metric"] for r in recs].count("export_error") == 1  # the case's own, not its rectangle's
+    assert by["export_error"]["status"] == "ok"
+    sp, lat = by["speedup"], by["latency"]
+    assert sp["status"] == "ok" and sp["method"] == "paired" and sp["runtime"] == "onnxruntime"
+    assert sp["reference"] == measure.reference_case(case.resolve()).case_id and "onnxruntime" in sp["reference"]
+    assert lat["paired"] is True and lat["samples"] == sp["samples_pruned"] and lat["runtime"] == "onnxruntime"
+
+
+def test_a_rectangle_that_cannot_run_on_the_runtime_fails_the_speedup_but_not_the_latency(monkeypatch):
+    pytest.importorskip("onnxruntime")
+    real = runtimes.prepare
+
+    def rectangle_fails(runtime, model, x, **kw):
+        prepared = real(runtime, model, x, **kw)
+        if "rectangle" in kw["name"]:
+            prepared.reports.append(runtimes.Report("export_error", None, "onnxruntime", error="export broke"))
+        return prepared
+
+    monkeypatch.setattr(runtimes, "prepare", rectangle_fails)
+    case = Case("mixste", "single", frames=9, size="tiny", runtime="onnxruntime")
+    by = {r["metric"]: r for r in measure_case(case, ["latency", "speedup"], "r", settings=FAST)}
+    assert by["latency"]["status"] == "ok" and "paired" not in by["latency"]
+    assert by["speedup"]["status"] == "error" and "cannot run on onnxruntime: export broke" in by["speedup"]["error"]
 
 
 # --------------------------------------------------------------------------- the command line and report
