@@ -252,6 +252,11 @@ def _onnxruntime(
     opts.intra_op_num_threads = torch.get_num_threads()  # the same threads as the eager model gets
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads sleep instead of spinning: a speed-up's pairs hold two sessions, and the
+    # spinning threads of the one that just ran took the cores from the other (measured: both calls
+    # 40-60 % slower and the ratio 1.36 instead of 1.55 for MHFormer-351). Off for every session,
+    # so that latencies timed alone and in pairs are alike; alone it costs 0-10 %.
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     dev = torch.device(device)
     providers: list[Any] = ["CPUExecutionProvider"]
     if dev.type == "cuda":
@@ -281,7 +286,7 @@ def _onnxruntime(
     error = ""
     if not worst <= tol:  # NaN fails too
         error = f"ONNX Runtime output differs from eager by {worst:.3g} of the output scale (> {tol:g}; {used} exporter)"
-    fields.update(provider=provider, ort_threads=opts.intra_op_num_threads)
+    fields.update(provider=provider, ort_threads=opts.intra_op_num_threads, ort_spinning=False)
     x_np = x.detach().cpu().numpy()
 
     def forward() -> Any:

@@ -197,6 +197,21 @@ def test_a_pruned_case_is_paired_with_its_rectangle_on_its_own_runtime():
     assert lat["paired"] is True and lat["samples"] == sp["samples_pruned"] and lat["runtime"] == "onnxruntime"
 
 
+def test_onnxruntime_sessions_do_not_spin(monkeypatch):
+    """Two sessions alternate in a speed-up's pairs: a spinning idle pool would take the other's cores."""
+    ort = pytest.importorskip("onnxruntime")
+    seen = []
+    real = ort.InferenceSession
+
+    def capture(data, sess_options=None, **kw):
+        seen.append(sess_options.get_session_config_entry("session.intra_op.allow_spinning"))
+        return real(data, sess_options=sess_options, **kw)
+
+    monkeypatch.setattr(ort, "InferenceSession", capture)
+    prepared = runtimes.prepare("onnxruntime", nn.Linear(3, 2).eval(), torch.randn(4, 3), exporter="torchscript")
+    assert seen == ["0"] and prepared.fields["ort_spinning"] is False
+
+
 def test_a_rectangle_that_cannot_run_on_the_runtime_fails_the_speedup_but_not_the_latency(monkeypatch):
     pytest.importorskip("onnxruntime")
     real = runtimes.prepare
