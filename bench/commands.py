@@ -31,7 +31,7 @@ from .errors import UsageError
 from .measure import METRIC_GROUPS, Settings, check_device, measure_case
 from .presets import Preset, build_matrix, get_preset, with_strategies
 from .results import read_meta, read_records
-from .runner import run_matrix
+from .runner import RunSummary, run_matrix
 from .store import ensure_fresh
 from .timing import unstable_summary
 
@@ -322,15 +322,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                     cases, run_dir, run_id=run_id, metrics=metrics, resume=args.resume, settings=settings,
                     meta=meta,
                 )  # fmt: skip
-            failed_cases = len({r["case_id"] for r in summary.failures})
-            print(
-                f"{summary.measured} case(s) measured, {summary.resumed} already done, "
-                f"{len(summary.failures)} record(s) not ok in {failed_cases} case(s): {summary.run_dir}"
-            )
+            print(_outcome_line(summary))
             _warn_unstable(read_records(summary.run_dir))
             if not args.no_report:
                 _report(summary.run_dir, report_dir(args, run_id))
             return 1 if failed_case_ids(run_dir, [c.case_id for c in cases]) else 0
+
+
+def _outcome_line(summary: RunSummary) -> str:
+    """'12 case(s) measured, 0 already done, 1 record(s) failed in 1 case(s), 24 skipped: DIR'.
+
+    Failed (error, oom) and skipped (a metric that does not apply: memory on onnxruntime, a length
+    the backbone cannot take) are counted apart: only the first make ``run`` exit 1.
+    """
+    failed = [r for r in summary.failures if r["status"] in ("error", "oom")]
+    skipped = len(summary.failures) - len(failed)
+    line = (f"{summary.measured} case(s) measured, {summary.resumed} already done, "
+            f"{len(failed)} record(s) failed in {len({r['case_id'] for r in failed})} case(s)")  # fmt: skip
+    if skipped:
+        line += f", {skipped} skipped (the records say why)"
+    return f"{line}: {summary.run_dir}"
 
 
 def failed_case_ids(run_dir: Path, case_ids: list[str]) -> set[str]:

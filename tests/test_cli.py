@@ -90,6 +90,16 @@ def test_profile_table(capsys):
     assert "params" in out and "MFLOPs (fvcore)" in out and "mixste/rectangle/T9" in out  # a tiny model: MFLOPs
 
 
+def test_the_run_line_counts_skipped_records_apart_from_failed_ones(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["run", "--preset", "smoke", "--backbones", "mixste", "--variants", "rectangle", "--frames", "9",
+            "--metrics", "params,memory", "--runtime", "compile", "--out", str(out), "--executor", "inline",
+            "--no-report"]  # fmt: skip
+    assert cli.main(argv) == 0  # memory does not apply to a compile case: skipped, not failed
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line == f"1 case(s) measured, 0 already done, 0 record(s) failed in 0 case(s), 1 skipped (the records say why): {out}"
+
+
 def test_run_writes_records_meta_and_report(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the report goes to ./reports/<run_id>
     out = tmp_path / "run"
@@ -102,7 +112,7 @@ def test_run_writes_records_meta_and_report(tmp_path, capsys, monkeypatch):
     assert all(r["status"] == "ok" for r in recs)
     meta = results.read_meta(out)
     assert meta["preset"] == "smoke" and meta["end_time"] and meta["settings"]["repeats"] >= 1
-    assert "2 case(s) measured" in stdout
+    assert "2 case(s) measured, 0 already done, 0 record(s) failed in 0 case(s): " in stdout
     try:
         import bench.report  # noqa: F401
     except ImportError:
