@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import re
 from collections import defaultdict
@@ -364,31 +363,25 @@ def train_call(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, lr: float 
 
 @dataclass(frozen=True)
 class Stats:
-    """Median of samples with its 95 % confidence interval (order statistics) and a stability flag."""
+    """A latency the breakdown divides by: its median, 95 % CI and stability by the one rule of bench.timing."""
 
     median: float
     n: int
     ci_low: float
     ci_high: float
     stable: bool
+    unstable_reason: str = ""
 
 
-STABLE_CI = 0.10  # stable: the CI of the median lies within +-10 % of the median
-
-
-def stats(samples: Sequence[float]) -> Stats:
-    """Median and its distribution-free 95 % CI: ranks n/2 -+ 1.96 sqrt(n)/2 of the sorted samples."""
+def stats(samples: Sequence[float], record: dict[str, Any] | None = None) -> Stats:
+    """``samples`` summarised by :func:`bench.timing.stats_fields`; a timed ``record`` of them keeps
+    its own verdict (it also knows the machine's load while they were taken)."""
     if not samples:
         raise ValueError("no samples")
-    a = np.sort(np.asarray(samples, dtype=float))
-    n = len(a)
-    half = 1.96 * math.sqrt(n) / 2
-    lo = max(0, math.floor(n / 2 - half) - 1)  # 0-based rank
-    hi = min(n - 1, math.ceil(n / 2 + half))
-    med = float(np.median(a))
-    ci_low, ci_high = float(a[lo]), float(a[hi])
-    stable = n >= 3 and med > 0 and (med - ci_low) <= STABLE_CI * med and (ci_high - med) <= STABLE_CI * med
-    return Stats(med, n, ci_low, ci_high, bool(stable))
+    f = dict(record) if record is not None and "stable" in record else timing.stats_fields(samples)
+    ci_low, ci_high = f.get("ci_low", min(samples)), f.get("ci_high", max(samples))
+    return Stats(float(np.median(samples)), len(samples), ci_low, ci_high, bool(f["stable"]),
+                 str(f.get("unstable_reason", "")))  # fmt: skip
 
 
 def summarise_parts(calls: Sequence[dict[Key, float]]) -> dict[Key, list[float]]:
@@ -599,7 +592,7 @@ def breakdown_records(
     model.eval()
     lat_rec = _seen_value(seen, "latency")
     if lat_rec is not None and lat_rec.get("samples"):
-        latency = stats(lat_rec["samples"])
+        latency = stats(lat_rec["samples"], lat_rec)
     else:
         def forward() -> None:
             with torch.inference_mode():
@@ -617,7 +610,8 @@ def breakdown_records(
         yield record(
             run_id, case, "achieved_gflops", achieved, method=counter, flops=gflops, latency_ms=latency.median,
             n=latency.n, ci_low=gflops / (latency.ci_high / 1e3), ci_high=gflops / (latency.ci_low / 1e3),
-            stable=latency.stable, machine_peak_gflops=peak["value"], of_peak=achieved / peak["value"], **env,
+            stable=latency.stable, unstable_reason=latency.unstable_reason, machine_peak_gflops=peak["value"],
+            of_peak=achieved / peak["value"], **env,
         )
     backbone = case.backbone
     part_flops = flops_by_part(model, x, backbone)
@@ -637,7 +631,7 @@ def breakdown_records(
                                   warmup=max(1, settings.train_warmup))  # fmt: skip
             train_rec = _seen_value(seen, "train_step")
             if train_rec is not None and train_rec.get("samples"):
-                train_latency = stats(train_rec["samples"])
+                train_latency = stats(train_rec["samples"], train_rec)
             else:
                 train_latency = stats(timing.measure_latency(
                     step, warmup=0, repeats=max(1, settings.train_repeats), device=device,

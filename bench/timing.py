@@ -380,6 +380,9 @@ def applied(settings: SpeedSettings) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = saved[3]
 
 
+# Timed metrics with a record per part and block (bench.breakdown): counted apart in the end-of-run line.
+PER_PART_METRICS = ("time_by_part",)
+
 # Why a figure is unstable, from its ``unstable_reason``, as said in the end-of-run line.
 _REASONS = (
     ("busy", "the CPU was busy with other processes"),
@@ -393,11 +396,18 @@ def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
     """One line saying how many timed records are unstable and why, or None when none is.
 
     e.g. "3 timings unstable: the CPU was busy with other processes; rerun or raise --min-time".
+    The breakdown's per-part figures (a few profiled calls for each part of each block) are
+    counted apart, after the headline timings, so that hundreds of them do not bury those.
     """
     counts: dict[str, int] = {}
+    parts: dict[str, int] = {}
     total = 0
     for r in records:
         if r.get("status") != "ok" or r.get("stable") is not False:
+            continue
+        metric = str(r.get("metric", ""))
+        if metric in PER_PART_METRICS:
+            parts[metric] = parts.get(metric, 0) + 1
             continue
         total += 1
         reason = str(r.get("unstable_reason", ""))
@@ -405,8 +415,10 @@ def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
             if key in reason:
                 counts[text] = counts.get(text, 0) + 1
                 break
+    also = ", ".join(f"{n} {m} record{'s' if n > 1 else ''}" for m, n in parts.items())
     if not total:
-        return None
+        return f"{also} unstable (a few profiled calls each; see unstable_reason)" if also else None
     why = next(iter(counts)) if len(counts) == 1 else ", ".join(f"{n} {text}" for text, n in counts.items())
     noun = "timing" if total == 1 else "timings"
-    return f"{total} {noun} unstable: {why}; rerun or raise --min-time (see unstable_reason in the records)"
+    line = f"{total} {noun} unstable: {why}; rerun or raise --min-time (see unstable_reason in the records)"
+    return f"{line}; also {also}" if also else line

@@ -299,3 +299,12 @@ def test_unstable_summary_counts_causes():
     assert "raise --min-time" in line
     assert timing.unstable_summary(recs[2:]) is None
     assert timing.unstable_summary(recs[:1]).startswith("1 timing unstable: the CPU was busy with other processes")
+
+
+def test_unstable_summary_counts_the_breakdown_parts_apart():
+    part = {"status": "ok", "stable": False, "metric": "time_by_part", "unstable_reason": "too few samples (3 < 6)"}
+    lat = {"status": "ok", "stable": False, "metric": "latency", "unstable_reason": "drift +12% between halves"}
+    line = timing.unstable_summary([lat] + [part] * 197)
+    assert line is not None and line.startswith("1 timing unstable: the timings drifted during the run;")
+    assert line.endswith("; also 197 time_by_part records")
+    assert timing.unstable_summary([part]) == "1 time_by_part record unstable (a few profiled calls each; see unstable_reason)"
