@@ -696,14 +696,18 @@ def breakdown_run(tmp_path: Path) -> Path:
     return write_run(tmp_path / "run", records)
 
 
+def _breakdown_report(tmp_path, plot: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The report of :func:`breakdown_run` with ``plot`` drawn: its summary table and the run's records."""
+    run = breakdown_run(tmp_path)
+    out = write_report(run, accuracy=[], out=tmp_path / "rep")
+    _assert_images([out / "plots" / f"{plot}.png", out / "plots" / f"{plot}.svg"])
+    return pd.read_csv(out / "summary.csv"), pd.read_json(run / "records.jsonl", lines=True)
+
+
 def test_roofline_has_a_point_per_case_and_a_peak_per_device_dtype_and_threads(tmp_path, real_plots):
     from bench import plots
 
-    run = breakdown_run(tmp_path)
-    out = write_report(run, accuracy=[], out=tmp_path / "rep")
-    _assert_images([out / "plots" / "roofline.png", out / "plots" / "roofline.svg"])
-    summary = pd.read_csv(out / "summary.csv")
-    recs = pd.read_json(run / "records.jsonl", lines=True)
+    summary, recs = _breakdown_report(tmp_path, "roofline")
     data = plots.PlotInputs(summary, recs[recs["metric"] == "flops_block"], None,
                             breakdown=recs[recs["metric"].isin(("achieved_gflops", "machine_peak_gflops"))])  # fmt: skip
     fig = plots.roofline(data)
@@ -722,11 +726,7 @@ def test_roofline_has_a_point_per_case_and_a_peak_per_device_dtype_and_threads(t
 def test_mem_by_part_stacks_the_parts_of_each_phase(tmp_path, real_plots):
     from bench import plots
 
-    run = breakdown_run(tmp_path)
-    out = write_report(run, accuracy=[], out=tmp_path / "rep")
-    _assert_images([out / "plots" / "mem_by_part.png", out / "plots" / "mem_by_part.svg"])
-    summary = pd.read_csv(out / "summary.csv")
-    recs = pd.read_json(run / "records.jsonl", lines=True)
+    summary, recs = _breakdown_report(tmp_path, "mem_by_part")
     fig = plots.mem_by_part(recs[recs["metric"] == "mem_by_part"], summary)
     inference, train = fig.axes[:2]
     assert inference.get_xlabel() == "MiB allocated per forward" and "training step" in train.get_xlabel()
