@@ -1,6 +1,6 @@
 """Benchmark: do paired speed-ups survive a CPU hog that starts part-way through a run?
 
-    python tests/benchmarks/hog.py [--preset smoke] [--threads 2] [--hogs 1] [--delay 20] [--out DIR]
+    python tests/benchmarks/hog.py [--preset smoke] [--threads 2] [--hogs 1] [--delay 5] [--out DIR]
 
 Runs ``vptbench run --metrics latency,speedup`` twice: once as it is (the reference), once with
 ``--hogs`` busy-looping processes started ``--delay`` seconds into the run (siblings of the run,
@@ -76,7 +76,8 @@ def main() -> int:
     p.add_argument("--backbones", default=None, help="comma list (default: all)")
     p.add_argument("--threads", type=int, default=2, help="torch threads of the run (default 2: every core)")
     p.add_argument("--hogs", type=int, default=1, help="busy-looping processes started part-way (default 1)")
-    p.add_argument("--delay", type=float, default=20.0, help="seconds into the second run the hogs start")
+    p.add_argument("--delay", type=float, default=5.0,
+                   help="seconds into the second run the hogs start (a smoke run takes about 20 s)")
     p.add_argument("--out", default=None, help="where the two runs go (default: a temporary directory)")
     args = p.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="vptbench-hog-"))
