@@ -302,14 +302,8 @@ def _activities(device: str) -> list[ProfilerActivity]:
 
 def profile_calls(fn: Callable[[], Any], *, calls: int, device: str = "cpu", warmup: int = 1) -> list[dict[Key, float]]:
     """Run ``fn`` (which opens its own root ranges) ``calls`` times under torch.profiler; split each."""
-    for _ in range(warmup):
-        fn()
-    synchronize(device)
-    with profile(activities=_activities(device)) as prof:
-        for _ in range(calls):
-            fn()
-            synchronize(device)
-    return split_profile(prof.events(), device=torch.device(device).type == "cuda")
+    events = _profiled_events(fn, calls=calls, device=device, warmup=warmup, profile_memory=False)
+    return split_profile(events, device=torch.device(device).type == "cuda")
 
 
 def profile_memory_calls(
@@ -320,14 +314,20 @@ def profile_memory_calls(
     ``warmup`` 0 by default: the breakdown calls it on a callable its timed pass has just run, so
     first-call allocations (lazy initialisation, AdamW's state) are already out of the way.
     """
+    events = _profiled_events(fn, calls=calls, device=device, warmup=warmup, profile_memory=True)
+    return split_memory(events, device=torch.device(device).type == "cuda")
+
+
+def _profiled_events(fn: Callable[[], Any], *, calls: int, device: str, warmup: int, profile_memory: bool) -> Any:
+    """The profiler's events of ``calls`` synchronised calls of ``fn``, after ``warmup`` unprofiled ones."""
     for _ in range(warmup):
         fn()
     synchronize(device)
-    with profile(activities=_activities(device), profile_memory=True) as prof:
+    with profile(activities=_activities(device), profile_memory=profile_memory) as prof:
         for _ in range(calls):
             fn()
             synchronize(device)
-    return split_memory(prof.events(), device=torch.device(device).type == "cuda")
+    return prof.events()
 
 
 def inference_call(model: nn.Module, x: torch.Tensor, device: str = "cpu") -> Callable[[], None]:
@@ -378,9 +378,8 @@ def stats(samples: Sequence[float], record: dict[str, Any] | None = None) -> Sta
     its own verdict (it also knows the machine's load while they were taken)."""
     if not samples:
         raise ValueError("no samples")
-    f = dict(record) if record is not None and "stable" in record else timing.stats_fields(samples)
-    ci_low, ci_high = f.get("ci_low", min(samples)), f.get("ci_high", max(samples))
-    return Stats(float(np.median(samples)), len(samples), ci_low, ci_high, bool(f["stable"]),
+    f = record if record is not None and "stable" in record else timing.stats_fields(samples)
+    return Stats(float(np.median(samples)), len(samples), f["ci_low"], f["ci_high"], bool(f["stable"]),
                  str(f.get("unstable_reason", "")))  # fmt: skip
 
 
