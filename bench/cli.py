@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import UsageError
+from .core.errors import UsageError
 
 METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
 
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", nargs="?", choices=("backbones", "pruners", "recoverers"), default=None,
                    help="list only these (default: all three; with --json: backbones)")
     p.add_argument("--json", action="store_true", help="print as JSON")
-    p.set_defaults(func=_lazy("commands", "cmd_list"))
+    p.set_defaults(func=_lazy("commands.run", "cmd_list"))
 
     p = sub.add_parser("profile", **sub_kw, help="measure one case and print it")
     p.add_argument("backbone", help="a registered backbone (see vptbench list)")
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     _checkpoint_options(p, "profile the model of this checkpoint (a release's file or a vptbench one)")
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write a Chrome/Perfetto trace of a few steady-state forwards, labelled by part and block")
-    p.set_defaults(func=_lazy("commands", "cmd_profile"))
+    p.set_defaults(func=_lazy("commands.run", "cmd_profile"))
 
     p = sub.add_parser("run", **sub_kw, help="measure a matrix of cases (default: the 'paper' preset) and report")
     p.add_argument("--preset", default=None, help="smoke | paper | scaling (default: paper)")
@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--extend", action="store_true",
                    help="with --resume: add the cases of the given matrix options to the run's own")  # fmt: skip
     _executor_options(p)
-    p.set_defaults(func=_lazy("commands", "cmd_run"))
+    p.set_defaults(func=_lazy("commands.run", "cmd_run"))
 
     p = sub.add_parser("accuracy", **sub_kw, help="train/evaluate variants and record MPJPE, P-MPJPE, MPJVE")
     p.add_argument("--preset", default=None, help="smoke | full (default: smoke)")
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "then --backbones and --variants take one value each)")
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
     _executor_options(p)
-    p.set_defaults(func=_lazy("accuracy", "cmd_accuracy"))
+    p.set_defaults(func=_lazy("accuracy.train", "cmd_accuracy"))
 
     p = sub.add_parser("convert", **sub_kw, help="a released checkpoint to a vptbench one, or back with --to-official")
     p.add_argument("ckpt", help="checkpoint file: a release's (HoT, MixSTE, MotionBERT, MHFormer, MotionAGFormer) "
@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="file to write")
     p.add_argument("--to-official", action="store_true",
                    help="write the release's key names, shapes and container instead of a vptbench checkpoint")
-    p.set_defaults(func=_lazy("convert", "cmd_convert"))
+    p.set_defaults(func=_lazy("accuracy.checkpoints", "cmd_convert"))
 
     p = sub.add_parser("sweep", **sub_kw, help="search pruning schedules: the cost (and accuracy) of each, the Pareto front")
     p.add_argument("backbone", help="a registered backbone (see vptbench list)")
@@ -281,32 +281,32 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report", default=None, help="report directory (default: reports/<run_id>)")
     g.add_argument("--no-report", action="store_true", help="do not write the report")
     _executor_options(p)
-    p.set_defaults(func=_lazy("sweep", "cmd_sweep"))
+    p.set_defaults(func=_lazy("sweep.grid", "cmd_sweep"))
 
     p = sub.add_parser("report", **sub_kw, help="tables and plots of a run, joined with accuracy")
     p.add_argument("run_dir", help="a run directory (or its records.jsonl)")
     p.add_argument("--accuracy", nargs="*", default=None, metavar="SRC",
                    help="accuracy records (run dirs or records.jsonl) or 'reported' (the papers' table)")
     p.add_argument("--out", default=None, help="report directory (default: reports/<run_id>)")
-    p.set_defaults(func=_lazy("report", "cmd_report"))
+    p.set_defaults(func=_lazy("analysis.report", "cmd_report"))
 
     p = sub.add_parser("gate", **sub_kw, help="compare a run with a baseline; exit 1 on an efficiency regression")
     p.add_argument("--baseline", required=True, help="baseline records (a run directory or .jsonl)")
     p.add_argument("--current", required=True, help="the run to check (a run directory or .jsonl)")
     p.add_argument("--rules", default=None, help="TOML file of per-metric/backbone tolerances")
-    p.set_defaults(func=_lazy("gate", "cmd_gate"))
+    p.set_defaults(func=_lazy("analysis.gate", "cmd_gate"))
 
     p = sub.add_parser("merge", **sub_kw, help="combine shard run directories into one run")
     p.add_argument("run_dirs", nargs="+", help="shard run directories")
     p.add_argument("--out", required=True, help="the merged run directory (new)")
-    p.set_defaults(func=_lazy("merge", "cmd_merge"))
+    p.set_defaults(func=_lazy("run.merge", "cmd_merge"))
 
     p = sub.add_parser("compare", **sub_kw, help="runs side by side: ratios per metric with CIs; always exits 0")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or records.jsonl files; the first is the reference")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--markdown", action="store_true", help="print a Markdown table (changes beyond noise in bold)")
     fmt.add_argument("--csv", action="store_true", help="print CSV, full precision")
-    p.set_defaults(func=_lazy("compare", "cmd_compare"))
+    p.set_defaults(func=_lazy("analysis.compare", "cmd_compare"))
 
     for command in sub.choices.values():  # every command, those added later too
         command.add_argument(
@@ -321,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from .plugins import load
+        from .core.plugins import load
 
         load(getattr(args, "plugin", None) or [])
         return args.func(args)

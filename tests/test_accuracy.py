@@ -10,9 +10,7 @@ from importlib import resources
 import numpy as np
 import pytest
 import torch
-
-import backbones
-from bench.accuracy import (
+from bench.accuracy.train import (
     METRICS,
     PRESETS,
     Standardiser,
@@ -22,13 +20,15 @@ from bench.accuracy import (
     load_data,
     score,
 )
-from bench.case import Case
+
+import backbones
+from bench.accuracy.checkpoints import load_fitting
+from bench.accuracy.data.synthetic import synthetic_data
+from bench.accuracy.metrics import mpjpe
 from bench.cli import main
-from bench.convert import load_fitting
-from bench.data.synthetic import synthetic_data
-from bench.errors import UsageError
-from bench.metrics import mpjpe
-from bench.results import METRIC_UNITS, read_records
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.core.results import METRIC_UNITS, read_records
 
 CASES = [(b, v) for b in backbones.names() for v in backbones.VARIANTS]
 
@@ -69,7 +69,8 @@ def test_same_seed_same_result_other_seed_other_result(tiny_data, tmp_path):
 
 
 def test_smoke_steps_give_seq2frame_backbones_as_many_supervised_frames(tmp_path):
-    from bench.accuracy import plan_cases
+    from bench.accuracy.train import plan_cases
+
     from bench.cli import build_parser
 
     preset = PRESETS["smoke"]
@@ -81,7 +82,7 @@ def test_smoke_steps_give_seq2frame_backbones_as_many_supervised_frames(tmp_path
 
 
 def test_prediction_covers_every_test_frame_once(tiny_data):
-    from bench.accuracy import evaluation_clips, predict
+    from bench.accuracy.train import evaluation_clips, predict
 
     seq_len = len(tiny_data.test[0])
     for name, frames in (("mixste", 27),):
@@ -248,7 +249,7 @@ def test_cuda_without_cuda_exits_2(tmp_path, capsys):
 
 
 def test_reported_table_is_well_formed_and_matches_the_registry():
-    text = resources.files("bench").joinpath("data/reported.csv").read_text(encoding="utf-8")
+    text = resources.files("bench.analysis").joinpath("reported.csv").read_text(encoding="utf-8")
     rows = list(csv.DictReader(text.splitlines()))
     assert rows and list(rows[0]) == ["backbone", "variant", "frames", "size", "metric", "value", "unit",
                                       "gflops_paper", "source"]  # fmt: skip

@@ -15,8 +15,8 @@ from thop import profile
 
 import backbones
 from backbones.mhformer import CHIBlock, SHRBlock
-from bench.case import Case
-from bench.errors import UsageError
+from bench.core.case import Case
+from bench.core.errors import UsageError
 
 CENTRE_27 = 13  # (27 - 1) // 2, the official --pad
 

@@ -1,4 +1,4 @@
-"""Time by part and block, the GEMM peak, training FLOPs and traces (bench.breakdown).
+"""Time by part and block, the GEMM peak, training FLOPs and traces (bench.measure.breakdown).
 
 Tiny models at T=9: what is checked is the bookkeeping (every part named, the parts partitioning
 the profiled call, backward time given to the forward's parts), never a speed.
@@ -12,11 +12,11 @@ import pytest
 import torch
 
 import backbones
-from bench import breakdown as bd
-from bench.case import Case
 from bench.cli import main
-from bench.flops import count_flops
-from bench.measure import Settings, example_inputs, measure_case
+from bench.core.case import Case
+from bench.measure import breakdown as bd
+from bench.measure.flops import count_flops
+from bench.scenarios.measure import Settings, example_inputs, measure_case
 
 
 def tiny(backbone: str, variant: str = "hierarchical") -> tuple[Case, torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -85,7 +85,7 @@ def test_stats_median_interval_and_stability():
     assert (s.median, s.n, s.ci_low, s.ci_high, s.stable) == (10.0, 9, 10.0, 10.0, True)
     wide = bd.stats([1.0, 5.0, 10.0, 20.0, 40.0])
     assert wide.ci_low <= wide.median <= wide.ci_high and not wide.stable
-    assert wide.unstable_reason.startswith("too few samples (5 < 6)")  # the rule of bench.timing, said the same way
+    assert wide.unstable_reason.startswith("too few samples (5 < 6)")  # the rule of bench.measure.timing, said the same way
     # A timed record's own verdict stands: it knew the load while its samples were taken.
     busy = {"stable": False, "unstable_reason": "CPU busy with other processes (1.20 cores)", "ci_low": 9.0,
             "ci_high": 11.0}
@@ -156,8 +156,8 @@ def test_profile_trace_to_an_unwritable_path_is_a_usage_error(tmp_path, capsys):
 
 
 def test_report_shows_the_breakdown(tmp_path):
-    from bench.report import write_report
-    from bench.results import record
+    from bench.analysis.report import write_report
+    from bench.core.results import record
 
     recs = []
     ms = {"rectangle": {"temporal_attention": 60.0, "mlp": 30.0, "norm": 10.0},
@@ -219,7 +219,7 @@ def test_memory_by_part_of_a_hierarchical_case(monkeypatch):
 
 
 def test_report_of_a_tiny_breakdown_run_draws_the_roofline_and_memory_by_part(tmp_path, monkeypatch):
-    from bench.report import write_report
+    from bench.analysis.report import write_report
 
     monkeypatch.setitem(bd.GEMM_SIZES, "cpu", (64,))
     run = tmp_path / "run"

@@ -94,7 +94,7 @@ def _page_socket(profile: Path, proc: subprocess.Popen[bytes]) -> str:
 def report(tmp_path_factory) -> Path:
     from test_report import full_run  # the realistic 4 backbones x 3 variants run
 
-    from bench.report import write_report
+    from bench.analysis.report import write_report
 
     tmp = tmp_path_factory.mktemp("browser")
     return write_report(full_run(tmp, frames=(81, 243)), accuracy=["reported"], out=tmp / "rep")

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import backbones
-from bench import cli, results
+from bench import cli
+from bench.core import results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -114,7 +115,7 @@ def test_run_writes_records_meta_and_report(tmp_path, capsys, monkeypatch):
     assert meta["preset"] == "smoke" and meta["end_time"] and meta["settings"]["repeats"] >= 1
     assert "2 case(s) measured, 0 already done, 0 record(s) failed in 0 case(s): " in stdout
     try:
-        import bench.report  # noqa: F401
+        import bench.analysis.report  # noqa: F401
     except ImportError:
         return
     last = stdout.strip().splitlines()[-1]  # the last line names the page to open

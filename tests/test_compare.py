@@ -7,10 +7,10 @@ import io
 import json
 from pathlib import Path
 
-from bench.case import Case
+from bench.analysis.compare import compare_runs
 from bench.cli import main
-from bench.compare import compare_runs
-from bench.results import record
+from bench.core.case import Case
+from bench.core.results import record
 
 
 def _run(latency: float, ci: float | None, params: int = 1000, rss: float = 500.0, extra_case: bool = False) -> list[dict]:

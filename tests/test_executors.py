@@ -16,14 +16,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench import executors
-from bench.case import Case
 from bench.cli import build_parser, main
-from bench.errors import UsageError
-from bench.executors import SlurmOptions, execute, shard
-from bench.jobs import BenchJob
-from bench.results import read_records
-from bench.store import finished_case_ids
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.core.results import read_records
+from bench.run import executors
+from bench.run.executors import SlurmOptions, execute, shard
+from bench.run.jobs import BenchJob
+from bench.run.store import finished_case_ids
 
 # The self-killing job below runs in child processes that cannot import this test module.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

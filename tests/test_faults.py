@@ -26,12 +26,12 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from bench import runner, store
-from bench.case import Case
-from bench.errors import UsageError, WriteError
-from bench.executors import execute
-from bench.measure import Settings
-from bench.results import measurement_key, record, scan_records
+from bench.core.case import Case
+from bench.core.errors import UsageError, WriteError
+from bench.core.results import measurement_key, record, scan_records
+from bench.run import runner, store
+from bench.run.executors import execute
+from bench.scenarios.measure import Settings
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the worker subprocesses unpickle FakeJob
 

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 import backbones
 from backbones.blocks import Block
-from bench import flops as flops_module
-from bench.errors import UsageError
-from bench.flops import COUNTERS, FVCORE_NON_MATMUL, FlopReport, count_all, count_flops
+from bench.core.errors import UsageError
+from bench.measure import flops as flops_module
+from bench.measure.flops import COUNTERS, FVCORE_NON_MATMUL, FlopReport, count_all, count_flops
 
 CASES = [(name, variant) for name in backbones.names() for variant in backbones.VARIANTS]
 
@@ -319,8 +319,8 @@ def test_paper_protocol_missing_multihead_attention_is_flagged_but_its_attention
 
 
 def test_measured_flops_records_carry_the_disagreement_warning(capsys):
-    from bench.case import Case
-    from bench.measure import measure_case
+    from bench.core.case import Case
+    from bench.scenarios.measure import measure_case
 
     @backbones.register(
         "encoder-layers", pipeline="seq2seq", in_channels=2, frames=27, single=backbones.VariantSpec(),

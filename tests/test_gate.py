@@ -5,11 +5,11 @@ import json
 
 import pytest
 
-from bench.case import Case
+from bench.analysis.gate import Rules, compare, format_result, load_rules
 from bench.cli import main
-from bench.errors import UsageError
-from bench.gate import Rules, compare, format_result, load_rules
-from bench.results import failure, record
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.core.results import failure, record
 
 
 def _run(scale_time: float = 1.0, speedup: float = 2.0) -> list[dict]:

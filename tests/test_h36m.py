@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.cli import main
-from bench.data.h36m import (
+from bench.accuracy.data.h36m import (
     FILE_3D,
     FILES_2D,
     INTRINSICS,
@@ -18,8 +17,9 @@ from bench.data.h36m import (
     load_h36m,
     world_to_camera,
 )
-from bench.errors import UsageError
-from bench.results import read_records
+from bench.cli import main
+from bench.core.errors import UsageError
+from bench.core.results import read_records
 
 SUBJECTS = TRAIN_SUBJECTS + TEST_SUBJECTS
 ACTIONS = ("Walking", "Eating 2")

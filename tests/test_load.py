@@ -1,7 +1,7 @@
 """Machine load: the busy rule, whose CPU counts as "other", and timing beside a CPU hog.
 
 The hog test asserts no speed: only that a figure taken beside the hog is within tolerance of the
-quiet one or says it is unstable (the promise of bench.timing's stability rule).
+quiet one or says it is unstable (the promise of bench.measure.timing's stability rule).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import time
 import pytest
 import torch
 
-from bench import load
-from bench.case import Case
-from bench.measure import Settings, measure_case
-from bench.timing import SpeedSettings
+from bench.core.case import Case
+from bench.measure import load
+from bench.measure.timing import SpeedSettings
+from bench.scenarios.measure import Settings, measure_case
 
 
 def test_busy_rule_counts_the_cores_the_timing_left_free():

@@ -1,13 +1,14 @@
-"""The speedup group of bench.measure: paired against the case's own rectangle, one record per pruned case."""
+"""The speedup group of bench.scenarios.measure: paired against the case's own rectangle, one record per pruned case."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench import measure, results
-from bench.case import Case
-from bench.measure import Settings, measure_case
-from bench.timing import SpeedSettings
+from bench.core import results
+from bench.core.case import Case
+from bench.measure.timing import SpeedSettings
+from bench.scenarios import measure
+from bench.scenarios.measure import Settings, measure_case
 
 QUICK = Settings(warmup=1, repeats=6, min_time_s=0.0, max_time_s=0.2, max_repeats=30, speed=SpeedSettings(threads=1))
 TIMED_FIELDS = {"n", "ci_low", "ci_high", "ci_level", "ci_method", "mad_pct", "drift_pct", "stable",

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import backbones
-from bench import memory
-from bench.case import Case
+from bench.core.case import Case
+from bench.measure import memory
 
 FAKE_MODULE = textwrap.dedent(
     '''
@@ -150,7 +150,7 @@ def test_cuda_peak_memory_counts_a_known_allocation():
 
 
 def test_cpu_training_is_timed_in_the_fresh_process_when_memory_is_measured():
-    from bench.measure import Settings, measure_case
+    from bench.scenarios.measure import Settings, measure_case
 
     settings = Settings(train_warmup=1, train_repeats=2, train_min_time_s=0.0)
     case = Case("mixste", frames=9, size="tiny")
@@ -169,10 +169,10 @@ def test_training_timed_in_the_fresh_process_is_not_counted_as_other_processes_l
     """On the local executor the memory server forks the process that times the steps: it is no
     descendant of the worker, so the load must be read inside it, or the steps' own CPU time reads
     as a busy machine (every paper-preset train_step was flagged "CPU busy" on a quiet machine)."""
-    from bench.executors import execute
-    from bench.jobs import BenchJob
-    from bench.measure import Settings
-    from bench.results import read_records
+    from bench.core.results import read_records
+    from bench.run.executors import execute
+    from bench.run.jobs import BenchJob
+    from bench.scenarios.measure import Settings
 
     settings = Settings(train_warmup=1, train_repeats=6, train_min_time_s=1.0, train_max_time_s=2.0)
     case = Case("mixste", frames=27, size="tiny")

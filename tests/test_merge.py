@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.case import Case
 from bench.cli import main
-from bench.errors import UsageError
-from bench.executors import execute, shard
-from bench.jobs import BenchJob
-from bench.merge import merge_runs
-from bench.results import read_meta, read_records
-from bench.store import finished_case_ids
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.core.results import read_meta, read_records
+from bench.run.executors import execute, shard
+from bench.run.jobs import BenchJob
+from bench.run.merge import merge_runs
+from bench.run.store import finished_case_ids
 
 JOB = BenchJob(("params",))
 

@@ -1,4 +1,4 @@
-"""bench.metrics against hand-computed values and the defining invariances of each metric."""
+"""bench.accuracy.metrics against hand-computed values and the defining invariances of each metric."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics import mpjpe, mpjve, p_mpjpe, procrustes_align, root_relative
+from bench.accuracy.metrics import mpjpe, mpjve, p_mpjpe, procrustes_align, root_relative
 
 
 def _rotation(axis: np.ndarray, angle: float) -> np.ndarray:

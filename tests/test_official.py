@@ -1,4 +1,4 @@
-"""Official checkpoints in and out (backbones.official, bench.convert).
+"""Official checkpoints in and out (backbones.official, bench.accuracy.checkpoints).
 
 tests/data/official_keys.json pins every supported release's state_dict: key names and shapes as
 the official repositories build them (names the file and configuration each comes from). Each
@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from bench.accuracy.train import load_checkpoint
 
 import backbones
 from backbones.official import CheckpointMismatch, release_container, unwrap_state_dict
-from bench.accuracy import load_checkpoint
 from bench.cli import main
-from bench.results import read_records
+from bench.core.results import read_records
 
 DATA = json.loads((Path(__file__).parent / "data" / "official_keys.json").read_text())["releases"]
 

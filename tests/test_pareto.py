@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from bench.pareto import dominates, front_ranks, pareto_mask
+from bench.analysis.pareto import dominates, front_ranks, pareto_mask
 
 
 def _dom(a, b) -> bool:

@@ -8,8 +8,9 @@ import textwrap
 import pytest
 
 import backbones
-from bench import cli, plugins
-from bench.errors import UsageError
+from bench import cli
+from bench.core import plugins
+from bench.core.errors import UsageError
 
 PRUNER = textwrap.dedent('''
     import backbones
@@ -110,10 +111,10 @@ def test_workers_get_the_loaded_plugins_and_the_user_backbone_modules(tmp_path, 
 
 
 def test_a_case_task_imports_its_plugins_before_the_case_as_a_slurm_job_would(tmp_path, clean):
-    from bench import executors
-    from bench.case import Case
-    from bench.results import read_records
-    from bench.store import new_part
+    from bench.core.case import Case
+    from bench.core.results import read_records
+    from bench.run import executors
+    from bench.run.store import new_part
 
     folder = tmp_path / "lab"
     folder.mkdir()

@@ -8,10 +8,10 @@ import torch.nn as nn
 import backbones
 from backbones.registry import VariantSpec, register
 from backbones.tokens import parse_schedule
-from bench import presets
-from bench.case import Case
-from bench.errors import UsageError
-from bench.measure import measure_case
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.run import presets
+from bench.scenarios.measure import measure_case
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_overrides_replace_the_preset_axes():
 
 
 def test_pruned_cases_run_once_per_pruner_and_recoverer_rectangles_once():
-    from bench.presets import with_strategies
+    from bench.run.presets import with_strategies
 
     cases = presets.build_matrix(presets.get_preset("smoke"), backbone_names=["mixste", "mhformer"])
     out = with_strategies(cases, ["tpc", "tome"], ["tri", "tra"])

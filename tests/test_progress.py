@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 
-from bench.accuracy import train
-from bench.case import Case
-from bench.data import Clips
-from bench.data.synthetic import synthetic_data
-from bench.executors import _label
-from bench.progress import read_progress, report_progress, reporting_to
+from bench.accuracy.train import train
+
+from bench.accuracy.data import Clips
+from bench.accuracy.data.synthetic import synthetic_data
+from bench.core.case import Case
+from bench.core.progress import read_progress, report_progress, reporting_to
+from bench.run.executors import _label
 
 
 def test_lines_reach_the_part_only_while_the_case_runs(tmp_path):

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 import backbones
-from bench import cli, plugins
-from bench.results import read_records
+from bench import cli
+from bench.core import plugins
+from bench.core.results import read_records
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 

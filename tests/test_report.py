@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from bench import cli
-from bench.errors import UsageError
-from bench.report import build_tables, read_reported, table_latex, write_report
+from bench.analysis.report import build_tables, read_reported, table_latex, write_report
+from bench.core.errors import UsageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -207,7 +207,7 @@ def _plots_only_where_tested(request, monkeypatch):
     """Rendering is most of a report's time: tests of tables and joins skip it (plot tests ask for
     ``real_plots``), which keeps this file well inside the suite's time budget on 2 cores."""
     if "real_plots" not in request.fixturenames:
-        monkeypatch.setattr("bench.plots.render_all", lambda *a, **k: {})
+        monkeypatch.setattr("bench.analysis.plots.render_all", lambda *a, **k: {})
 
 
 @pytest.fixture
@@ -542,7 +542,7 @@ def test_cli_reports_and_exits_2_on_bad_input(tmp_path, mixste_run, capsys):
 
 
 def test_tables_are_one_per_backbone_with_variants_as_rows(tmp_path):
-    from bench.report import _records_frame, summarize
+    from bench.analysis.report import _records_frame, summarize
 
     run = full_run(tmp_path)
     tables = build_tables(summarize(_records_frame(run)), {})
@@ -553,8 +553,8 @@ def test_tables_are_one_per_backbone_with_variants_as_rows(tmp_path):
 
 
 def test_plotted_points_keep_measured_and_reported_apart(tmp_path, mixste_run):
-    from bench.plots import _accuracy_points
-    from bench.report import _records_frame, load_accuracy, summarize
+    from bench.analysis.plots import _accuracy_points
+    from bench.analysis.report import _records_frame, load_accuracy, summarize
 
     acc = [rec(case("mixste", "rectangle", 243), "mpjpe", 120.0, "synthetic")]
     acc_dir = write_run(tmp_path / "acc", acc)
@@ -631,7 +631,7 @@ def test_accuracy_at_another_length_is_named_not_left_as_empty_columns(tmp_path,
 
 
 def test_a_report_without_accuracy_has_the_efficiency_plots(tmp_path, real_plots):
-    from bench import plots
+    from bench.analysis import plots
 
     out = write_report(timed_run(tmp_path), accuracy=[], out=tmp_path / "rep")
     drawn = sorted(p.stem for p in (out / "plots").glob("*.png"))
@@ -650,8 +650,8 @@ def test_a_report_without_accuracy_has_the_efficiency_plots(tmp_path, real_plots
 
 
 def test_accuracy_axis_has_a_minimum_span_and_legend_lists_only_drawn_variants(tmp_path, mixste_run, real_plots):
-    from bench import plots
-    from bench.report import _records_frame, load_accuracy, summarize
+    from bench.analysis import plots
+    from bench.analysis.report import _records_frame, load_accuracy, summarize
 
     reported = load_accuracy(str(write_reported(tmp_path / "reported.csv", REPORTED_ROWS)))
     summary = summarize(_records_frame(mixste_run), reported)
@@ -663,7 +663,7 @@ def test_accuracy_axis_has_a_minimum_span_and_legend_lists_only_drawn_variants(t
 
 
 def test_a_plot_is_added_by_registering_one_function(tmp_path, mixste_run, real_plots, monkeypatch):
-    from bench import plots
+    from bench.analysis import plots
 
     monkeypatch.setattr(plots, "PLOTS", dict(plots.PLOTS))
 
@@ -705,7 +705,7 @@ def _breakdown_report(tmp_path, plot: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def test_roofline_has_a_point_per_case_and_a_peak_per_device_dtype_and_threads(tmp_path, real_plots):
-    from bench import plots
+    from bench.analysis import plots
 
     summary, recs = _breakdown_report(tmp_path, "roofline")
     data = plots.PlotInputs(summary, recs[recs["metric"] == "flops_block"], None,
@@ -724,7 +724,7 @@ def test_roofline_has_a_point_per_case_and_a_peak_per_device_dtype_and_threads(t
 
 
 def test_mem_by_part_stacks_the_parts_of_each_phase(tmp_path, real_plots):
-    from bench import plots
+    from bench.analysis import plots
 
     summary, recs = _breakdown_report(tmp_path, "mem_by_part")
     fig = plots.mem_by_part(recs[recs["metric"] == "mem_by_part"], summary)

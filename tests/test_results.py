@@ -6,17 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.case import Case
-from bench.errors import UsageError
-from bench.results import (
-    RECORD_FIELDS,
-    failure,
-    read_records,
-    record,
-    scan_records,
-    write_meta,
-)
-from bench.store import drop_cut_line
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.core.results import RECORD_FIELDS, failure, read_records, record, scan_records, write_meta
+from bench.run.store import drop_cut_line
 
 
 def test_resolve_fills_the_variant_defaults_with_counts():

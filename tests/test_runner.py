@@ -18,11 +18,13 @@ import torch.nn as nn
 import backbones
 from backbones.registry import VariantSpec, register
 from backbones.tokens import TokenHourglass
-from bench import cli, presets, results, runner, store
-from bench.case import Case
-from bench.errors import UsageError
-from bench.measure import Settings
-from bench.timing import SpeedSettings
+from bench import cli
+from bench.core import results
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.measure.timing import SpeedSettings
+from bench.run import presets, runner, store
+from bench.scenarios.measure import Settings
 
 FAST = Settings(warmup=0, repeats=1, min_time_s=0.0, train_warmup=0, train_repeats=1, train_min_time_s=0.0,
                 speed=SpeedSettings(threads=1))  # fmt: skip

@@ -13,11 +13,14 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench import cli, measure, results, runtimes
-from bench.case import Case
-from bench.errors import UsageError
-from bench.measure import Settings, example_inputs, measure_case
-from bench.report_runtimes import section
+from bench import cli
+from bench.analysis.runtimes_section import section
+from bench.core import results
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.measure import runtimes
+from bench.scenarios import measure
+from bench.scenarios.measure import Settings, example_inputs, measure_case
 
 FAST = Settings(warmup=1, repeats=2, min_time_s=0.0)
 
@@ -303,7 +306,7 @@ def test_report_section_speedups_are_within_each_runtime():
 
 
 def test_gate_speedups_never_mix_runtimes():
-    from bench.gate import _speedups
+    from bench.analysis.gate import _speedups
 
     recs = [
         _rec("rectangle", "eager", "latency", 10.0), _rec("hierarchical", "eager", "latency", 5.0),

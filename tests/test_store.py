@@ -4,13 +4,21 @@ import json
 
 import pytest
 
-from bench.case import Case
 from bench.cli import main
-from bench.errors import UsageError
-from bench.executors import execute
-from bench.jobs import BenchJob
-from bench.results import read_records, record
-from bench.store import RecordWriter, close_orphans, close_part, finished_case_ids, mark_done, new_part, prepare_resume
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.core.results import read_records, record
+from bench.run.executors import execute
+from bench.run.jobs import BenchJob
+from bench.run.store import (
+    RecordWriter,
+    close_orphans,
+    close_part,
+    finished_case_ids,
+    mark_done,
+    new_part,
+    prepare_resume,
+)
 
 JOB = BenchJob(("params",))
 

@@ -7,8 +7,8 @@ import torch.nn as nn
 import backbones
 from backbones.strategies import Merged, PruneInput, bipartite_merge, tome
 from backbones.tokens import TokenHourglass, format_schedule, parse_schedule, stage_pruners
-from bench.case import Case
-from bench.errors import UsageError
+from bench.core.case import Case
+from bench.core.errors import UsageError
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from backbones.tokens import parse_schedule
-from bench.case import Case
+from bench.analysis.pareto import pareto_mask
 from bench.cli import main
-from bench.errors import UsageError
-from bench.pareto import pareto_mask
-from bench.results import read_records
-from bench.sweep import (
+from bench.core.case import Case
+from bench.core.errors import UsageError
+from bench.core.results import read_records
+from bench.sweep.grid import (
     Budget,
     Candidate,
     Grid,
@@ -136,7 +136,7 @@ def test_references_mark_a_grid_schedule_or_join_it():
 
 def _records(cands, values):
     """flops (paper) and latency records for candidates: values[i] = (gflops, ms)."""
-    from bench.results import record
+    from bench.core.results import record
 
     recs = []
     for c, (g, ms) in zip(cands, values, strict=True):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.data import PARENTS, Clips, PoseSequence
-from bench.data.synthetic import SUBJECTS, generate, synthetic_data
+from bench.accuracy.data import PARENTS, Clips, PoseSequence
+from bench.accuracy.data.synthetic import SUBJECTS, generate, synthetic_data
 
 
 @pytest.fixture(scope="module")

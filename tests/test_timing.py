@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import backbones
-from bench import timing
+from bench.measure import timing
 
 
 class FakeClock:

@@ -12,8 +12,8 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from bench import worker
-from bench.case import Case
+from bench.core.case import Case
+from bench.run import worker
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -37,7 +37,7 @@ def kills_itself() -> None:
 
 def measures_memory(out: str) -> None:
     """Asks the memory server (inherited from the zygote) for a fresh process's peak RSS."""
-    from bench import memory
+    from bench.measure import memory
 
     assert memory._server_path is not None  # no interpreter started: the zygote's server answers
     case = Case("mixste", "rectangle", frames=9, size="tiny").resolve()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import backbones
-from bench.flops import count_flops
+from bench.measure.flops import count_flops
 
 FRAMES = 27
 

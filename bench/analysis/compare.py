@@ -1,0 +1,190 @@
+"""``vptbench compare RUN_A RUN_B [...]``: runs side by side, case by case, without a verdict.
+
+Every (case, metric) measured in the first run and in another is one row: the value in each run
+and the ratio of each later run to the first. Timing records that carry a 95 % CI of their median
+(``ci_low``, ``ci_high``, SPEC section 9) give the ratio a conservative interval,
+[low_B / high_A, high_B / low_A]; a change is *beyond noise* when that interval leaves out 1.
+Deterministic counts (params, FLOPs) change beyond noise when they change at all; memory when it
+moves by more than :data:`MEMORY_NOISE`; a timing without CIs is shown but never called a change.
+The gate (``vptbench gate``) stays the pass/fail tool: ``compare`` always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from ..core import numbers
+from ..core.errors import UsageError
+from ..core.results import read_records
+
+# metric -> how a change is judged: "exact" (deterministic), "ci" (timed, needs CIs), "memory"
+METRICS = {
+    "params": "exact",
+    "flops": "exact",
+    "latency": "ci",
+    "fps": "ci",
+    "train_step": "ci",
+    "speedup": "ci",
+    "peak_rss": "memory",
+    "peak_mem_alloc": "memory",
+    "peak_mem_reserved": "memory",
+    "peak_mem_device": "memory",
+    "peak_mem_activations": "memory",
+}
+MEMORY_NOISE = 0.05  # peak memory of one case moves by a few MiB between fresh processes
+EXACT_NOISE = 1e-6
+
+
+@dataclass(frozen=True)
+class Row:
+    """One (case, metric) across the runs; ``ratios[i]`` compares run i+1 with run 0."""
+
+    case_id: str
+    metric: str  # with its method or phase, e.g. "flops[paper]", "peak_rss[train]"
+    unit: str
+    values: list[dict[str, Any] | None]  # the record in each run (None: not measured there)
+    ratios: list[tuple[float | None, float | None, float | None]]  # (ratio, low, high)
+    beyond_noise: list[bool]
+
+
+def _label(r: dict[str, Any]) -> str:
+    detail = [str(r[k]) for k in ("method", "phase") if r.get(k) not in (None, "", "-")]
+    if r["metric"] in ("latency", "train_step", "fps"):
+        detail = [d for d in detail if d not in ("timeit", "cuda_event", "inference")]
+    return r["metric"] + (f"[{','.join(detail)}]" if detail else "")
+
+
+def _ok(records: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    """(case_id, label) -> the last ok record of each comparable metric."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in records:
+        if r.get("metric") in METRICS and r.get("status") == "ok" and numbers.finite(r.get("value")):
+            out[(r["case_id"], _label(r))] = r
+    return out
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> tuple[float | None, float | None, float | None]:
+    if not a["value"]:
+        return None, None, None
+    ratio = b["value"] / a["value"]
+    lo_a, hi_a, lo_b, hi_b = (x.get(k) for x in (a, b) for k in ("ci_low", "ci_high"))
+    if all(numbers.finite(x) for x in (lo_a, hi_a, lo_b, hi_b)) and lo_a > 0 and hi_a > 0:  # type: ignore[operator]
+        return ratio, lo_b / hi_a, hi_b / lo_a  # type: ignore[operator]
+    return ratio, None, None
+
+
+def _beyond(kind: str, ratio: float | None, low: float | None, high: float | None) -> bool:
+    if ratio is None:
+        return False
+    if kind == "exact":
+        return abs(ratio - 1) > EXACT_NOISE
+    if kind == "memory":
+        return abs(ratio - 1) > MEMORY_NOISE
+    return low is not None and high is not None and (low > 1 or high < 1)
+
+
+def compare_runs(runs: Sequence[list[dict[str, Any]]]) -> tuple[list[Row], list[set[str]]]:
+    """Rows for every (case, metric) of the first run found in at least one other; and per run the
+    cases that only it has (index 0: the first run's cases no other run has)."""
+    tables = [_ok(r) for r in runs]
+    rows = []
+    for key, first in tables[0].items():
+        values = [t.get(key) for t in tables]
+        if all(v is None for v in values[1:]):
+            continue
+        ratios = [_ratio(first, v) if v is not None else (None, None, None) for v in values[1:]]
+        kind = METRICS[first["metric"]]
+        rows.append(Row(key[0], key[1], str(first.get("unit") or ""), values, ratios,
+                        [_beyond(kind, *r) for r in ratios]))  # fmt: skip
+    cases = [{r["case_id"] for r in recs} for recs in runs]
+    only = [c - set().union(*(o for j, o in enumerate(cases) if j != i)) for i, c in enumerate(cases)]
+    return rows, only
+
+
+def _value_text(r: dict[str, Any] | None) -> str:
+    if r is None:
+        return "-"
+    if r.get("unit") == "count":
+        return numbers.count(r["value"])
+    x, unit = numbers.scaled(float(r["value"]), str(r.get("unit") or ""))
+    factor = x / r["value"] if r["value"] else 1.0
+    text = numbers.with_ci(x, (r.get("ci_low") or math.nan) * factor, (r.get("ci_high") or math.nan) * factor)
+    return f"{text} {unit}".strip()
+
+
+def _ratio_text(ratio: tuple[float | None, float | None, float | None], beyond: bool, mark: str) -> str:
+    value, low, high = ratio
+    if value is None:
+        return "-"
+    text = f"{value:.3f}×" + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+    return f"{mark}{text}{mark}" if beyond and mark else text + (" *" if beyond else "")
+
+
+def format_rows(rows: list[Row], names: list[str], style: str) -> str:
+    """The comparison as a plain-text, Markdown (``github``) or CSV table."""
+    if style == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        head = ["case_id", "metric", "unit"] + [f"value_{n}" for n in names]
+        head += [f"{k}_{n}" for n in names[1:] for k in ("ratio", "ratio_low", "ratio_high", "beyond_noise")]
+        w.writerow(head)
+        for r in rows:
+            line: list[Any] = [r.case_id, r.metric, r.unit]
+            line += ["" if v is None else (int(v["value"]) if r.unit == "count" else v["value"]) for v in r.values]
+            for ratio, beyond in zip(r.ratios, r.beyond_noise, strict=True):
+                line += ["" if x is None else x for x in ratio] + [beyond]
+            w.writerow(line)
+        return buf.getvalue()
+    mark = "**" if style == "github" else ""
+    body = []
+    for r in rows:
+        body.append([r.case_id, r.metric, *[_value_text(v) for v in r.values],
+                     *[_ratio_text(x, b, mark) for x, b in zip(r.ratios, r.beyond_noise, strict=True)]])  # fmt: skip
+    headers = ["case", "metric", *names, *[f"{n} / {names[0]}" for n in names[1:]]]
+    return tabulate(body, headers=headers, tablefmt=style, disable_numparse=True)
+
+
+def _name(path: str) -> str:
+    p = Path(path)
+    return p.parent.name if p.name == "records.jsonl" else p.name
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``vptbench compare RUN_A RUN_B [...] [--markdown | --csv]``: always exits 0 (the gate judges)."""
+    if len(args.runs) < 2:
+        raise UsageError("compare needs at least two runs (run directories or records.jsonl files)")
+    runs = [read_records(r) for r in args.runs]
+    for path, recs in zip(args.runs, runs, strict=True):
+        if not recs:
+            raise UsageError(f"{path}: the run holds no records to compare")
+    names = [_name(r) for r in args.runs]
+    if len(set(names)) < len(names):
+        names = [f"{chr(ord('A') + i)}:{n}" for i, n in enumerate(names)]
+    rows, only = compare_runs(runs)
+    style = "csv" if args.csv else "github" if args.markdown else "simple"
+    if style == "csv":
+        print(format_rows(rows, names, style), end="")
+        return 0
+    if not rows:
+        print(f"no case of {names[0]} was measured in the other run(s): nothing to compare side by side")
+    else:
+        print(format_rows(rows, names, style))
+        beyond = sum(any(r.beyond_noise) for r in rows)
+        print(
+            f"\n{len(rows)} measurement(s) compared, {beyond} changed beyond noise "
+            f"({'**bold**' if style == 'github' else 'marked *'}): ratio CI leaving out 1 for timings with CIs, "
+            f"any change of params/FLOPs, > {MEMORY_NOISE:.0%} for memory. Timings without CIs are never called a change."
+        )
+    for name, cases in zip(names, only, strict=True):
+        if cases:
+            print(f"only in {name}: {len(cases)} case(s), e.g. {sorted(cases)[0]}")
+    return 0
