@@ -26,7 +26,6 @@ from backbones.official import (
     SOURCES,
     detect_backbone,
     read_checkpoint,
-    release_container,
     unwrap_state_dict,
 )
 from backbones.tokens import format_schedule
@@ -79,7 +78,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _read(path: str | Path, flag: str = "--checkpoint") -> Any:
+def read_file(path: str | Path, flag: str = "--checkpoint") -> Any:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{flag} {path}: no such file")
@@ -101,7 +100,7 @@ def official_model(
     loaded: Any = None,
 ) -> nn.Module:
     """The model of a released checkpoint file; UsageError (one line) for anything that does not fit."""
-    obj = _read(path) if loaded is None else loaded
+    obj = read_file(path) if loaded is None else loaded
     if source is not None and source not in SOURCES:
         raise UsageError(f"unknown --source {source!r}; choose from {', '.join(SOURCES)}")
     try:
@@ -194,7 +193,7 @@ def accuracy_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
     (else inferred from its keys), one ``--variants`` and ``--source``.
     """
 
-    obj = _read(args.checkpoint)
+    obj = read_file(args.checkpoint)
     source = getattr(args, "source", None)
     if is_vptbench(obj) or _malformed_vptbench(obj):
         if args.backbones or args.variants or args.frames or args.size or source:
@@ -207,7 +206,7 @@ def accuracy_checkpoint(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"an official --checkpoint is one model; give {flag} one value, got {','.join(values)}")
     model = official_model(args.checkpoint, backbone=(args.backbones or [None])[0],
                            variant=(args.variants or [None])[0], source=source, loaded=obj)  # fmt: skip
-    return vptbench_checkpoint(model, official=_provenance(model, args.checkpoint))
+    return vptbench_checkpoint(model, official=provenance(model, args.checkpoint))
 
 
 def _malformed_vptbench(obj: Any) -> bool:
@@ -237,7 +236,7 @@ def profile_model(args: argparse.Namespace) -> tuple[nn.Module, Case]:
                             ("--pruner", args.pruner), ("--recoverer", args.recoverer)) if v]  # fmt: skip
     if given:
         raise UsageError(f"--checkpoint fixes the model; drop {', '.join(given)}")
-    obj = _read(args.checkpoint)
+    obj = read_file(args.checkpoint)
     fields = {"batch": args.batch, "device": args.device, "dtype": args.dtype}
     if is_vptbench(obj):
 
@@ -250,51 +249,9 @@ def profile_model(args: argparse.Namespace) -> tuple[nn.Module, Case]:
     return model, model_case(model, **fields)
 
 
-def _provenance(model: nn.Module, path: str | Path) -> dict[str, Any]:
+def provenance(model: nn.Module, path: str | Path) -> dict[str, Any]:
     info = dict(getattr(model, "official", {}))
     return {**info, "file": str(path)}
 
 
 # --------------------------------------------------------------------------- vptbench convert
-
-
-def cmd_convert(args: argparse.Namespace) -> int:
-    """``vptbench convert``: official -> vptbench checkpoint, or ``--to-official`` back."""
-    out = Path(args.out)
-    obj = _read(args.ckpt, flag="convert")
-    if is_vptbench(obj):
-        if not args.to_official:
-            raise UsageError(f"{args.ckpt} is already a vptbench checkpoint; pass --to-official to export it")
-
-        ckpt = load_checkpoint(args.ckpt)
-        case = Case(**ckpt["case"]).resolve()
-        if args.backbone and case.backbone != args.backbone:
-            raise UsageError(f"{args.ckpt} holds a {case.backbone} model, not {args.backbone}")
-        model = checkpoint_model(ckpt, case, args.ckpt)
-        source = args.source or (ckpt.get("official") or {}).get("source") or _default_source(model)
-    else:
-        model = official_model(args.ckpt, backbone=args.backbone, variant=args.variant, source=args.source, loaded=obj)
-        source = args.source or model.official["source"] or _default_source(model)  # type: ignore[index]
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if args.to_official:
-            try:
-                sd = backbones.official_state_dict(model, source=source)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
-            torch.save(release_container(model.backbone, source, sd), out)  # type: ignore[arg-type]
-        else:
-            torch.save(vptbench_checkpoint(model, official=_provenance(model, args.ckpt)), out)
-    except OSError as e:
-        raise UsageError(f"cannot write --out {out}: {e.strerror or e}") from None
-    case = model_case(model)
-    kind = f"{source} release layout" if args.to_official else "vptbench checkpoint"
-    release = getattr(model, "official", {}).get("release", case.backbone)
-    print(f"{release}: {case.case_id} -> {out} ({kind})")
-    return 0
-
-
-def _default_source(model: nn.Module) -> str:
-    """HoT for a model with HoT's pruning parameters, else the backbone's own release."""
-    tokens: Any = model.tokens
-    return "hot" if tokens.recoverer == "tra" or len(tokens.embeds) else "original"

@@ -11,20 +11,16 @@ The gate (``vptbench gate``) stays the pass/fail tool: ``compare`` always exits 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
 from ..core import numbers
-from ..core.errors import UsageError
-from ..core.results import read_records
 
 # metric -> how a change is judged: "exact" (deterministic), "ci" (timed, needs CIs), "memory"
 METRICS = {
@@ -151,40 +147,3 @@ def format_rows(rows: list[Row], names: list[str], style: str) -> str:
                      *[_ratio_text(x, b, mark) for x, b in zip(r.ratios, r.beyond_noise, strict=True)]])  # fmt: skip
     headers = ["case", "metric", *names, *[f"{n} / {names[0]}" for n in names[1:]]]
     return tabulate(body, headers=headers, tablefmt=style, disable_numparse=True)
-
-
-def _name(path: str) -> str:
-    p = Path(path)
-    return p.parent.name if p.name == "records.jsonl" else p.name
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """``vptbench compare RUN_A RUN_B [...] [--markdown | --csv]``: always exits 0 (the gate judges)."""
-    if len(args.runs) < 2:
-        raise UsageError("compare needs at least two runs (run directories or records.jsonl files)")
-    runs = [read_records(r) for r in args.runs]
-    for path, recs in zip(args.runs, runs, strict=True):
-        if not recs:
-            raise UsageError(f"{path}: the run holds no records to compare")
-    names = [_name(r) for r in args.runs]
-    if len(set(names)) < len(names):
-        names = [f"{chr(ord('A') + i)}:{n}" for i, n in enumerate(names)]
-    rows, only = compare_runs(runs)
-    style = "csv" if args.csv else "github" if args.markdown else "simple"
-    if style == "csv":
-        print(format_rows(rows, names, style), end="")
-        return 0
-    if not rows:
-        print(f"no case of {names[0]} was measured in the other run(s): nothing to compare side by side")
-    else:
-        print(format_rows(rows, names, style))
-        beyond = sum(any(r.beyond_noise) for r in rows)
-        print(
-            f"\n{len(rows)} measurement(s) compared, {beyond} changed beyond noise "
-            f"({'**bold**' if style == 'github' else 'marked *'}): ratio CI leaving out 1 for timings with CIs, "
-            f"any change of params/FLOPs, > {MEMORY_NOISE:.0%} for memory. Timings without CIs are never called a change."
-        )
-    for name, cases in zip(names, only, strict=True):
-        if cases:
-            print(f"only in {name}: {len(cases)} case(s), e.g. {sorted(cases)[0]}")
-    return 0

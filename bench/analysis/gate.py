@@ -21,9 +21,7 @@ backbone):
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +36,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from ..core import numbers
 from ..core.errors import UsageError
-from ..core.results import MEASUREMENT_KEY, METRIC_UNITS, read_records, read_text
+from ..core.results import MEASUREMENT_KEY, METRIC_UNITS, read_text
 
 # metric -> (kind, default relative tolerance). "exact": |change| <= tol; "ceiling": increase <= tol;
 # "floor": decrease <= tol.
@@ -342,16 +340,3 @@ def check_same_matrix(
         f"{current_path} is {_matrix_text(current, current_path)}. Gate a run of the baseline's preset and "
         "matrix (e.g. vptbench run --preset smoke for results/baselines/cpu-smoke.jsonl)"
     )
-
-
-def cmd_gate(args: argparse.Namespace) -> int:
-    baseline = read_records(args.baseline)
-    current = read_records(args.current)
-    if not baseline:
-        raise UsageError(f"{args.baseline}: the baseline holds no records")
-    check_same_matrix(baseline, current, args.baseline, args.current)
-    rules = load_rules(args.rules)
-    check_backbones(rules, {r["backbone"] for r in baseline + current}, args.rules)
-    result = compare(baseline, current, rules)
-    print(format_result(result), file=sys.stdout)
-    return 0 if result.passed else 1

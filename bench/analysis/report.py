@@ -19,7 +19,6 @@ skipped) keeps its row; its missing cells say why, with a footnote.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import csv
 import html
@@ -994,16 +993,8 @@ def _html(
     return "\n".join(parts) + "\n"
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """``vptbench report RUN_DIR [--accuracy SRC ...] [--out DIR]``: write the report, print where it is."""
-    out = write_report(args.run_dir, accuracy=args.accuracy, out=args.out)
-    print(f"report: {out / 'index.html'}")
-    print(f"        {out / 'index.md'} (tables), {out / 'summary.csv'} (numbers)")
-    return 0
-
-
 __all__ = [
-    "ACCURACY_METRICS", "FLOPS_NOTE", "Table", "build_tables", "cmd_report", "load_accuracy",
+    "ACCURACY_METRICS", "FLOPS_NOTE", "Table", "build_tables", "load_accuracy",
     "read_reported", "reported_table_path", "summarize", "table_html", "table_latex", "table_markdown",
     "write_report",
 ]  # fmt: skip

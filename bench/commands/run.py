@@ -1,293 +1,63 @@
-"""``vptbench list``, ``vptbench profile`` and ``vptbench run``: parse-level checks, then the library.
-
-Every user mistake is found before anything is measured and raised as UsageError (the CLI prints
-one line and exits 2): unknown backbone, variant, pruner, recoverer, size or preset, a bad
-schedule, frames a backbone cannot take, a device this machine lacks, an unwritable or already
-used output directory, a malformed ``--shard``.
-"""
+"""``vptbench run``: measure a matrix of cases (a preset, or the options' matrix) into a run directory, then report."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import dataclasses
-import datetime as _dt
-import json
-import sys
-from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn as nn
-from tabulate import tabulate
-
-import backbones
-from backbones.official import parameters_on_meta
-
-from ..core import numbers, plugins
-from ..core.case import Case
 from ..core.errors import UsageError
-from ..core.results import read_meta, read_records
-from ..measure import runtimes
-from ..measure.timing import unstable_summary
-from ..run import executors, store
-from ..run.presets import Preset, build_matrix, get_preset, with_strategies
-from ..run.runner import RunSummary, run_matrix
-from ..run.store import ensure_fresh
-from ..scenarios.measure import METRIC_GROUPS, Settings, check_device, measure_case
+from . import options
+from .common import report_dir, warn_unstable, write_run_report
 
-# --------------------------------------------------------------------------- list
-
-
-def _build_light(name: str, variant: str) -> nn.Module:
-    """The canonical model with its parameters on the meta device (see ``backbones.official.parameters_on_meta``)."""
-    try:
-        with parameters_on_meta():
-            return backbones.create(name, variant=variant)
-    except Exception:  # a constructor that needs real parameter values: build it for real
-        return backbones.create(name, variant=variant)
-
-
-def describe_backbones() -> list[dict[str, Any]]:
-    """Every registered backbone with its variants' default schedules resolved at canonical T."""
-    out = []
-    for name in backbones.names():
-        spec = backbones.spec(name)
-        variants = {}
-        for variant, v in spec.variants.items():
-            model: Any = _build_light(name, variant)
-            tokens = model.tokens
-            variants[variant] = {
-                "schedule": tokens.schedule_text,
-                "pruner": tokens.pruner,
-                "recoverer": tokens.recoverer,
-                "embed_kept": v.embed_kept,
-                "token_profile": list(model.token_profile),
-                "params": sum(p.numel() for p in model.parameters()),
-            }
-        out.append({
-            "name": name, "pipeline": spec.pipeline, "in_channels": spec.in_channels, "frames": spec.frames,
-            "sizes": {k: dict(kw) for k, kw in spec.sizes.items()}, "default_size": spec.default_size,
-            "source": spec.source, "variants": variants,
-        })  # fmt: skip
-    return out
-
-
-def _runs(profile: list[int]) -> str:
-    """[243, 243, 81, 81, 81] -> '243x2 81x3' (the token hourglass, compactly)."""
-    parts: list[str] = []
-    prev, count = None, 0
-    for t in [*profile, None]:
-        if t == prev:
-            count += 1
-            continue
-        if prev is not None:
-            parts.append(f"{prev}x{count}")
-        prev, count = t, 1
-    return " ".join(parts)
-
-
-def describe_strategies() -> dict[str, list[dict[str, Any]]]:
-    """The registered pruners and recoverers with their one-line descriptions (built-ins first)."""
-    return {
-        "pruners": [
-            {"name": n, "attention": backbones.pruner_spec(n).attention, "doc": _first_line(backbones.pruner_spec(n).doc)}
-            for n in backbones.pruners()
-        ],
-        "recoverers": [{"name": n, "doc": _first_line(backbones.recoverer_spec(n).doc)} for n in backbones.recoverers()],
-    }
-
-
-def _first_line(doc: str) -> str:
-    return doc.strip().splitlines()[0] if doc.strip() else ""
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    what = getattr(args, "what", None)
-    if what in ("pruners", "recoverers"):
-        items = describe_strategies()[what]
-        if args.json:
-            print(json.dumps(items, indent=2))
-        else:
-            print(tabulate([[i["name"], "yes" if i.get("attention") else "", i["doc"]] for i in items]
-                           if what == "pruners" else [[i["name"], i["doc"]] for i in items],
-                           headers=["pruner", "attention", "what it does"] if what == "pruners"
-                           else ["recoverer", "what it does"], disable_numparse=True))  # fmt: skip
-        return 0
-    info = describe_backbones()
-    if args.json:
-        print(json.dumps(info, indent=2))
-        return 0
-    rows = []
-    for b in info:
-        sizes = ", ".join(f"{s}*" if s == b["default_size"] else s for s in b["sizes"])
-        for variant, v in b["variants"].items():
-            how = f"{v['pruner']}+{v['recoverer'] or '-'}" if v["pruner"] else ""
-            rows.append([b["name"], b["pipeline"], b["in_channels"], b["frames"], sizes, variant,
-                         v["schedule"], how, numbers.count(v["params"]), _runs(v["token_profile"])])  # fmt: skip
-    headers = ["backbone", "pipeline", "C_in", "T", "sizes (* default)", "variant", "schedule",
-               "pruner+recoverer", "params", "tokens per block"]  # fmt: skip
-    print(tabulate(rows, headers=headers, disable_numparse=True))
-    print("\nschedule = BLOCK:KEEP[:PRUNER],... at the canonical T (the registered keeps are ratios of T).")
-    if what is None:
-        for kind in ("pruners", "recoverers"):
-            print()
-            cmd_list(argparse.Namespace(what=kind, json=False))
-    return 0
-
-
-# --------------------------------------------------------------------------- profile
-
-
-def cmd_profile(args: argparse.Namespace) -> int:
-    if getattr(args, "checkpoint", None):
-        from ..accuracy.checkpoints import profile_model
-
-        check_device(args.device)
-        model, case = profile_model(args)  # a release's file or a vptbench checkpoint: its model, its case
-    else:
-        case = Case(
-            backbone=args.backbone, variant=args.variant or "rectangle", frames=args.frames, batch=args.batch,
-            device=args.device, dtype=args.dtype, size=args.size, schedule=args.schedule,
-            pruner=args.pruner, recoverer=args.recoverer, runtime=args.runtime,
-        ).resolve()
-        check_device(case.device)
-        torch.manual_seed(0)
-        model = case.build()  # UsageError for what only the model knows (e.g. a block beyond the depth)
-    if case.runtime != args.runtime:  # a checkpoint's case
-        case = dataclasses.replace(case, runtime=args.runtime)
-    runtimes.check(case.runtime, case.device, case.dtype)
-    if not args.json:
-        print(f"profiling {case.case_id} ...", file=sys.stderr)
-    # The effort of the preset this case would belong to: tiny sizes are smoke tests.
-    settings = with_threads(get_preset("smoke" if case.size == "tiny" else "paper").settings, args.threads)
-    settings = with_min_time(settings, args.min_time)
-    settings = dataclasses.replace(settings, save_onnx=args.save_onnx, onnx_exporter=args.onnx_exporter)
-    metrics = args.metrics if args.metrics is not None else ([] if args.trace else list(METRIC_GROUPS))
-    if args.trace:
-        write_profile_trace(case, model, args.trace, settings)
-        if not args.json:
-            print(f"trace of {case.case_id} written to {args.trace} (open it in ui.perfetto.dev)", file=sys.stderr)
-        if not metrics:
-            return 0
-    records = list(measure_case(case, metrics, "profile", settings=settings, model=model))
-    if args.json:
-        print(json.dumps(records))
-    else:
-        print(format_records(case, records))
-    _warn_unstable(records)
-    return 0
-
-
-def _warn_unstable(records: Iterable[dict[str, Any]]) -> None:
-    line = unstable_summary(records)
-    if line:
-        print(f"warning: {line}", file=sys.stderr)
-
-
-def write_profile_trace(case: Case, model: nn.Module, path: str, settings: Settings) -> None:
-    """The case's trace (bench.measure.breakdown.write_trace) under the preset's speed settings."""
-    from ..measure import breakdown, timing
-    from ..scenarios.measure import example_inputs
-
-    try:
-        with open(path, "a", encoding="utf-8"):
-            pass
-    except OSError as e:
-        raise UsageError(f"--trace {path}: cannot write there ({e.strerror or e})") from None
-    model = model.to(case.device, getattr(torch, case.dtype))
-    x, _ = example_inputs(case, model)
-    with timing.applied(settings.speed):
-        breakdown.write_trace(model, x, path, backbone=case.backbone, device=case.device)
-
-
-def _value_and_unit(r: dict[str, Any]) -> tuple[str, str]:
-    """A record's value for people (counts with separators, units scaled, a CI where timed) and its unit."""
-    value, unit = r["value"], str(r.get("unit") or "")
-    if value is None:
-        return "-", unit
-    if unit == "count":
-        return numbers.count(value), unit
-    x, new_unit = numbers.scaled(float(value), unit)
-    factor = x / float(value) if value else 1.0
-    low, high = r.get("ci_low"), r.get("ci_high")
-    if numbers.finite(low) and numbers.finite(high):
-        return numbers.with_ci(x, low * factor, high * factor), new_unit
-    return numbers.sig(x), new_unit
-
-
-def format_records(case: Case, records: list[dict[str, Any]]) -> str:
-    """A readable summary of one case's records: the metrics, then FLOPs per block."""
-    rows = []
-    for r in records:
-        if r["metric"] == "flops_block":
-            continue
-        where = r.get("phase") or ""
-        note = r["error"] if r["status"] != "ok" else ""
-        if r["status"] == "ok" and r.get("stable") is False:
-            note = f"unstable: {r.get('unstable_reason', '')}"
-        rows.append([r["metric"], *_value_and_unit(r), r["method"], where, r["status"], note])
-    headers = ["metric", "value [95 % CI]", "unit", "method", "phase", "status", "note"]
-    text = [case.case_id, "", tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", "right"))]
-    blocks = [r for r in records if r["metric"] == "flops_block" and r["status"] == "ok"]
-    if blocks:
-        unit, factor = numbers.column_unit([r["value"] for r in blocks], "GFLOPs")
-        text += ["", tabulate([[r["block"], r["tokens"], numbers.sig(r["value"] * factor)] for r in blocks],
-                              headers=["block", "tokens", f"{unit} (fvcore)"], disable_numparse=True)]  # fmt: skip
-    unsupported = next((r.get("unsupported") for r in records if r["metric"] == "flops" and r["method"] == "fvcore"), None)
-    if unsupported:
-        text += ["", "fvcore could not count: " + ", ".join(f"{k} x{v}" for k, v in unsupported.items())]
-    return "\n".join(text)
-
-
-# --------------------------------------------------------------------------- run
-
-
-def with_threads(settings: Settings, threads: int | None) -> Settings:
-    """``settings`` with the CPU thread count of ``--threads`` (None keeps the preset's)."""
-    if threads is None:
-        return settings
-    if threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {threads}")
-    return dataclasses.replace(settings, speed=dataclasses.replace(settings.speed, threads=threads))
-
-
-def with_min_time(settings: Settings, min_time: float | None) -> Settings:
-    """``settings`` timing each timed metric at least ``min_time`` s and up to 3x that (``--min-time``)."""
-    if min_time is None:
-        return settings
-
-    def most(old: float | None, old_min: float) -> float:
-        return max(old if old is not None else old_min, 3 * min_time)
-
-    return dataclasses.replace(
-        settings, min_time_s=min_time, max_time_s=most(settings.max_time_s, settings.min_time_s),
-        train_min_time_s=min_time, train_max_time_s=most(settings.train_max_time_s, settings.train_min_time_s),
-        max_repeats=max(settings.max_repeats, 1000),
-    )
-
-
-def default_run_id(preset: str) -> str:
-    return f"{preset}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def _check_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write to --out {run_dir}: {e.strerror or e}") from None
-
+if TYPE_CHECKING:
+    from ..core.case import Case
+    from ..run.presets import Preset
+    from ..run.runner import RunSummary
+    from ..scenarios.measure import Settings
 
 MATRIX_OPTIONS = ("preset", "backbones", "variants", "frames", "batch", "size", "device", "dtype", "metrics", "shard",
                   "pruners", "recoverers", "runtime")  # fmt: skip
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """``vptbench run``: exit 0 when every case is ok, 1 when a case failed (error or oom), 2 on bad input."""
+def add_parser(sub: Any, **kw: Any) -> None:
+    p = sub.add_parser("run", **kw, help="measure a matrix of cases (default: the 'paper' preset) and report")
+    p.add_argument("--preset", default=None, help="smoke | paper | scaling (default: paper)")
+    p.add_argument("--backbones", type=options.csv_list, default=None, help="comma list (default: every registered backbone)")
+    p.add_argument("--variants", type=options.csv_list, default=None, help="comma list (default: all three)")
+    options.strategy_options(p)
+    p.add_argument("--frames", type=options.int_list, default=None, help="comma list of T (default: the preset's)")
+    p.add_argument("--batch", type=options.int_list, default=None, help="comma list of batch sizes (default: the preset's)")
+    p.add_argument("--size", default=None, help="model size for every backbone (default: the preset's)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--dtype", default=None, help="float32 | float16 | bfloat16 (default: float32)")
+    p.add_argument("--metrics", type=options.metric_list, default=None, help=f"comma list of {', '.join(options.METRIC_GROUPS)} (default: the preset's, all)")
+    p.add_argument("--runtime", type=options.csv_list, default=None, metavar="R,...",
+                   help="runtimes to time, a comma list of eager (default), compile, onnxruntime; a matrix axis")
+    p.add_argument("--save-onnx", action="store_true", help="onnxruntime: keep every exported .onnx in <out>/onnx/")
+    p.add_argument("--onnx-exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
+                   help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
+    options.min_time_option(p)
+    p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
+    p.add_argument("--report-out", default=None,
+                   help="report directory (default: OUT/report with --out, else reports/<run_id>)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--extend", action="store_true",
+                   help="with --resume: add the cases of the given matrix options to the run's own")  # fmt: skip
+    options.executor_options(p)
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Exit 0 when every case is ok, 1 when a case failed (error or oom), 2 on bad input."""
+    from ..core import plugins
+    from ..core.results import read_meta, read_records
+    from ..run import executors, store
+    from ..run.runner import run_matrix
+
     if args.resume and not args.out:
         raise UsageError("--resume needs --out: the run directory to continue")
     if getattr(args, "extend", False) and not args.resume:
@@ -299,12 +69,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     with store.writer(run_dir) if run_dir else contextlib.nullcontext():
         stored = read_meta(run_dir) if args.resume and run_dir else {}
         preset, cases, metrics, settings = _matrix(args, stored)
-        run_id = stored.get("run_id") or (run_dir.name if run_dir else default_run_id(preset.name))
+        run_id = stored.get("run_id") or (run_dir.name if run_dir else store.default_run_id(preset.name))
         run_dir = run_dir or Path("results") / run_id
         with store.writer(run_dir):
             if not args.resume:
-                ensure_fresh(run_dir)
-            _check_writable(run_dir)
+                store.ensure_fresh(run_dir)
+            store.check_writable(run_dir)
             runtime_list = list(dict.fromkeys(c.runtime for c in cases))
             if args.save_onnx and "onnxruntime" not in runtime_list:
                 raise UsageError("--save-onnx saves the models that --runtime onnxruntime exports; "
@@ -325,9 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     meta=meta,
                 )  # fmt: skip
             print(_outcome_line(summary))
-            _warn_unstable(read_records(summary.run_dir))
+            warn_unstable(read_records(summary.run_dir))
             if not args.no_report:
-                _report(summary.run_dir, report_dir(args, run_id))
+                write_run_report(summary.run_dir, report_dir(args, run_id))
             return 1 if failed_case_ids(run_dir, [c.case_id for c in cases]) else 0
 
 
@@ -348,6 +118,8 @@ def _outcome_line(summary: RunSummary) -> str:
 
 def failed_case_ids(run_dir: Path, case_ids: list[str]) -> set[str]:
     """The cases of ``case_ids`` with an error or oom record: they make ``run`` exit 1."""
+    from ..core.results import read_records
+
     ids = set(case_ids)
     return {r["case_id"] for r in read_records(run_dir) if r["case_id"] in ids and r["status"] in ("error", "oom")}
 
@@ -358,6 +130,12 @@ def _matrix(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[Preset, l
     ``--resume`` without matrix options continues the run's own matrix (``meta.json``'s); with
     them, the matrix they give must be the run's, unless ``--extend`` adds its new cases.
     """
+    from ..core.case import Case
+    from ..measure import runtimes
+    from ..run import executors
+    from ..run.presets import build_matrix, get_preset, with_min_time, with_strategies, with_threads
+    from ..scenarios.measure import Settings, check_device
+
     given = [o for o in MATRIX_OPTIONS if getattr(args, o, None) is not None]
     if args.resume and not given and stored:
         if not isinstance(stored.get("matrix"), list) or not stored.get("preset"):
@@ -404,19 +182,3 @@ def _matrix(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[Preset, l
                              "--extend to add the new cases")  # fmt: skip
         cases = before + new  # --extend: the run's cases stay; the new ones are added
     return preset, cases, metrics, settings
-
-
-def report_dir(args: argparse.Namespace, run_id: str) -> Path:
-    """Where ``run`` writes its report: --report-out, else next to the results (OUT/report), else reports/<run_id>."""
-    if getattr(args, "report_out", None):
-        return Path(args.report_out)
-    if args.out:
-        return Path(args.out) / "report"
-    return Path("reports") / run_id
-
-
-def _report(run_dir: Path, out: Path) -> None:
-    from ..analysis.report import write_report  # matplotlib is imported only when a report is written
-
-    written = write_report(run_dir, out=out)
-    print(f"report: {written / 'index.html'}")  # the last line: the page to open

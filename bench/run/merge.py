@@ -7,7 +7,6 @@ A measurement present in two sources is refused (see :func:`merge_runs`).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -80,16 +79,3 @@ def _merge(run_dirs: Sequence[str | Path], out: Path) -> dict[str, Any]:
     (out / "done.txt").write_text("".join(f"{c}\n" for c in sorted(done)), encoding="utf-8")
     (out / "meta.json").write_text(json.dumps(merged, indent=2) + "\n", encoding="utf-8")
     return merged
-
-
-def cmd_merge(args: argparse.Namespace) -> int:
-    """``vptbench merge RUN_DIR ... --out DIR``."""
-    meta = merge_runs(args.run_dirs, args.out)
-    for s in meta["merged_from"]:
-        if s["open_parts"]:
-            print(f"warning: {s['run_dir']} has {s['open_parts']} case(s) whose jobs have not closed (still running, "
-                  "or died unwatched: run it again with --resume, then merge)", file=sys.stderr)  # fmt: skip
-    n_records = sum(s["records"] for s in meta["merged_from"])
-    n_done = len(finished_case_ids(args.out))
-    print(f"merged {n_records} records ({n_done} finished cases) of {len(args.run_dirs)} runs into {args.out}")
-    return 0

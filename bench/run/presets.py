@@ -16,6 +16,7 @@ repeats (each forward takes seconds on a CPU), the tiny ones enough for a stable
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -187,3 +188,27 @@ def with_strategies(
         for p, r in itertools.product(pruners or [case.pruner], recs):
             out.append(prepare(replace(case, pruner=p, recoverer=r)))
     return list(dict.fromkeys(out))
+
+
+def with_threads(settings: Settings, threads: int | None) -> Settings:
+    """``settings`` with the CPU thread count of ``--threads`` (None keeps the preset's)."""
+    if threads is None:
+        return settings
+    if threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {threads}")
+    return dataclasses.replace(settings, speed=dataclasses.replace(settings.speed, threads=threads))
+
+
+def with_min_time(settings: Settings, min_time: float | None) -> Settings:
+    """``settings`` timing each timed metric at least ``min_time`` s and up to 3x that (``--min-time``)."""
+    if min_time is None:
+        return settings
+
+    def most(old: float | None, old_min: float) -> float:
+        return max(old if old is not None else old_min, 3 * min_time)
+
+    return dataclasses.replace(
+        settings, min_time_s=min_time, max_time_s=most(settings.max_time_s, settings.min_time_s),
+        train_min_time_s=min_time, train_max_time_s=most(settings.train_max_time_s, settings.train_min_time_s),
+        max_repeats=max(settings.max_repeats, 1000),
+    )

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as _dt
 import fcntl
 import json
 import os
@@ -450,3 +451,19 @@ def _alive(pid: Any) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def default_run_id(prefix: str) -> str:
+    """A new run's id: ``<prefix>-YYYYmmdd-HHMMSS``."""
+    return f"{prefix}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_writable(run_dir: Path) -> None:
+    """UsageError unless ``run_dir`` can be created and written to (checked before anything is measured)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UsageError(f"cannot write to --out {run_dir}: {e.strerror or e}") from None

@@ -733,7 +733,8 @@ def run_accuracy(args: argparse.Namespace, plan: AccuracyPlan, everything: Seque
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``vptbench sweep BACKBONE``: enumerate, measure, (train), write the front, report, pick for a budget."""
-    from ..commands.run import _check_writable, with_threads
+    from ..run.presets import with_threads
+    from ..run.store import check_writable
     from ..run.presets import get_preset
     from ..run.store import ensure_fresh
     from ..scenarios.measure import check_device
@@ -782,7 +783,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         run_id = read_meta(out).get("run_id") or out.name
     else:
         ensure_fresh(out)
-    _check_writable(out)
+    check_writable(out)
     cases = [c.case for c in everything]
     if args.shard:
         cases = executors.shard(cases, args.shard)

@@ -1,0 +1,99 @@
+"""Options that several commands share, and the argparse pieces every command's parser is built with.
+
+A command module (``bench.commands.<name>``) adds its own options in ``add_parser`` with these
+helpers; the types here turn a bad value into one line and exit 2 (argparse's ``error``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
+
+
+class Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, unless its help already says what it is (or it is an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage dump) and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        return [int(t) for t in csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def metric_list(text: str) -> list[str]:
+    items = csv_list(text)
+    bad = [m for m in items if m not in METRIC_GROUPS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown metric {bad[0]!r}; choose from {', '.join(METRIC_GROUPS)}")
+    return items
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {text!r}")
+    return value
+
+
+def min_time_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-time", type=seconds, default=None, metavar="SECONDS",
+                   help="time each timed metric (latency, speedup, train_step) at least this long, and allow "
+                        "up to 3x as long to tighten its confidence interval (default: the preset's)")
+
+
+def strategy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pruners", type=csv_list, default=None, metavar="P,...",
+                   help="pruned variants once per pruner (built-in or registered; default: each variant's own)")
+    p.add_argument("--recoverers", type=csv_list, default=None, metavar="R,...",
+                   help="pruned seq2seq variants once per recoverer (default: each variant's own)")
+
+
+def executor_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("execution")
+    g.add_argument("--executor", choices=("inline", "local", "slurm"), default=None,
+                   help="inline: this process; local: a fresh process per case; slurm: a submitit job array (default: local)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local executor: cases run at once (default: 1 for run, so timings do not disturb each "
+                        "other; one per CPU core for accuracy on the CPU)")
+    g.add_argument("--shard", default=None, metavar="i/n", help="run only the i-th of n deterministic slices (default: all)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the run in --out: its own matrix (from meta.json) unless matrix options are given; "
+                        "cases already finished with whole records are skipped")  # fmt: skip
+    g.add_argument("--slurm-partition", default=None, help="Slurm partition (default: the cluster's default)")
+    g.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="time limit per job")
+    g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job")
+    g.add_argument("--slurm-cpus", type=int, default=4, help="CPU cores per job")
+    g.add_argument("--slurm-mem", type=int, default=32, metavar="GB", help="memory per job")
+    g.add_argument("--slurm-account", default=None, help="Slurm account to charge (default: yours)")
+    g.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra sbatch option, repeatable (e.g. --slurm-extra constraint=a100)")
+    g.add_argument("--slurm-folder", default=None, help="where submitit writes job logs (default: <out>/slurm)")
+
+
+def checkpoint_options(p: argparse.ArgumentParser, help_checkpoint: str) -> None:
+    p.add_argument("--checkpoint", default=None, help=help_checkpoint)
+    p.add_argument("--source", choices=("hot", "original"), default=None,
+                   help="for a release's checkpoint: hot (NationalGAILab/HoT's copies) or original (the "
+                        "backbone's own release); needed only where the tensors cannot tell (MotionAGFormer-B)")
