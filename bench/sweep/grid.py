@@ -733,10 +733,8 @@ def run_accuracy(args: argparse.Namespace, plan: AccuracyPlan, everything: Seque
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """``vptbench sweep BACKBONE``: enumerate, measure, (train), write the front, report, pick for a budget."""
-    from ..run.presets import with_threads
-    from ..run.store import check_writable
-    from ..run.presets import get_preset
-    from ..run.store import ensure_fresh
+    from ..run.presets import get_preset, with_threads
+    from ..run.store import check_writable, ensure_fresh
     from ..scenarios.measure import check_device
 
     try:
