@@ -1,4 +1,8 @@
-"""The README's "Your own backbone" and "Your own pruner" files, run exactly as written."""
+"""The docs' "Your own backbone" and "Your own pruner" files (docs/extending.md), run exactly as written.
+
+The README points there; a user copies these files as the page shows them, so the test takes them
+from the page itself.
+"""
 
 import json
 import re
@@ -13,23 +17,23 @@ from bench import cli
 from bench.core import plugins
 from bench.core.results import read_records
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+EXTENDING = Path(__file__).resolve().parents[1] / "docs" / "extending.md"
 
 
-def readme_python(heading: str) -> str:
-    """The first python block after ``heading`` in the README."""
-    text = README.read_text(encoding="utf-8")
+def docs_python(heading: str) -> str:
+    """The first python block after ``heading`` in docs/extending.md."""
+    text = EXTENDING.read_text(encoding="utf-8")
     section = text[text.index(f"\n{heading}\n") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 @pytest.fixture
 def user_files(tmp_path, monkeypatch):
-    """mynet.py and my_pruner.py from the README in a folder of their own; registrations undone after."""
+    """mynet.py and my_pruner.py from the docs in a folder of their own; registrations undone after."""
     folder = tmp_path / "mine"
     folder.mkdir()
-    (folder / "mynet.py").write_text(readme_python("### Your own backbone"))
-    (folder / "my_pruner.py").write_text(readme_python("### Your own pruner"))
+    (folder / "mynet.py").write_text(docs_python("## Your own backbone"))
+    (folder / "my_pruner.py").write_text(docs_python("## Your own pruner"))
     monkeypatch.setattr(plugins, "_LOADED", {})
     path = list(sys.path)
     yield folder
@@ -41,14 +45,14 @@ def user_files(tmp_path, monkeypatch):
     sys.path[:] = path
 
 
-def test_readme_files_run_as_scripts(user_files, capsys):
+def test_docs_files_run_as_scripts(user_files, capsys):
     runpy.run_path(str(user_files / "mynet.py"), run_name="__main__")
     assert capsys.readouterr().out.strip() == "[27, 9, 9, 3] torch.Size([2, 27, 17, 3])"
     runpy.run_path(str(user_files / "my_pruner.py"), run_name="__main__")
     assert capsys.readouterr().out.strip() == "[27, 27, 9, 9, 9, 3, 3, 3] torch.Size([2, 27, 17, 3])"
 
 
-def test_readme_pruner_as_a_plugin_runs_in_profile_and_in_local_workers(user_files, tmp_path, monkeypatch, capsys):
+def test_docs_pruner_as_a_plugin_runs_in_profile_and_in_local_workers(user_files, tmp_path, monkeypatch, capsys):
     elsewhere = tmp_path / "elsewhere"  # neither the repository nor the plugins' folder
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
