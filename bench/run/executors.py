@@ -17,7 +17,7 @@ A *job* (:mod:`bench.run.jobs`) is the work done for one case. Executors:
 - ``slurm``: one submitit job per case, submitted as one job array; ``cluster="local"`` in
   :class:`SlurmOptions` runs the same submitit code path on this machine (tests, debugging).
 
-Every case runs as a :class:`CaseTask` into its own part of the run directory, which it closes
+Every case runs as a :class:`~bench.run.task.CaseTask` into its own part of the run directory, which it closes
 itself when it ends; a case whose process was killed has its part closed by the process
 watching it. How parts reach ``records.jsonl`` exactly once, and what ``--resume`` redoes, is
 :mod:`bench.run.store`'s. Do not resume while jobs of the same run are still running.
@@ -47,14 +47,14 @@ from typing import Any
 
 from ..core.case import Case
 from ..core.errors import UsageError, WriteError
-from ..core.plugins import Plugin, activate_all, for_task
-from ..core.progress import read_progress, reporting_to
+from ..core.progress import read_progress
 from ..core.results import finish_meta, read_records, write_meta
 from ..scenarios.measure import METRIC_GROUPS, Settings
 from . import worker
 from .jobs import BenchJob, Job
 from .runner import RunSummary
-from .store import PARTS, RecordWriter, close_orphans, close_part, new_part, note_log, prepare_resume, safe_name, writer
+from .store import PARTS, close_orphans, close_part, note_log, prepare_resume, safe_name, writer
+from .task import CaseTask, new_task, run_task
 from .worker import WRITE_FAILED
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -85,75 +85,7 @@ def shard(cases: Sequence[Case], spec: str) -> list[Case]:
     return [c for c in cases if c.case_id in mine]
 
 
-# --------------------------------------------------------------------------- tasks (one case into its part)
-
-
-@dataclass(frozen=True)
-class CaseTask:
-    """One case to run into its part: what a subprocess or a Slurm job executes."""
-
-    case: Case
-    job: Job
-    run_id: str
-    run_dir: str
-    part: str
-    log: str = ""
-    threads: int | None = None
-    modules: tuple[str, ...] = ()  # modules registering user backbones, imported first
-    plugins: tuple[Plugin, ...] = ()  # bench.core.plugins: the run's plugins and user backbone modules
-
-    def __call__(self) -> dict[str, Any]:
-        import importlib
-
-        import torch
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        part, run_dir = Path(self.part), Path(self.run_dir)
-        n = 0
-        try:
-            activate_all(self.plugins)  # before the case: it may name their backbones and pruners
-            for module in self.modules:
-                importlib.import_module(module)  # a user's backbone registers itself on import
-            with RecordWriter(part) as records, reporting_to(part):
-                for rec in self.job.records(self.case, self.run_id, run_dir):
-                    records.write(rec)
-                    n += 1
-        except WriteError:
-            raise  # the disk, not the case: the part stays for --resume, and the run stops
-        except BaseException as e:  # the traceback goes to the log; the record says where that is
-            text = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
-            close_part(run_dir, part, why=f"{text}; log: {_job_log() or self.log or 'this terminal'}")
-            raise
-        close_part(run_dir, part)
-        return {"case_id": self.case.case_id, "records": n}
-
-
-def run_task(task: CaseTask) -> dict[str, Any]:
-    """Module-level entry for submitit (``map_array`` wants a function)."""
-    return task()
-
-
-def _job_log() -> str:
-    """Inside a submitit job: its stderr log; elsewhere ''."""
-    if "SUBMITIT_EXECUTOR" not in os.environ and "SLURM_JOB_ID" not in os.environ:
-        return ""
-    try:
-        import submitit
-
-        return str(submitit.JobEnvironment().paths.stderr)
-    except Exception:  # not a submitit job after all
-        return ""
-
-
-def _user_modules(case: Case) -> tuple[str, ...]:
-    import backbones
-
-    try:
-        module = backbones.spec(case.backbone).build.__module__
-    except ValueError:
-        return ()
-    return () if module.split(".")[0] == "backbones" or module == "__main__" else (module,)
+# --------------------------------------------------------------------------- the bar
 
 
 def _label(case: Case, part: Path) -> str:
@@ -293,12 +225,6 @@ def _finish(outcome: Outcome, case: Case, why: str | None, progress: bool) -> No
         print(f"failed: {case.case_id}: {why}", file=sys.stderr)
 
 
-def _task(case: Case, run_dir: Path, run_id: str, job: Job, log: str, threads: int | None) -> CaseTask:
-    part = new_part(run_dir, case, run_id, list(job.expected(case)), log)
-    modules = _user_modules(case)
-    return CaseTask(case, job, run_id, str(run_dir), str(part), log, threads, modules, for_task(modules))
-
-
 def _run_inline(
     cases: Sequence[Case], run_dir: Path, run_id: str, job: Job, workers: int, slurm: SlurmOptions,
     progress: bool, outcome: Outcome,
@@ -306,7 +232,7 @@ def _run_inline(
     with _bar(len(cases), progress, "inline") as bar:
         for case in cases:
             bar.set_postfix_str(case.case_id)
-            task = _task(case, run_dir, run_id, job, "", None)
+            task = new_task(case, run_dir, run_id, job, "", None)
             try:
                 task()
                 _finish(outcome, case, None, progress)
@@ -378,7 +304,7 @@ def _run_local(
                         continue
                     case = pending.pop(0)
                     log = run_dir / "logs" / f"{safe_name(case)}.log"
-                    task = _task(case, run_dir, run_id, job, str(log), threads)
+                    task = new_task(case, run_dir, run_id, job, str(log), threads)
                     part = Path(task.part)
                     (part / "task.pkl").write_bytes(cloudpickle.dumps(task))
                     env = dict(thread_env)
@@ -437,7 +363,7 @@ def _run_slurm(
         if slurm.account:
             params["slurm_account"] = slurm.account
     executor.update_parameters(**params)
-    tasks = [_task(c, run_dir, run_id, job, "", slurm.cpus) for c in cases]
+    tasks = [new_task(c, run_dir, run_id, job, "", slurm.cpus) for c in cases]
     try:
         jobs = executor.map_array(run_task, tasks)
     except Exception as e:  # sbatch refused (bad partition, account...): the parts were never run
