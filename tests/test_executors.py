@@ -20,9 +20,9 @@ from bench.cli import build_parser, main
 from bench.core.case import Case
 from bench.core.errors import UsageError
 from bench.core.results import read_records
-from bench.run import executors
-from bench.run.executors import SlurmOptions, execute, shard
+from bench.run.executors import execute, shard
 from bench.run.jobs import BenchJob
+from bench.run.slurm import SlurmOptions, slurm_options
 from bench.run.store import finished_case_ids
 
 # The self-killing job below runs in child processes that cannot import this test module.
@@ -150,12 +150,12 @@ def test_cli_slurm_without_sbatch_exits_2_with_one_line(tmp_path, monkeypatch, c
 def test_bad_slurm_extra_is_a_usage_error(item):
     args = build_parser().parse_args(["run", "--executor", "slurm", "--slurm-extra", item])
     with pytest.raises(UsageError, match="expected KEY=VALUE"):
-        executors.slurm_options(args)
+        slurm_options(args)
 
 
 def test_slurm_extra_becomes_sbatch_parameters():
     argv = ["run", "--slurm-extra", "constraint=a100", "--slurm-extra=--gres-flags=enforce-binding",
             "--slurm-extra", "exclusive", "--slurm-gpus", "2"]  # fmt: skip
-    opts = executors.slurm_options(build_parser().parse_args(argv))
+    opts = slurm_options(build_parser().parse_args(argv))
     assert opts.extra == (("constraint", "a100"), ("gres_flags", "enforce-binding"), ("exclusive", True))
     assert opts.gpus == 2

@@ -113,16 +113,17 @@ def test_workers_get_the_loaded_plugins_and_the_user_backbone_modules(tmp_path, 
 def test_a_case_task_imports_its_plugins_before_the_case_as_a_slurm_job_would(tmp_path, clean):
     from bench.core.case import Case
     from bench.core.results import read_records
-    from bench.run import executors
+    from bench.run.jobs import BenchJob
     from bench.run.store import new_part
+    from bench.run.task import CaseTask
 
     folder = tmp_path / "lab"
     folder.mkdir()
     _write(folder, "plug_worker", "plug_worker")  # not imported in this process yet
     case = Case("mixste", "single", frames=27, size="tiny", pruner="plug_worker")
-    job = executors.BenchJob(metrics=("params",))
+    job = BenchJob(metrics=("params",))
     part = new_part(tmp_path, case, "r", job.expected(case), "")
-    task = executors.CaseTask(case, job, "r", str(tmp_path), str(part), plugins=(plugins.Plugin("plug_worker", str(folder)),))
+    task = CaseTask(case, job, "r", str(tmp_path), str(part), plugins=(plugins.Plugin("plug_worker", str(folder)),))
     assert "plug_worker" not in backbones.pruners()
     task()
     (rec,) = read_records(tmp_path)

@@ -14,12 +14,13 @@ A *job* (:mod:`bench.run.jobs`) is the work done for one case. Executors:
   ``cuda`` get one GPU per worker through ``CUDA_VISIBLE_DEVICES`` (at most one worker per GPU).
   Workers running side by side share memory bandwidth and caches: for latency figures that
   compare across cases keep ``workers=1``.
-- ``slurm``: one submitit job per case, submitted as one job array; ``cluster="local"`` in
-  :class:`SlurmOptions` runs the same submitit code path on this machine (tests, debugging).
+- ``slurm``: one submitit job per case, submitted as one job array (:mod:`bench.run.slurm`);
+  ``cluster="local"`` in :class:`~bench.run.slurm.SlurmOptions` runs the same submitit code path
+  on this machine (tests, debugging).
 
-Every case runs as a :class:`CaseTask` into its own part of the run directory, which it closes
-itself when it ends; a case whose process was killed has its part closed by the process
-watching it. How parts reach ``records.jsonl`` exactly once, and what ``--resume`` redoes, is
+Every case runs as a :class:`~bench.run.task.CaseTask` into its own part of the run directory,
+which it closes itself when it ends; a case whose process was killed has its part closed by the
+process watching it. How parts reach ``records.jsonl`` exactly once, and what ``--resume`` redoes, is
 :mod:`bench.run.store`'s. Do not resume while jobs of the same run are still running.
 
 ``--shard i/n`` (:func:`shard`) picks every n-th case of the sorted case ids, starting at the
@@ -35,26 +36,26 @@ import contextlib
 import dataclasses
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..core.case import Case
 from ..core.errors import UsageError, WriteError
-from ..core.plugins import Plugin, activate_all, for_task
-from ..core.progress import read_progress, reporting_to
+from ..core.progress import read_progress
 from ..core.results import finish_meta, read_records, write_meta
 from ..scenarios.measure import METRIC_GROUPS, Settings
 from . import worker
 from .jobs import BenchJob, Job
+from .outcome import Outcome, finish, progress_bar
 from .runner import RunSummary
-from .store import PARTS, RecordWriter, close_orphans, close_part, new_part, note_log, prepare_resume, safe_name, writer
+from .slurm import SlurmOptions, check_slurm, run_slurm, slurm_options
+from .store import PARTS, close_orphans, close_part, prepare_resume, safe_name, writer
+from .task import new_task
 from .worker import WRITE_FAILED
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -85,141 +86,7 @@ def shard(cases: Sequence[Case], spec: str) -> list[Case]:
     return [c for c in cases if c.case_id in mine]
 
 
-# --------------------------------------------------------------------------- tasks (one case into its part)
-
-
-@dataclass(frozen=True)
-class CaseTask:
-    """One case to run into its part: what a subprocess or a Slurm job executes."""
-
-    case: Case
-    job: Job
-    run_id: str
-    run_dir: str
-    part: str
-    log: str = ""
-    threads: int | None = None
-    modules: tuple[str, ...] = ()  # modules registering user backbones, imported first
-    plugins: tuple[Plugin, ...] = ()  # bench.core.plugins: the run's plugins and user backbone modules
-
-    def __call__(self) -> dict[str, Any]:
-        import importlib
-
-        import torch
-
-        if self.threads:
-            torch.set_num_threads(self.threads)
-        part, run_dir = Path(self.part), Path(self.run_dir)
-        n = 0
-        try:
-            activate_all(self.plugins)  # before the case: it may name their backbones and pruners
-            for module in self.modules:
-                importlib.import_module(module)  # a user's backbone registers itself on import
-            with RecordWriter(part) as records, reporting_to(part):
-                for rec in self.job.records(self.case, self.run_id, run_dir):
-                    records.write(rec)
-                    n += 1
-        except WriteError:
-            raise  # the disk, not the case: the part stays for --resume, and the run stops
-        except BaseException as e:  # the traceback goes to the log; the record says where that is
-            text = f"{type(e).__name__}: {e}".strip().splitlines()[0][:300]
-            close_part(run_dir, part, why=f"{text}; log: {_job_log() or self.log or 'this terminal'}")
-            raise
-        close_part(run_dir, part)
-        return {"case_id": self.case.case_id, "records": n}
-
-
-def run_task(task: CaseTask) -> dict[str, Any]:
-    """Module-level entry for submitit (``map_array`` wants a function)."""
-    return task()
-
-
-def _job_log() -> str:
-    """Inside a submitit job: its stderr log; elsewhere ''."""
-    if "SUBMITIT_EXECUTOR" not in os.environ and "SLURM_JOB_ID" not in os.environ:
-        return ""
-    try:
-        import submitit
-
-        return str(submitit.JobEnvironment().paths.stderr)
-    except Exception:  # not a submitit job after all
-        return ""
-
-
-def _user_modules(case: Case) -> tuple[str, ...]:
-    import backbones
-
-    try:
-        module = backbones.spec(case.backbone).build.__module__
-    except ValueError:
-        return ()
-    return () if module.split(".")[0] == "backbones" or module == "__main__" else (module,)
-
-
-def _label(case: Case, part: Path) -> str:
-    """A running case on the bar: backbone/variant and its latest progress line, if any."""
-    text = read_progress(part)
-    return f"{case.backbone}/{case.variant}" + (f" {text}" if text else "")
-
-
-# --------------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True)
-class SlurmOptions:
-    """What the Slurm jobs ask for (the ``--slurm-*`` options); ``extra`` are further sbatch options.
-
-    ``cluster="local"`` runs the same submitit code path with submitit's local executor (no Slurm).
-    """
-
-    partition: str | None = None
-    time_min: int = 60
-    gpus: int = 0
-    cpus: int = 4
-    mem_gb: int = 32
-    account: str | None = None
-    extra: tuple[tuple[str, str | bool], ...] = ()
-    folder: str | None = None
-    cluster: str = "slurm"
-
-
-def slurm_options(args: argparse.Namespace) -> SlurmOptions:
-    """SlurmOptions from the CLI's ``--slurm-*`` arguments; UsageError for a malformed ``--slurm-extra``."""
-    extra: list[tuple[str, str | bool]] = []
-    for item in getattr(args, "slurm_extra", None) or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().lstrip("-").replace("-", "_")  # submitit writes it back as #SBATCH --key-name
-        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_]*", key) or (sep and not value.strip()):
-            raise UsageError(f"--slurm-extra {item!r}: expected KEY=VALUE (or a bare flag KEY), e.g. constraint=a100")
-        extra.append((key, value.strip() if sep else True))  # a bare KEY is a flag: #SBATCH --exclusive
-    for name in ("slurm_time", "slurm_cpus", "slurm_mem"):
-        if getattr(args, name, 1) < 1:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if getattr(args, "slurm_gpus", 0) < 0:
-        raise UsageError(f"--slurm-gpus must be >= 0, got {args.slurm_gpus}")
-    return SlurmOptions(
-        partition=args.slurm_partition, time_min=args.slurm_time, gpus=args.slurm_gpus, cpus=args.slurm_cpus,
-        mem_gb=args.slurm_mem, account=args.slurm_account, extra=tuple(extra), folder=args.slurm_folder,
-    )  # fmt: skip
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 # --------------------------------------------------------------------------- execute
-
-
-@dataclass
-class Outcome:
-    """What became of the cases handed to :func:`execute`."""
-
-    finished: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # case_id -> why (naming the log)
-    skipped: list[str] = field(default_factory=list)  # finished before (--resume)
 
 
 def execute(
@@ -246,7 +113,7 @@ def execute(
         raise UsageError(f"--workers must be >= 1, got {workers}")
     slurm = slurm or SlurmOptions()
     if executor == "slurm":
-        _check_slurm(slurm, cases)
+        check_slurm(slurm, cases)
     run_dir = Path(run_dir).resolve()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -264,60 +131,39 @@ def execute(
             cases = [c for c in cases if c.case_id not in done]
         if not cases:
             return outcome
-        run = {"inline": _run_inline, "local": _run_local, "slurm": _run_slurm}[executor]
+        run = {"inline": _run_inline, "local": _run_local, "slurm": run_slurm}[executor]
         run(cases, run_dir, run_id, job, workers, slurm, progress, outcome)
         with contextlib.suppress(OSError):
             (run_dir / PARTS).rmdir()  # only when empty: open parts are evidence of jobs still to close
         return outcome
 
 
-def _check_slurm(opts: SlurmOptions, cases: Sequence[Case]) -> None:
-    if opts.cluster == "slurm" and shutil.which("sbatch") is None:
-        raise UsageError("--executor slurm: Slurm is not available here (no sbatch on PATH); use --executor local")
-    if opts.gpus == 0 and any(c.device.startswith("cuda") for c in cases):
-        raise UsageError("--executor slurm with --device cuda needs --slurm-gpus >= 1")
-
-
-def _bar(total: int, progress: bool, desc: str) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not progress, file=sys.stderr, desc=desc, unit="case", leave=False)
-
-
-def _finish(outcome: Outcome, case: Case, why: str | None, progress: bool) -> None:
-    if why is None:
-        outcome.finished.append(case.case_id)
-        return
-    outcome.failed[case.case_id] = why
-    if progress:
-        print(f"failed: {case.case_id}: {why}", file=sys.stderr)
-
-
-def _task(case: Case, run_dir: Path, run_id: str, job: Job, log: str, threads: int | None) -> CaseTask:
-    part = new_part(run_dir, case, run_id, list(job.expected(case)), log)
-    modules = _user_modules(case)
-    return CaseTask(case, job, run_id, str(run_dir), str(part), log, threads, modules, for_task(modules))
-
-
 def _run_inline(
     cases: Sequence[Case], run_dir: Path, run_id: str, job: Job, workers: int, slurm: SlurmOptions,
     progress: bool, outcome: Outcome,
 ) -> None:  # fmt: skip
-    with _bar(len(cases), progress, "inline") as bar:
+    with progress_bar(len(cases), progress, "inline") as bar:
         for case in cases:
             bar.set_postfix_str(case.case_id)
-            task = _task(case, run_dir, run_id, job, "", None)
+            task = new_task(case, run_dir, run_id, job, "", None)
             try:
                 task()
-                _finish(outcome, case, None, progress)
+                finish(outcome, case, None, progress)
             except (UsageError, KeyboardInterrupt):
                 raise
             except Exception as e:  # the task closed its part with an error record; the others go on
-                _finish(outcome, case, f"{type(e).__name__}: {e}", progress)
+                finish(outcome, case, f"{type(e).__name__}: {e}", progress)
             bar.update()
 
 
 # ---- local: a fresh subprocess per case
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _gpu_ids() -> list[str]:
@@ -327,6 +173,12 @@ def _gpu_ids() -> list[str]:
     import torch
 
     return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def _label(case: Case, part: Path) -> str:
+    """A running case on the bar: backbone/variant and its latest progress line, if any."""
+    text = read_progress(part)
+    return f"{case.backbone}/{case.variant}" + (f" {text}" if text else "")
 
 
 def _last_line(log: Path) -> str:
@@ -368,7 +220,7 @@ def _run_local(
     thread_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     # One zygote forks every case's fresh process: torch is imported once, not once per case.
     server = worker.fork_server(thread_env)
-    with contextlib.ExitStack() as stack, _bar(len(cases), progress, "local") as bar:
+    with contextlib.ExitStack() as stack, progress_bar(len(cases), progress, "local") as bar:
         if server is not None:
             stack.callback(server.close)
         try:
@@ -378,7 +230,7 @@ def _run_local(
                         continue
                     case = pending.pop(0)
                     log = run_dir / "logs" / f"{safe_name(case)}.log"
-                    task = _task(case, run_dir, run_id, job, str(log), threads)
+                    task = new_task(case, run_dir, run_id, job, str(log), threads)
                     part = Path(task.part)
                     (part / "task.pkl").write_bytes(cloudpickle.dumps(task))
                     env = dict(thread_env)
@@ -397,7 +249,7 @@ def _run_local(
                     if rc != 0:
                         why = f"the worker {_describe_exit(rc)}; log: {log}"
                         close_part(run_dir, part, why=why)  # a no-op if the worker closed it itself
-                    _finish(outcome, case, why, progress)
+                    finish(outcome, case, why, progress)
                     bar.update()
                 if time.monotonic() - shown_at > 0.5:  # the running cases and how far they are, twice a second
                     labels = " | ".join(_label(c, p) for _, c, p, _ in running.values())
@@ -413,72 +265,6 @@ def _run_local(
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=10)
             raise
-
-
-# ---- slurm: a submitit job array
-
-
-def _run_slurm(
-    cases: Sequence[Case], run_dir: Path, run_id: str, job: Job, workers: int, slurm: SlurmOptions,
-    progress: bool, outcome: Outcome,
-) -> None:  # fmt: skip
-    import submitit
-
-    folder = Path(slurm.folder).resolve() if slurm.folder else run_dir / "slurm"
-    executor = submitit.AutoExecutor(folder=folder, cluster=slurm.cluster)
-    params: dict[str, Any] = {
-        "name": f"vptbench-{run_id}", "timeout_min": slurm.time_min, "gpus_per_node": slurm.gpus,
-        "cpus_per_task": slurm.cpus, "mem_gb": slurm.mem_gb, "tasks_per_node": 1, "nodes": 1,
-    }  # fmt: skip
-    if slurm.cluster == "slurm":
-        params.update(slurm_additional_parameters=dict(slurm.extra))
-        if slurm.partition:
-            params["slurm_partition"] = slurm.partition
-        if slurm.account:
-            params["slurm_account"] = slurm.account
-    executor.update_parameters(**params)
-    tasks = [_task(c, run_dir, run_id, job, "", slurm.cpus) for c in cases]
-    try:
-        jobs = executor.map_array(run_task, tasks)
-    except Exception as e:  # sbatch refused (bad partition, account...): the parts were never run
-        for t in tasks:
-            shutil.rmtree(t.part, ignore_errors=True)
-        raise UsageError(f"--executor slurm: submission failed: {str(e).strip().splitlines()[-1][:300]}") from None
-    for t, j in zip(tasks, jobs):
-        note_log(run_dir, Path(t.part), str(j.paths.stderr))
-    if progress:
-        print(f"submitted {len(jobs)} job(s), array {jobs[0].job_id.split('_')[0]}; logs in {folder}", file=sys.stderr)
-    waiting = dict(enumerate(jobs))
-    with _bar(len(jobs), progress, "slurm" if slurm.cluster == "slurm" else f"submitit-{slurm.cluster}") as bar:
-        try:
-            while waiting:
-                for k, j in list(waiting.items()):
-                    if not j.done():
-                        continue
-                    del waiting[k]
-                    _finish(outcome, tasks[k].case, _slurm_result(run_dir, tasks[k], j), progress)
-                    bar.update()
-                time.sleep(0.2 if slurm.cluster == "local" else 2.0)
-        except KeyboardInterrupt:
-            print(f"stopped watching; the jobs go on and append to {run_dir} (vptbench merge/--resume later)",
-                  file=sys.stderr)  # fmt: skip
-            raise
-
-
-def _slurm_result(run_dir: Path, task: CaseTask, job: Any) -> str | None:
-    """None if the job finished its case; otherwise why, after closing its part."""
-    import submitit
-
-    try:
-        job.result()
-        return None
-    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
-        state = str(getattr(job, "state", "") or "")
-        status = "oom" if state.upper().startswith("OUT_OF_ME") else "error"
-        head = str(e).strip().splitlines()[0][:200]
-        why = f"job {job.job_id} ended unfinished (state {state or 'unknown'}: {head}); log: {job.paths.stderr}"
-        close_part(run_dir, Path(task.part), why=why, status=status)  # no-op if the job closed it itself
-        return why
 
 
 # --------------------------------------------------------------------------- from the command line
@@ -509,7 +295,7 @@ def run_cases(
     executor = getattr(args, "executor", None) or "local"
     slurm = slurm_options(args)
     if executor == "slurm":
-        _check_slurm(slurm, cases)  # before anything is written
+        check_slurm(slurm, cases)  # before anything is written
     matrix = list(dict.fromkeys(cases))  # the same case asked for twice is measured once
     extra: dict[str, Any] = {"run_id": run_id, "cases": len(matrix)}
     if isinstance(job, BenchJob):

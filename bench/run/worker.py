@@ -60,19 +60,22 @@ def _preload() -> int:
 
     First what a fresh process measuring peak memory holds (torch, the backbones, the harness),
     then the memory server is forked (:func:`bench.measure.memory.start_server`), then the rest: fvcore
-    and torch._dynamo (which FlopCounterMode and AdamW import on first use, seconds each time).
+    and torch._dynamo (which FlopCounterMode and AdamW import on first use, seconds each time), and
+    what unpickling a case's task imports (:mod:`bench.run.task`, its job and the run directory's store).
     """
     import torch  # noqa: F401
 
     import backbones  # noqa: F401
 
     from ..measure import memory  # noqa: F401
+    from ..scenarios import measure  # noqa: F401
 
     server = memory.start_server()
     import cloudpickle  # noqa: F401
     import torch._dynamo  # noqa: F401
 
     from ..measure import flops  # noqa: F401
+    from . import task  # noqa: F401
 
     return server
 
