@@ -21,21 +21,19 @@ from bench.sweep.grid import (
     Budget,
     Candidate,
     Grid,
-    ScheduleTree,
     best_within,
     count_line,
     enumerate_schedules,
     front,
-    halving_keep,
     mark_front,
     model_depth,
     parse_keeps,
     ready_options,
     reference_candidates,
-    rung_budgets,
     sweep_table,
     with_references,
 )
+from bench.sweep.search import ScheduleTree, halving_keep, rung_budgets
 
 TINY = {"frames": 27, "size": "tiny"}
 

@@ -3,7 +3,7 @@
 The grid's schedules (:mod:`bench.sweep.grid`) are measured by the standard harness through the
 standard executors (local, inline, Slurm; ``--shard``, ``--resume``): the sweep directory is a run
 directory (``records.jsonl``, ``meta.json``), so ``vptbench report``, ``merge`` and ``gate`` read it
-as they read any run. ``--accuracy smoke|full`` then trains and evaluates them (:mod:`bench.sweep.grid`).
+as they read any run. ``--accuracy smoke|full`` then trains and evaluates them (:mod:`bench.sweep.search`).
 
 Outputs: ``schedules.csv`` (every schedule: cost, accuracy, Pareto rank, reference label),
 ``pareto.csv`` (exactly the non-dominated schedules over the objectives), and a report
@@ -27,7 +27,8 @@ from ..core.errors import UsageError
 from . import options
 
 if TYPE_CHECKING:
-    from ..sweep.grid import AccuracyPlan, Budget
+    from ..sweep.grid import Budget
+    from ..sweep.search import AccuracyPlan
 
 
 def add_parser(sub: Any, **kw: Any) -> None:
@@ -103,10 +104,10 @@ def main(args: argparse.Namespace) -> int:
         parse_keeps,
         ready_options,
         reference_candidates,
-        run_accuracy,
         sweep_table,
         with_references,
     )
+    from ..sweep.search import run_accuracy
 
     try:
         spec = backbones.spec(args.backbone)
@@ -205,7 +206,8 @@ def _check_options(args: argparse.Namespace) -> None:
     import backbones
 
     from ..accuracy.train import PRESETS
-    from ..sweep.grid import COUNTERS, SEARCHES, require_optuna
+    from ..sweep.grid import COUNTERS
+    from ..sweep.search import SEARCHES, require_optuna
 
     if args.search not in SEARCHES:
         raise UsageError(f"--search {args.search!r}: choose from {', '.join(SEARCHES)}")
@@ -289,7 +291,7 @@ def _accuracy_plan(args: argparse.Namespace, out: Path, run_id: str) -> Accuracy
     if not args.accuracy:
         return None
     from ..accuracy.train import PRESETS, load_data
-    from ..sweep.grid import ACCURACY_DIR, AccuracyPlan
+    from ..sweep.search import ACCURACY_DIR, AccuracyPlan
 
     preset = PRESETS[args.accuracy]
     if args.steps is not None and args.steps < 1:
