@@ -27,7 +27,7 @@ from ..core.errors import UsageError
 from . import options
 
 if TYPE_CHECKING:
-    from ..sweep.grid import Budget
+    from ..sweep.front import Budget
     from ..sweep.search import AccuracyPlan
 
 
@@ -90,21 +90,23 @@ def main(args: argparse.Namespace) -> int:
     from ..run.presets import get_preset, with_threads
     from ..run.store import check_writable, default_run_id, ensure_fresh
     from ..scenarios.measure import check_device
-    from ..sweep.grid import (
-        Grid,
+    from ..sweep.front import (
         best_within,
         budget_line,
         cost_columns,
-        count_line,
-        enumerate_schedules,
         front,
         front_text,
         mark_front,
+        ready_options,
+        sweep_table,
+    )
+    from ..sweep.grid import (
+        Grid,
+        count_line,
+        enumerate_schedules,
         model_depth,
         parse_keeps,
-        ready_options,
         reference_candidates,
-        sweep_table,
         with_references,
     )
     from ..sweep.search import run_accuracy
@@ -206,7 +208,7 @@ def _check_options(args: argparse.Namespace) -> None:
     import backbones
 
     from ..accuracy.train import PRESETS
-    from ..sweep.grid import COUNTERS
+    from ..sweep.front import COUNTERS
     from ..sweep.search import SEARCHES, require_optuna
 
     if args.search not in SEARCHES:
@@ -250,7 +252,7 @@ def _size_and_frames(args: argparse.Namespace, spec: Any) -> tuple[str, int]:
 
 
 def _objectives(args: argparse.Namespace, accuracy: bool) -> list[str]:
-    from ..sweep.grid import OBJECTIVES
+    from ..sweep.front import OBJECTIVES
 
     objectives = list(args.objectives or (["flops", "mpjpe"] if accuracy else ["flops", "latency"]))
     bad = [o for o in objectives if o not in OBJECTIVES]
@@ -270,7 +272,7 @@ def _objectives(args: argparse.Namespace, accuracy: bool) -> list[str]:
 
 
 def _budget(args: argparse.Namespace, flops_col: str) -> Budget | None:
-    from ..sweep.grid import Budget
+    from ..sweep.front import Budget
 
     limits = []
     if args.budget_gflops is not None:

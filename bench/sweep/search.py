@@ -39,7 +39,8 @@ from ..core.case import Case
 from ..core.errors import UsageError
 from ..core.results import read_meta, read_records
 from ..run import executors
-from .grid import Budget, Candidate, mark_front
+from .front import Budget, mark_front
+from .grid import Candidate
 
 SEARCHES = ("grid", "halving", "optuna")
 ACCURACY_DIR = "accuracy"
