@@ -17,25 +17,18 @@ from bench.cli import main
 from bench.core.case import Case
 from bench.core.errors import UsageError
 from bench.core.results import read_records
+from bench.sweep.front import Budget, best_within, front, mark_front, ready_options, sweep_table
 from bench.sweep.grid import (
-    Budget,
     Candidate,
     Grid,
-    ScheduleTree,
-    best_within,
     count_line,
     enumerate_schedules,
-    front,
-    halving_keep,
-    mark_front,
     model_depth,
     parse_keeps,
-    ready_options,
     reference_candidates,
-    rung_budgets,
-    sweep_table,
     with_references,
 )
+from bench.sweep.search import ScheduleTree, halving_keep, rung_budgets
 
 TINY = {"frames": 27, "size": "tiny"}
 
