@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from bench import cli
-from bench.analysis.report import build_tables, read_reported, table_latex, write_report
+from bench.analysis.report import write_report
+from bench.analysis.sources import read_reported
+from bench.analysis.tables import build_tables, table_latex
 from bench.core.errors import UsageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -542,10 +544,11 @@ def test_cli_reports_and_exits_2_on_bad_input(tmp_path, mixste_run, capsys):
 
 
 def test_tables_are_one_per_backbone_with_variants_as_rows(tmp_path):
-    from bench.analysis.report import _records_frame, summarize
+    from bench.analysis.sources import records_frame
+    from bench.analysis.summary import summarize
 
     run = full_run(tmp_path)
-    tables = build_tables(summarize(_records_frame(run)), {})
+    tables = build_tables(summarize(records_frame(run)), {})
     assert [t.backbone for t in tables] == sorted(BACKBONES)
     for t in tables:
         assert [row[0].text for row in t.rows] == list(VARIANTS)
@@ -554,12 +557,13 @@ def test_tables_are_one_per_backbone_with_variants_as_rows(tmp_path):
 
 def test_plotted_points_keep_measured_and_reported_apart(tmp_path, mixste_run):
     from bench.analysis.plots import _accuracy_points
-    from bench.analysis.report import _records_frame, load_accuracy, summarize
+    from bench.analysis.sources import load_accuracy, records_frame
+    from bench.analysis.summary import summarize
 
     acc = [rec(case("mixste", "rectangle", 243), "mpjpe", 120.0, "synthetic")]
     acc_dir = write_run(tmp_path / "acc", acc)
     reported = load_accuracy(str(write_reported(tmp_path / "reported.csv", REPORTED_ROWS)))
-    summary = summarize(_records_frame(mixste_run), pd.concat([load_accuracy(str(acc_dir)), reported]))
+    summary = summarize(records_frame(mixste_run), pd.concat([load_accuracy(str(acc_dir)), reported]))
     pts = _accuracy_points(summary, reported)
     pts = pts[pts["backbone"] == "mixste"].set_index(["variant", "hollow"])
     # The paper's own point: its GFLOPs and MPJPE; ours: this run's GFLOPs and our MPJPE.
@@ -651,10 +655,11 @@ def test_a_report_without_accuracy_has_the_efficiency_plots(tmp_path, real_plots
 
 def test_accuracy_axis_has_a_minimum_span_and_legend_lists_only_drawn_variants(tmp_path, mixste_run, real_plots):
     from bench.analysis import plots
-    from bench.analysis.report import _records_frame, load_accuracy, summarize
+    from bench.analysis.sources import load_accuracy, records_frame
+    from bench.analysis.summary import summarize
 
     reported = load_accuracy(str(write_reported(tmp_path / "reported.csv", REPORTED_ROWS)))
-    summary = summarize(_records_frame(mixste_run), reported)
+    summary = summarize(records_frame(mixste_run), reported)
     fig = plots.efficiency_accuracy(summary, reported)
     lo, hi = fig.axes[0].get_ylim()
     assert hi - lo >= plots.MIN_MPJPE_SPAN_MM  # 40.9 vs 41.0 mm must not fill the axis
