@@ -670,11 +670,11 @@ def test_accuracy_axis_has_a_minimum_span_and_legend_lists_only_drawn_variants(t
 def test_a_plot_is_added_by_registering_one_function(tmp_path, mixste_run, real_plots, monkeypatch):
     from bench.analysis import plots
 
-    monkeypatch.setattr(plots, "PLOTS", dict(plots.PLOTS))
+    monkeypatch.setattr(plots.base, "PLOTS", dict(plots.PLOTS))  # the registry: undone after the test
 
     @plots.register("my_plot", "My plot", "never missing")
     def _mine(data):
-        fig, ax = plots.plt.subplots()
+        fig, ax = plots.base.plt.subplots()
         ax.plot(data.summary["frames"], data.summary["params"])
         return fig
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from . import PlotInputs, fit_title, marker, panel_grid, real, register, short, variant_rank
+from .base import PlotInputs, fit_title, marker, panel_grid, real, register, short, variant_rank
 
 # --------------------------------------------------------------------------- per-block views
 

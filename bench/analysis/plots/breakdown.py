@@ -15,7 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from . import PlotInputs, colour, fit_title, marker, plain_log_axis, real, register, short, variant_rank
+from .base import PlotInputs, colour, fit_title, marker, plain_log_axis, real, register, short, variant_rank
 
 # --------------------------------------------------------------------------- time by part
 

@@ -13,7 +13,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
 from ...core.numbers import column_unit
-from . import (
+from .base import (
     LINESTYLES,
     VARIANT_COLOURS,
     PlotInputs,

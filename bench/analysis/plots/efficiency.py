@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from . import PlotInputs, colour, marker, plain_log_axis, real, register, variant_rank
+from .base import PlotInputs, colour, marker, plain_log_axis, real, register, variant_rank
 
 # --------------------------------------------------------------------------- speed-up vs FLOPs
 
