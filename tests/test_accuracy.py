@@ -10,6 +10,11 @@ from importlib import resources
 import numpy as np
 import pytest
 import torch
+
+import backbones
+from bench.accuracy.checkpoints import load_fitting
+from bench.accuracy.data.synthetic import synthetic_data
+from bench.accuracy.metrics import mpjpe
 from bench.accuracy.train import (
     METRICS,
     PRESETS,
@@ -20,11 +25,6 @@ from bench.accuracy.train import (
     load_data,
     score,
 )
-
-import backbones
-from bench.accuracy.checkpoints import load_fitting
-from bench.accuracy.data.synthetic import synthetic_data
-from bench.accuracy.metrics import mpjpe
 from bench.cli import main
 from bench.core.case import Case
 from bench.core.errors import UsageError
@@ -69,9 +69,8 @@ def test_same_seed_same_result_other_seed_other_result(tiny_data, tmp_path):
 
 
 def test_smoke_steps_give_seq2frame_backbones_as_many_supervised_frames(tmp_path):
-    from bench.accuracy.train import plan_cases
-
     from bench.cli import build_parser
+    from bench.commands.accuracy import plan_cases
 
     preset = PRESETS["smoke"]
     args = build_parser().parse_args(["accuracy", "--backbones", "mhformer,mixste", "--variants", "rectangle"])
