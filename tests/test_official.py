@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from bench.accuracy.train import load_checkpoint
 
 import backbones
 from backbones.official import CheckpointMismatch, release_container, unwrap_state_dict
+from bench.accuracy.checkpoints import load_checkpoint
 from bench.cli import main
 from bench.core.results import read_records
 

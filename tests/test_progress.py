@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 
-from bench.accuracy.train import train
-
 from bench.accuracy.data import Clips
 from bench.accuracy.data.synthetic import synthetic_data
+from bench.accuracy.train import train
 from bench.core.case import Case
 from bench.core.progress import read_progress, report_progress, reporting_to
 from bench.run.executors import _label

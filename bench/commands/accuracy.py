@@ -2,7 +2,7 @@
 
 Here the command plans its cases (backbones x variants at the preset's size and length, or the
 one case of ``--checkpoint``), hands them to an executor with the job of
-:mod:`bench.accuracy.train` (the protocol, the same for every case) and prints a summary table.
+:mod:`bench.accuracy.job` (the protocol, the same for every case) and prints a summary table.
 
 Execution: ``vptbench accuracy`` runs its cases with :mod:`bench.run.executors` (``--executor
 local``, the default: a fresh process per case; ``inline``; ``slurm``), ``--shard i/n`` and
@@ -26,7 +26,7 @@ from . import options
 
 if TYPE_CHECKING:
     from ..accuracy.data import PoseData
-    from ..accuracy.train import Preset
+    from ..accuracy.job import Preset
     from ..core.case import Case
 
 MATRIX_OPTIONS = ("preset", "backbones", "variants", "frames", "size", "batch", "shard")
@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..accuracy.checkpoints import accuracy_checkpoint, accuracy_checkpoint_path, checkpoint_model
-    from ..accuracy.train import PRESETS, AccuracyJob, load_data, load_once, synthetic_from, synthetic_keys
+    from ..accuracy.job import PRESETS, AccuracyJob, load_data, load_once, synthetic_from, synthetic_keys
     from ..core import plugins
     from ..core.case import Case
     from ..core.results import read_meta, read_records
@@ -198,7 +198,7 @@ def _resumed_cases(args: argparse.Namespace, stored: dict[str, Any], cases: list
 
 def summary_rows(run_dir: str | Path, case_ids: Sequence[str]) -> list[dict[str, Any]]:
     """One row per case of ``case_ids`` with accuracy records in ``run_dir`` (its latest records)."""
-    from ..accuracy.train import METRICS
+    from ..accuracy.evaluate import METRICS
     from ..core.results import read_records
 
     latest: dict[str, dict[str, dict[str, Any]]] = {}
@@ -209,7 +209,7 @@ def summary_rows(run_dir: str | Path, case_ids: Sequence[str]) -> list[dict[str,
 
 
 def _summary_row(by: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    from ..accuracy.train import METRICS
+    from ..accuracy.evaluate import METRICS
 
     first = next(iter(by.values()))
     row: dict[str, Any] = {"backbone": first["backbone"], "variant": first["variant"], "T": first["frames"],

@@ -401,7 +401,7 @@ class AccuracyPlan:
     progress: bool = True
 
     def job(self, steps: int) -> Any:
-        from ..accuracy.train import AccuracyJob
+        from ..accuracy.job import AccuracyJob
 
         return AccuracyJob(self.loader, steps=steps, seed=self.seed, lr=self.preset.lr,
                                      weight_decay=self.preset.weight_decay, threads=self.preset.threads,
@@ -638,7 +638,7 @@ def _objectives(args: argparse.Namespace, accuracy: bool) -> list[str]:
 def _accuracy_plan(args: argparse.Namespace, out: Path, run_id: str) -> AccuracyPlan | None:
     if not args.accuracy:
         return None
-    from ..accuracy.train import PRESETS, load_data
+    from ..accuracy.job import PRESETS, load_data
 
     preset = PRESETS[args.accuracy]
     if args.steps is not None and args.steps < 1:
@@ -671,7 +671,7 @@ def _budget(args: argparse.Namespace, flops_col: str) -> Budget | None:
 
 def _check_options(args: argparse.Namespace) -> None:
     """The option errors found before anything is built (UsageError, one line)."""
-    from ..accuracy.train import PRESETS
+    from ..accuracy.job import PRESETS
 
     if args.search not in SEARCHES:
         raise UsageError(f"--search {args.search!r}: choose from {', '.join(SEARCHES)}")
@@ -700,7 +700,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _size_and_frames(args: argparse.Namespace, spec: Any) -> tuple[str, int]:
     """``--size``/``--frames``, else the accuracy preset's, else the backbone's; UsageError if it cannot take them."""
-    from ..accuracy.train import PRESETS
+    from ..accuracy.job import PRESETS
 
     preset = PRESETS[args.accuracy] if args.accuracy else None
     size = args.size or (preset.size if preset and preset.size in spec.sizes else None) or spec.default_size
