@@ -22,12 +22,12 @@ import torch.nn as nn
 
 import backbones
 from backbones.official import (
-    NAME_MAPS,
     SOURCES,
     detect_backbone,
     read_checkpoint,
     unwrap_state_dict,
 )
+from backbones.releases import NAME_MAPS
 from backbones.tokens import format_schedule
 
 from ..core.case import Case
