@@ -18,8 +18,9 @@ import pytest
 import torch
 
 import backbones
-from backbones.official import CheckpointMismatch, release_container, unwrap_state_dict
-from bench.accuracy.train import load_checkpoint
+from backbones.official import release_container, unwrap_state_dict
+from backbones.releases import CheckpointMismatch
+from bench.accuracy.checkpoints import load_checkpoint
 from bench.cli import main
 from bench.core.results import read_records
 
