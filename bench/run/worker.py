@@ -47,9 +47,9 @@ def run_part(part: str | Path) -> int:
         print(f"vptbench worker: error: {e}", file=sys.stderr)  # the executor's one line, from the log
         return WRITE_FAILED
     finally:
-        from ..measure import memory
+        from ..measure import rss
 
-        memory.shutdown()
+        rss.shutdown()
 
 
 # --------------------------------------------------------------------------- the zygote (child side)
@@ -59,16 +59,16 @@ def _preload() -> int:
     """What every case needs, imported once in the zygote and inherited by every child; the memory server's pid.
 
     First what a fresh process measuring peak memory holds (torch, the backbones, the harness),
-    then the memory server is forked (:func:`bench.measure.memory.start_server`), then the rest: fvcore
+    then the memory server is forked (:func:`bench.measure.rss.start_server`), then the rest: fvcore
     and torch._dynamo (which FlopCounterMode and AdamW import on first use, seconds each time).
     """
     import torch  # noqa: F401
 
     import backbones  # noqa: F401
 
-    from ..measure import memory  # noqa: F401
+    from ..measure import rss  # noqa: F401
 
-    server = memory.start_server()
+    server = rss.start_server()
     import cloudpickle  # noqa: F401
     import torch._dynamo  # noqa: F401
 
