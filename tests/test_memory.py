@@ -18,7 +18,7 @@ import torch
 
 import backbones
 from bench.core.case import Case
-from bench.measure import memory
+from bench.measure import memory, rss
 
 FAKE_MODULE = textwrap.dedent(
     '''
@@ -106,7 +106,7 @@ def test_peak_rss_is_measured_in_a_fresh_process(hog):
     ballast = torch.ones(512 * 2**18)  # 512 MiB held by this (the parent) process
     ballast[0] = 2.0
     peaks = memory.peak_rss(fields(hog, "tiny"), ["inference"], threads=1)
-    assert peaks["inference"] < memory._vm_hwm_mib() - 400  # none of the parent's memory counts
+    assert peaks["inference"] < rss._vm_hwm_mib() - 400  # none of the parent's memory counts
     assert "train" not in peaks
     del ballast
 

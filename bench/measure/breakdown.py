@@ -399,10 +399,11 @@ def flops_by_part(model: nn.Module, x: torch.Tensor, backbone: str = "") -> dict
     """GFLOPs of one forward by (part, block), by the torch counter; what no part module holds is other."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .flops import _inference, _torch_custom_mapping
+    from .flops import _inference
+    from .flops_torch import torch_custom_mapping
 
     parts = part_modules(model, backbone)
-    mode = FlopCounterMode(display=False, custom_mapping=_torch_custom_mapping())
+    mode = FlopCounterMode(display=False, custom_mapping=torch_custom_mapping())
     with _inference(model), mode:
         model(x)
     counts = mode.get_flop_counts()
@@ -653,11 +654,11 @@ def flops_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .flops import _torch_custom_mapping
+    from .flops_torch import torch_custom_mapping
 
     training = model.training
     model.train()
-    mode = FlopCounterMode(display=False, custom_mapping=_torch_custom_mapping())
+    mode = FlopCounterMode(display=False, custom_mapping=torch_custom_mapping())
     try:
         with mode:
             mpjpe_loss(model(x), y).backward()

@@ -1,6 +1,6 @@
 """The example input of a case: what every measurement feeds the model.
 
-Its own module so that the memory child process (:mod:`bench.measure.memory`) builds the same input as
+Its own module so that the memory child process (:mod:`bench.measure.rss`) builds the same input as
 :mod:`bench.scenarios.measure` without importing it (``measure`` imports ``memory``).
 """
 
