@@ -16,7 +16,7 @@ from bench.cli import main
 from bench.core.case import Case
 from bench.measure import breakdown as bd
 from bench.measure.flops import count_flops
-from bench.scenarios.measure import Settings, example_inputs, measure_case
+from bench.scenarios import Settings, example_inputs, measure_case
 
 
 def tiny(backbone: str, variant: str = "hierarchical") -> tuple[Case, torch.nn.Module, torch.Tensor, torch.Tensor]:

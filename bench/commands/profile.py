@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from ..core.case import Case
-    from ..scenarios.measure import Settings
+    from ..scenarios import Settings
 
 
 def add_parser(sub: Any, **kw: Any) -> None:
@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     from ..core.case import Case
     from ..measure import runtimes
     from ..run.presets import get_preset, with_min_time, with_threads
-    from ..scenarios.measure import METRIC_GROUPS, check_device, measure_case
+    from ..scenarios import METRIC_GROUPS, check_device, measure_case
 
     if getattr(args, "checkpoint", None):
         from ..accuracy.checkpoints import profile_model
@@ -100,7 +100,7 @@ def write_profile_trace(case: Case, model: nn.Module, path: str, settings: Setti
     import torch
 
     from ..measure import breakdown, timing
-    from ..scenarios.measure import example_inputs
+    from ..scenarios import example_inputs
 
     try:
         with open(path, "a", encoding="utf-8"):

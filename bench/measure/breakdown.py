@@ -63,7 +63,7 @@ from . import timing
 from .timing import mpjpe_loss, synchronize
 
 if TYPE_CHECKING:
-    from ..scenarios.measure import Settings
+    from ..scenarios.base import Settings
 
 PARTS = (
     "embed", "spatial_attention", "temporal_attention", "mlp", "graph", "norm", "prune", "recover", "head", "other",

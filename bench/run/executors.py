@@ -50,7 +50,7 @@ from ..core.errors import UsageError, WriteError
 from ..core.plugins import Plugin, activate_all, for_task
 from ..core.progress import read_progress, reporting_to
 from ..core.results import finish_meta, read_records, write_meta
-from ..scenarios.measure import METRIC_GROUPS, Settings
+from ..scenarios import METRIC_GROUPS, Settings
 from . import worker
 from .jobs import BenchJob, Job
 from .runner import RunSummary

@@ -737,7 +737,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from ..run.store import check_writable
     from ..run.presets import get_preset
     from ..run.store import ensure_fresh
-    from ..scenarios.measure import check_device
+    from ..scenarios import check_device
 
     try:
         spec = backbones.spec(args.backbone)
