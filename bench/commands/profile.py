@@ -96,10 +96,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def write_profile_trace(case: Case, model: nn.Module, path: str, settings: Settings) -> None:
-    """The case's trace (bench.measure.breakdown.write_trace) under the preset's speed settings."""
+    """The case's trace (bench.measure.profiler.write_trace) under the preset's speed settings."""
     import torch
 
-    from ..measure import breakdown, timing
+    from ..measure import profiler, timing
     from ..scenarios import example_inputs
 
     try:
@@ -110,7 +110,7 @@ def write_profile_trace(case: Case, model: nn.Module, path: str, settings: Setti
     model = model.to(case.device, getattr(torch, case.dtype))
     x, _ = example_inputs(case, model)
     with timing.applied(settings.speed):
-        breakdown.write_trace(model, x, path, backbone=case.backbone, device=case.device)
+        profiler.write_trace(model, x, path, backbone=case.backbone, device=case.device)
 
 
 def _value_and_unit(r: dict[str, Any]) -> tuple[str, str]:

@@ -32,7 +32,7 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
 - ``memory``: per phase (``phase`` inference | train): peak_mem_alloc, peak_mem_reserved and
   peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.measure.memory), and on both
   peak_mem_activations (the step's peak above the memory in use before it).
-- ``breakdown`` (bench.measure.breakdown): machine_peak_gflops (a GEMM microbenchmark, once per run),
+- ``breakdown`` (bench.scenarios.breakdown): machine_peak_gflops (a GEMM microbenchmark, once per run),
   achieved_gflops per FLOP counter (flops / latency), and time_by_part per (phase, part, block):
   a torch.profiler pass over labelled forwards, separate from the latency; over training steps
   too when training is measured as well (``train`` or ``flops_train``: a step costs several forwards);
