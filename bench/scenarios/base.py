@@ -46,6 +46,17 @@ class Settings:
     save_onnx: str | None = None  # a directory: the onnxruntime runtime writes each case's .onnx there
     onnx_exporter: str = "auto"  # bench.measure.runtimes.EXPORTERS, or auto: the first that exports the model
 
+    def latency_effort(self) -> dict[str, Any]:
+        """How hard to time a forward, or the speed-up's pairs: the keyword arguments of
+        bench.measure.timing.measure_latency and measure_paired."""
+        return {"warmup": self.warmup, "repeats": self.repeats, "min_time_s": self.min_time_s,
+                "max_repeats": self.max_repeats, "max_time_s": self.max_time_s}  # fmt: skip
+
+    def train_effort(self) -> dict[str, Any]:
+        """How hard to time training steps: :meth:`latency_effort` from the ``train_*`` fields."""
+        return {"warmup": self.train_warmup, "repeats": self.train_repeats, "min_time_s": self.train_min_time_s,
+                "max_repeats": self.max_repeats, "max_time_s": self.train_max_time_s}  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -62,10 +62,7 @@ def timed_alone(
     run_id: str, case: Case, model: nn.Module, prepared: runtimes.Prepared, settings: Settings
 ) -> Iterator[dict[str, Any]]:
     with load.Monitor(torch.get_num_threads()) as mon:
-        samples = timing.measure_latency(
-            prepared.forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
-            min_time_s=settings.min_time_s, max_repeats=settings.max_repeats, max_time_s=settings.max_time_s,
-        )
+        samples = timing.measure_latency(prepared.forward, device=case.device, **settings.latency_effort())
     yield from latency_records(run_id, case, model, samples, settings, mon.fields(),
                                latency_env(case, settings, prepared))  # fmt: skip
 

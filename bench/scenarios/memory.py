@@ -63,11 +63,7 @@ def _cuda_phase(phase: str, case: Case, model: nn.Module, x: torch.Tensor, y: to
 def cpu_records(run_id: str, case: Case, settings: Settings, *, timed: bool) -> Iterator[dict[str, Any]]:
     """peak_rss per phase from a fresh process; with ``timed`` also train_step from the same steps."""
     error: memory.PeakRssError | None = None
-    train_timing = None
-    if timed:
-        train_timing = {"warmup": settings.train_warmup, "repeats": settings.train_repeats,
-                        "min_time_s": settings.train_min_time_s, "max_repeats": settings.max_repeats,
-                        "max_time_s": settings.train_max_time_s}  # fmt: skip
+    train_timing = settings.train_effort() if timed else None
     with load.Monitor(torch.get_num_threads()) as mon:
         try:
             peaks = memory.peak_rss(

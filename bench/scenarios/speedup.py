@@ -44,8 +44,7 @@ def records(
 
     with load.Monitor(torch.get_num_threads()) as mon:
         ref_ms, new_ms = timing.measure_paired(
-            ref.forward, new.forward, warmup=settings.warmup, repeats=settings.repeats, device=case.device,
-            min_time_s=settings.min_time_s, max_repeats=settings.max_repeats, max_time_s=settings.max_time_s,
+            ref.forward, new.forward, device=case.device, **settings.latency_effort()
         )
     ratios = [r / n for r, n in zip(ref_ms, new_ms, strict=True)]
     env = latency_env(case, settings, new)

@@ -23,11 +23,7 @@ def records(
     step = timing.train_step_fn(maybe_compiled(model, settings), x, y)
     try:
         with load.Monitor(torch.get_num_threads()) as mon:
-            samples = timing.measure_latency(
-                step, warmup=settings.train_warmup, repeats=settings.train_repeats, device=case.device,
-                min_time_s=settings.train_min_time_s, max_repeats=settings.max_repeats,
-                max_time_s=settings.train_max_time_s,
-            )
+            samples = timing.measure_latency(step, device=case.device, **settings.train_effort())
     finally:
         model.eval()
     yield train_record(run_id, case, samples, settings, fresh_process=False, load_fields=mon.fields())
