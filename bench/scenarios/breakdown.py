@@ -6,9 +6,8 @@ breakdown: machine_peak_gflops, achieved_gflops per FLOP counter (flops / latenc
 and mem_by_part per (phase, part, block). The profiled call is slower than an unprofiled one (the
 profiler's overhead per op), so the parts are measured in a separate pass from the latency figure,
 and each record carries both sums: ``sum_ms`` (the parts) and ``latency_ms`` (the unprofiled
-median); they agree within ``PART_TOLERANCE`` on a quiet machine. On CUDA the parts are kernel time
-(the profiler's device activity), so gaps where the GPU waits on the host fall in no part and the
-sum can fall short of the latency; this path is written for CUDA but was verified on CPU only.
+median); they agree within ``PART_TOLERANCE`` on a quiet machine. On CUDA the parts are kernel time,
+so the sum can fall short of the latency (see bench.measure.profiler).
 
 Where the memory goes: one more profiled call (a forward, and a training step when that is broken
 down too) with ``profile_memory=True``, apart from the timed pass so that its bookkeeping does not
@@ -55,7 +54,7 @@ def records(
     run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings,
     seen: Sequence[dict[str, Any]], run_dir: str | Path | None, train_too: bool,
 ) -> Iterator[dict[str, Any]]:
-    """The breakdown group as measure_case runs it: of the eager model only."""
+    """The breakdown group as measure_case runs it: of the eager model only (not with ``compile``)."""
     if settings.speed.compile:
         raise UsageError("the breakdown profiles the eager model; run it without compile")
     yield from breakdown_records(run_id, case, model, x, y, settings, seen, run_dir, train=train_too)
