@@ -322,7 +322,7 @@ def test_paper_protocol_missing_multihead_attention_is_flagged_but_its_attention
 
 def test_measured_flops_records_carry_the_disagreement_warning(capsys):
     from bench.core.case import Case
-    from bench.scenarios.measure import measure_case
+    from bench.scenarios import measure_case
 
     @backbones.register(
         "encoder-layers", pipeline="seq2seq", in_channels=2, frames=27, single=backbones.VariantSpec(),

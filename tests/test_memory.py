@@ -150,7 +150,7 @@ def test_cuda_peak_memory_counts_a_known_allocation():
 
 
 def test_cpu_training_is_timed_in_the_fresh_process_when_memory_is_measured():
-    from bench.scenarios.measure import Settings, measure_case
+    from bench.scenarios import Settings, measure_case
 
     settings = Settings(train_warmup=1, train_repeats=2, train_min_time_s=0.0)
     case = Case("mixste", frames=9, size="tiny")
@@ -172,7 +172,7 @@ def test_training_timed_in_the_fresh_process_is_not_counted_as_other_processes_l
     from bench.core.results import read_records
     from bench.run.executors import execute
     from bench.run.jobs import BenchJob
-    from bench.scenarios.measure import Settings
+    from bench.scenarios import Settings
 
     settings = Settings(train_warmup=1, train_repeats=6, train_min_time_s=1.0, train_max_time_s=2.0)
     case = Case("mixste", frames=27, size="tiny")

@@ -96,7 +96,7 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
 
 
 PART_NAMES = ("embed", "spatial_attention", "temporal_attention", "mlp", "graph", "norm", "prune", "recover", "head",
-              "other")  # bench.measure.breakdown.PARTS, without importing torch.profiler here  # fmt: skip
+              "other")  # bench.measure.profiler.PARTS, without importing torch.profiler here  # fmt: skip
 
 
 def _put_breakdown(cases: pd.DataFrame, ok: pd.DataFrame) -> None:

@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     from ..run import executors
     from ..run.presets import get_preset, with_threads
     from ..run.store import check_writable, default_run_id, ensure_fresh
-    from ..scenarios.measure import check_device
+    from ..scenarios import check_device
     from ..sweep.front import (
         best_within,
         budget_line,

@@ -295,7 +295,7 @@ def write_meta(run_dir: str | Path, extra: dict[str, Any] | None = None) -> dict
         "end_time": None,
         "command": " ".join(sys.argv),
     }
-    if "machine_peak_gflops" in old:  # a run-wide measurement (bench.measure.breakdown): a resumed run keeps it
+    if "machine_peak_gflops" in old:  # a run-wide measurement (bench.measure.gemm): a resumed run keeps it
         meta["machine_peak_gflops"] = old["machine_peak_gflops"]
     meta.update(extra or {})
     try:

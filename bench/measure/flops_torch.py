@@ -4,7 +4,7 @@
 (:func:`bench.measure.flops.count_each` shares one forward with the paper counter). Dispatcher
 level, already 2 per MAC; matrix products and convolutions only. The ops that read a weight
 matrix but have no formula are its ``unsupported`` (:class:`_UncountedWeightReaders`). Both run
-under :func:`bench.measure.flops._inference`, which sets the model up; :mod:`bench.measure.breakdown`
+under :func:`bench.measure.flops._inference`, which sets the model up; :mod:`bench.measure.profiler`
 counts its parts with the same formulas (:func:`torch_custom_mapping`).
 """
 
@@ -152,3 +152,25 @@ def _subtree_flops(counts: Mapping[str, Mapping[Any, int]], name: str) -> int:
     inner = [k for k in counts if k.startswith(name + ".")]
     outer = [k for k in inner if not any(k.startswith(o + ".") for o in inner)]
     return sum(sum(counts[k].values()) for k in outer)
+
+
+def count_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """GFLOPs of one training step's forward + loss + backward by torch's counter (which counts backward).
+
+    The optimizer step is left out (elementwise, no multiply-adds in the counter's sense); the
+    model's gradients are cleared and its mode restored afterwards.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .timing import mpjpe_loss
+
+    training = model.training
+    model.train()
+    mode = FlopCounterMode(display=False, custom_mapping=torch_custom_mapping())
+    try:
+        with mode:
+            mpjpe_loss(model(x), y).backward()
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(training)
+    return mode.get_total_flops() / 1e9

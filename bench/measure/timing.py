@@ -380,7 +380,7 @@ def applied(settings: SpeedSettings) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = saved[3]
 
 
-# Timed metrics with a record per part and block (bench.measure.breakdown): counted apart in the end-of-run line.
+# Timed metrics with a record per part and block (bench.measure.profiler): counted apart in the end-of-run line.
 PER_PART_METRICS = ("time_by_part",)
 
 # Why a figure is unstable, from its ``unstable_reason``, as said in the end-of-run line.

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.case import Case
-from ..scenarios.measure import Settings, group_metric, measure_case
+from ..scenarios import Settings, group_metric, measure_case
 
 
 class Job(Protocol):

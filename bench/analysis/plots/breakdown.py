@@ -38,7 +38,7 @@ def _draw_time_by_part(data: PlotInputs) -> Figure | None:
 def time_by_part(parts: pd.DataFrame, summary: pd.DataFrame) -> Figure:
     """Per case, a stacked bar of inference ms by part and, beside it, each part's share of the FLOPs.
 
-    Time is the profiled pass (bench.measure.breakdown), FLOPs the torch counter per part (``flops_g``);
+    Time is the profiled pass (bench.measure.profiler), FLOPs the torch counter per part (``flops_g``);
     one row of bars per case, grouped by backbone in the summary's order.
     """
     inf = parts[parts["phase"] == "inference"]
