@@ -235,7 +235,7 @@ def environment() -> dict[str, Any]:
     """The environment that makes numbers comparable (SPEC section 6, meta.json)."""
     import torch
 
-    from .. import __version__
+    from . import __version__
 
     env: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,

@@ -55,7 +55,7 @@ def run_matrix(
     *,
     run_id: str,
     metrics: Sequence[str],
-    resume: bool,
+    resume: bool = False,
     progress: bool = True,
     settings: Settings | None = None,
     meta: dict[str, Any] | None = None,
