@@ -221,7 +221,7 @@ def _git(*args: str) -> str:
         return ""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -248,7 +248,7 @@ def environment() -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "driver": _nvidia_driver(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),
