@@ -81,8 +81,8 @@ def library(name: str) -> str:
 def environment(name: str) -> dict[str, str]:
     """What to add to a worker process's environment before it starts, for ``name``."""
     if name in LIBRARIES:
-        return {"LD_PRELOAD": library(name), "VPTBENCH_ALLOCATOR": name}
-    return {"VPTBENCH_ALLOCATOR": name}
+        return {"LD_PRELOAD": library(name)}
+    return {}
 
 
 def _libc() -> Any | None:
