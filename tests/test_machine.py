@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,6 +15,14 @@ from bench.cli import main
 from bench.measure import load, machine, reference
 
 HOG = "import time\nt = time.time()\nwhile time.time() - t < 60: pass\n"
+
+
+def start_orphan_hog() -> int:
+    """A busy-looping process that is not this one's descendant (its shell exits at once), so that it
+    counts as another process, as it would on a user's machine; its pid."""
+    out = subprocess.run(["sh", "-c", f'"{sys.executable}" -c "$0" >/dev/null 2>&1 & echo $!', HOG],
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    return int(out.stdout.strip())
 
 
 @pytest.fixture
@@ -42,14 +52,13 @@ def test_a_cpu_hog_changes_the_verdict_and_is_named(cache):
     quiet = machine.check_load(threads=1, window_s=0.5)
     if not quiet.ok:
         pytest.skip(f"the machine is busy already ({quiet.what}): the quiet verdict cannot be shown")
-    hogs = [subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(2)]
+    hogs = [start_orphan_hog() for _ in range(2)]
     try:
         time.sleep(0.3)
         verdict = machine.diagnose(1, window_s=1.0, reference_calls=5)
     finally:
-        for h in hogs:
-            h.kill()
-            h.wait()
+        for pid in hogs:
+            os.kill(pid, signal.SIGKILL)
     assert not verdict.fit
     assert verdict.line().startswith("not fit for timing: other processes")
     busy = next(c for c in verdict.checks if c.name == "load")
