@@ -170,6 +170,10 @@ def create(
     n = len(schedule)
     expected = {"rectangle": n == 0, "single": n == 1, "hierarchical": n >= 2}[variant]
     if not expected:
+        # A block beyond the depth is the first thing wrong with such a schedule (`--variant
+        # hierarchical --schedule 12:3` on 8 blocks): only the model knows its depth, so let it say so.
+        if n:
+            s.build(frames=frames, **kwargs)
         raise ValueError(
             f"variant {variant!r} takes {'no schedule' if variant == 'rectangle' else 'one stage' if variant == 'single' else 'two or more stages'}, "  # noqa: E501
             f"got {n} stage(s)"

@@ -177,6 +177,8 @@ BAD_INPUTS = [
     (["profile", "mixste", "--variant", "single", "--schedule", "3:300"], "bad schedule '3:300'"),
     (["profile", "mixste", "--variant", "single", "--schedule", "12:81", "--size", "tiny"], "outside the depth"),
     (["profile", "mixste", "--variant", "hierarchical", "--schedule", "3:81"], "two or more stages"),
+    (["profile", "mixste", "--variant", "hierarchical", "--schedule", "12:3", "--size", "tiny"],
+     "schedule block 12 is outside the depth 8 (blocks 0..7)"),  # the range first, then the stage count
     (["profile", "mixste", "--frames", "1"], "mixste cannot take 1 frames"),
     (["profile", "mixste", "--size", "huge"], "unknown size 'huge'"),
     (["profile", "mixste", "--device", "tpu"], "unknown device 'tpu'"),
