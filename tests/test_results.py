@@ -1,6 +1,8 @@
 """Cases and tidy records: resolution of defaults, the record schema, line-numbered validation."""
 
 import json
+import shutil
+import subprocess
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,7 +10,7 @@ from hypothesis import strategies as st
 
 from bench.core.case import Case
 from bench.core.errors import UsageError
-from bench.core.results import RECORD_FIELDS, failure, read_records, record, scan_records, write_meta
+from bench.core.results import RECORD_FIELDS, failure, git_dirty, read_records, record, scan_records, write_meta
 from bench.run.store import drop_cut_line
 
 
@@ -167,3 +169,21 @@ def test_garbage_before_the_last_line_is_an_error_naming_it(tmp_path_factory, da
     lines = [*lines[:at], garbage, *lines[at:]]
     with pytest.raises(UsageError, match=rf"records.jsonl:{at + 1}: not a JSON record"):
         scan_records(_write_lines(tmp_path_factory, lines))
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
+def test_git_dirty_ignores_untracked_files(tmp_path):
+    """A plugin file created in the checkout (as docs/extending.md says) does not make a run 'dirty'."""
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)  # fmt: skip
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    git("add", "code.py")
+    git("commit", "-qm", "code")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "my_pruner.py").write_text("# a plugin, untracked\n")
+    assert git_dirty(tmp_path) is False
+    (tmp_path / "code.py").write_text("x = 2\n")  # the measured code changed
+    assert git_dirty(tmp_path) is True

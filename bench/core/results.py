@@ -212,13 +212,22 @@ def read_text(path: Path) -> str:
         raise UsageError(f"cannot read {path}: {e.strerror or e}") from None
 
 
-def _git(*args: str) -> str:
+def _git(*args: str, root: Path | None = None) -> str:
     try:
-        root = Path(__file__).resolve().parent.parent
+        root = root or Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+def git_dirty(root: Path | None = None) -> bool:
+    """Whether tracked files differ from the commit (``meta.json``'s ``git_dirty``).
+
+    Untracked files do not count: a plugin file or a scratch script in the checkout (as the docs'
+    examples create) leaves the measured code as committed.
+    """
+    return bool(_git("status", "--porcelain", "--untracked-files=no", root=root))
 
 
 def cpu_model() -> str:
@@ -241,7 +250,7 @@ def environment() -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "package_version": __version__,
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": bool(_git("status", "--porcelain")),
+        "git_dirty": git_dirty(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
