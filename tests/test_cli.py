@@ -245,3 +245,24 @@ def test_bad_input_in_a_real_process(argv, message):
     assert done.stdout == ""
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert "Traceback" not in done.stderr
+
+
+# The fewest arguments each command's parser accepts (required options and positionals).
+MINIMAL_ARGS = {
+    "list": [], "profile": ["mixste"], "run": [], "accuracy": [], "convert": ["ckpt.pth", "--out", "x.pth"],
+    "sweep": ["mixste"], "report": ["results/x"], "gate": ["--baseline", "b", "--current", "c"],
+    "merge": ["a", "--out", "m"], "compare": ["a", "b"], "doctor": [],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("command", cli.COMMANDS)
+def test_unrecognized_arguments_are_reported_by_the_command(command, capsys):
+    """'vptbench compare: error: unrecognized arguments: --metric latncy', naming the command whose options to check."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, *MINIMAL_ARGS[command], "--metric-typo=latncy"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"vptbench {command}: error: unrecognized arguments: --metric-typo=latncy", err
+    with pytest.raises(SystemExit):
+        cli.main(["--no-such-flag", "list"])  # before the command: the top-level parser's
+    assert capsys.readouterr().err.startswith("vptbench: error: unrecognized arguments: --no-such-flag")

@@ -7,6 +7,9 @@ helpers; the types here turn a bad value into one line and exit 2 (argparse's ``
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
 
@@ -22,10 +25,32 @@ class Help(argparse.ArgumentDefaultsHelpFormatter):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that reports a bad argument in one line (no usage dump) and exits 2."""
+    """argparse that reports a bad argument in one line (no usage dump) and exits 2.
+
+    Arguments that no option of a command takes are reported by that command's parser
+    (``vptbench compare: error: unrecognized arguments: --metric latncy``), not by the top-level one,
+    so that the line names the command whose options to check.
+    """
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        argv = list(sys.argv[1:] if args is None else args)
+        ns, extras = self.parse_known_args(argv, namespace)
+        if extras:
+            self._owner(argv, ns, extras[0]).error(f"unrecognized arguments: {' '.join(extras)}")
+        return ns
+
+    def _owner(self, argv: list[str], ns: Any, extra: str) -> argparse.ArgumentParser:
+        """The parser of the command whose arguments ``extra`` stands among (this one if it comes before it)."""
+        command = getattr(ns, "command", None)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+                at = argv.index(command) if command in argv else len(argv)
+                if extra not in argv[:at]:
+                    return action.choices[command]  # type: ignore[no-any-return]
+        return self
 
 
 def csv_list(text: str) -> list[str]:
