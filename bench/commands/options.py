@@ -49,7 +49,7 @@ class Parser(argparse.ArgumentParser):
             if isinstance(action, argparse._SubParsersAction) and command in action.choices:
                 at = argv.index(command) if command in argv else len(argv)
                 if extra not in argv[:at]:
-                    return action.choices[command]  # type: ignore[no-any-return]
+                    return action.choices[command]
         return self
 
 
