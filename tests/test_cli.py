@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -266,3 +267,22 @@ def test_unrecognized_arguments_are_reported_by_the_command(command, capsys):
     with pytest.raises(SystemExit):
         cli.main(["--no-such-flag", "list"])  # before the command: the top-level parser's
     assert capsys.readouterr().err.startswith("vptbench: error: unrecognized arguments: --no-such-flag")
+
+
+@pytest.mark.parametrize("command", [["run"], ["accuracy"], ["sweep", "mixste"]])
+def test_resume_of_a_missing_run_exits_2_at_once(command, tmp_path):
+    """Resuming nothing is a mistake: one line, exit 2, in a real process within 2 s (not a fresh 5-minute run)."""
+    missing = tmp_path / "no-such-run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "bench", *command, "--resume", "--out", str(missing)],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)  # fmt: skip
+    elapsed = time.perf_counter() - start
+    assert done.returncode == 2
+    assert f"{missing}: no {'sweep' if 'sweep' in command else 'run'} to resume" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and done.stdout == ""
+    assert not missing.exists()
+    assert elapsed < 2.0, f"{elapsed:.1f} s"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main([*command, "--resume", "--out", str(empty)]) == 2  # a directory no run has written to

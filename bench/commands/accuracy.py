@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UsageError
 from . import options
+from .common import check_resume
 
 if TYPE_CHECKING:
     from ..accuracy.data import PoseData
@@ -56,6 +57,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``vptbench accuracy``: train/evaluate the requested cases with an executor; accuracy records."""
+    check_resume(args)  # before the imports: resuming nothing is answered at once
     import torch
 
     from ..accuracy.checkpoints import accuracy_checkpoint, accuracy_checkpoint_path, checkpoint_model

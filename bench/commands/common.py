@@ -1,4 +1,4 @@
-"""What several commands do alike: say which timings are unstable, and write a run's report."""
+"""What several commands do alike: check a --resume, say which timings are unstable, and write a run's report."""
 
 from __future__ import annotations
 
@@ -7,6 +7,25 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from ..core.errors import UsageError
+
+
+def check_resume(args: argparse.Namespace, what: str = "run") -> None:
+    """On ``--resume``: ``--out`` must name a run that exists; resuming nothing is a mistake, not a fresh run.
+
+    Checked from the paths alone, before the library (and torch) is imported, so the mistake is
+    answered at once rather than after minutes of a run the user did not ask for.
+    """
+    if not getattr(args, "resume", False):
+        return
+    if not args.out:
+        raise UsageError(f"--resume needs --out: the {what} directory to continue")
+    out = Path(args.out)
+    # what a run leaves from its first moment on (writer.lock) to its end (bench.run.store)
+    if not any((out / name).exists() for name in ("meta.json", "records.jsonl", "writer.lock", "parts", "done.txt")):
+        detail = "" if not out.exists() else " (it holds no meta.json, records.jsonl or writer.lock)"
+        raise UsageError(f"{out}: no {what} to resume{detail}; drop --resume to start one there")
 
 
 def warn_unstable(records: Iterable[dict[str, Any]]) -> None:

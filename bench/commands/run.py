@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UsageError
 from . import options
-from .common import report_dir, warn_unstable, write_run_report
+from .common import check_resume, report_dir, warn_unstable, write_run_report
 
 if TYPE_CHECKING:
     from ..core.case import Case
@@ -53,13 +53,12 @@ def add_parser(sub: Any, **kw: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Exit 0 when every case is ok, 1 when a case failed (error or oom), 2 on bad input."""
+    check_resume(args)  # before the imports: resuming nothing is answered at once
     from ..core import plugins
     from ..core.results import read_meta, read_records
     from ..run import executors, store
     from ..run.runner import run_matrix
 
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out: the run directory to continue")
     if getattr(args, "extend", False) and not args.resume:
         raise UsageError("--extend adds cases to a run: it needs --resume and --out")
     if args.workers is not None and args.workers < 1:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UsageError
 from . import options
+from .common import check_resume
 
 if TYPE_CHECKING:
     from ..sweep.front import Budget
@@ -83,6 +84,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``vptbench sweep BACKBONE``: enumerate, measure, (train), write the front, report, pick for a budget."""
+    check_resume(args, "sweep")  # before the imports: resuming nothing is answered at once
     import backbones
 
     from ..core.results import read_meta, read_records
@@ -223,8 +225,6 @@ def _check_options(args: argparse.Namespace) -> None:
             raise UsageError("--search optuna needs --trials N (N >= 1)")
     if args.shard and args.search != "grid":
         raise UsageError(f"--shard splits a grid; --search {args.search} decides each step from the one before")
-    if args.resume and not args.out:
-        raise UsageError("--resume needs --out: the sweep directory to continue")
     if args.batch < 1:
         raise UsageError(f"--batch must be >= 1, got {args.batch}")
     if args.counter not in COUNTERS:
