@@ -128,3 +128,20 @@ def test_a_case_task_imports_its_plugins_before_the_case_as_a_slurm_job_would(tm
     task()
     (rec,) = read_records(tmp_path)
     assert (rec["metric"], rec["status"], rec["pruner"]) == ("params", "ok", "plug_worker")
+
+
+@pytest.mark.parametrize(("command", "option"), [(["profile"], "--pruner"), (["run"], "--pruners"),
+                                                 (["accuracy"], "--pruners"), (["sweep"], "--pruners")])  # fmt: skip
+def test_help_lists_every_registered_pruner_and_recoverer(command, option, tmp_path, clean, capsys):
+    """--help reads the registries when it is printed: built-ins, one registered here, and a --plugin's before it."""
+    backbones.register_pruner("plug_here")(lambda t: -t.pos.float())
+    path = _write(tmp_path, "plug_file", "plug_file")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command, "--plugin", str(path), "--help"])
+    assert exit_info.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    pruners = " | ".join(backbones.pruners())
+    assert {"tps", "tpc", "tpa", "tpmo", "tome", "plug_here", "plug_file"} <= set(backbones.pruners())
+    assert pruners in help_text, help_text
+    assert " | ".join(backbones.recoverers()) in help_text
+    assert help_text.index(option) < help_text.index(pruners)

@@ -14,14 +14,49 @@ from typing import Any
 METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
 
 
+# Placeholders of a help text that name what a registry holds when the help is printed (built-ins and
+# plugins loaded so far): the parser is built before --plugin is read, so the lists cannot be fixed then.
+REGISTRY_PLACEHOLDERS = ("{pruners}", "{recoverers}")
+
+
+def registry_text(text: str) -> str:
+    """``text`` with ``{pruners}`` and ``{recoverers}`` replaced by the registered names (``tps | tpc | ...``)."""
+    if not any(p in text for p in REGISTRY_PLACEHOLDERS):
+        return text
+    import backbones  # only when such a help is printed: it imports torch
+
+    return text.replace("{pruners}", " | ".join(backbones.pruners())).replace(
+        "{recoverers}", " | ".join(backbones.recoverers()))  # fmt: skip
+
+
 class Help(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, unless its help already says what it is (or it is an off switch)."""
+    """Shows each option's default, unless its help already says what it is (or it is an off switch), and
+    fills in the registries' names (:data:`REGISTRY_PLACEHOLDERS`) as they are when the help is printed."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
+        text = registry_text(action.help or "")
         if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
             return text
         return text + " (default: %(default)s)"
+
+
+class _HelpWithPlugins(argparse.Action):
+    """``-h``: imports the plugins first (``--plugin`` given before it, ``VPTBENCH_PLUGINS``, entry points),
+    so that the pruners and recoverers they register are listed."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kw: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, **kw)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: Any, *_args: Any, **_kw: Any) -> None:
+        from ..core.errors import UsageError
+        from ..core.plugins import load
+
+        try:
+            load(getattr(namespace, "plugin", None) or [])
+        except UsageError as e:
+            parser.error(str(e))
+        parser.print_help()
+        parser.exit()
 
 
 class Parser(argparse.ArgumentParser):
@@ -31,6 +66,11 @@ class Parser(argparse.ArgumentParser):
     (``vptbench compare: error: unrecognized arguments: --metric latncy``), not by the top-level one,
     so that the line names the command whose options to check.
     """
+
+    def __init__(self, *, add_help: bool = True, **kw: Any) -> None:
+        super().__init__(add_help=False, **kw)
+        if add_help:
+            self.add_argument("-h", "--help", action=_HelpWithPlugins, help="show this help message and exit")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -90,9 +130,10 @@ def min_time_option(p: argparse.ArgumentParser) -> None:
 
 def strategy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruners", type=csv_list, default=None, metavar="P,...",
-                   help="pruned variants once per pruner (built-in or registered; default: each variant's own)")
+                   help="pruned variants once per pruner, a comma list of {pruners} (default: each variant's own)")
     p.add_argument("--recoverers", type=csv_list, default=None, metavar="R,...",
-                   help="pruned seq2seq variants once per recoverer (default: each variant's own)")
+                   help="pruned seq2seq variants once per recoverer, a comma list of {recoverers} "
+                        "(default: each variant's own)")
 
 
 def executor_options(p: argparse.ArgumentParser) -> None:

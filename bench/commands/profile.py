@@ -31,8 +31,8 @@ def add_parser(sub: Any, **kw: Any) -> None:
     p.add_argument("--size", default=None, help="model size (default: the backbone's default, e.g. lite for motionbert)")
     p.add_argument("--schedule", default="", metavar="BLOCK:KEEP,...",
                    help="prune points; KEEP a token count or a ratio of T (default '': the variant's)")
-    p.add_argument("--pruner", default="", help="tps | tpc | tpa | tpmo (default '': the variant's)")
-    p.add_argument("--recoverer", default="", help="tri | tra (default '': the variant's)")
+    p.add_argument("--pruner", default="", help="{pruners} (default '': the variant's)")
+    p.add_argument("--recoverer", default="", help="{recoverers} (default '': the variant's)")
     p.add_argument("--metrics", type=options.metric_list, default=None,
                    help=f"comma list of {', '.join(options.METRIC_GROUPS)} (default: all; none with --trace)")
     p.add_argument("--runtime", default="eager", help="how the forward runs when timed: eager (default), compile, onnxruntime")

@@ -40,11 +40,11 @@ def add_parser(sub: Any, **kw: Any) -> None:
     g.add_argument("--blocks", type=options.int_list, default=None, help="candidate prune blocks (default: every block)")
     g.add_argument("--keep", default="1/3,1/9", help="keeps, ratios of T (1/3, 0.25) or token counts (81); the "
                    "stages of a schedule take them in decreasing order (default 1/3,1/9)")
-    g.add_argument("--pruners", type=options.csv_list, default=["tps"], help="pruners, built-in or registered (default tps)")
+    g.add_argument("--pruners", type=options.csv_list, default=["tps"], help="pruners, a comma list of {pruners} (default tps)")
     g.add_argument("--per-stage-pruners", action="store_true",
                    help="every combination of --pruners over a schedule's stages (2:9:tps,5:3:tpc, ...), "
                         "not one pruner per schedule")
-    g.add_argument("--recoverers", type=options.csv_list, default=["tri"], help="recoverers (default tri; none for seq2frame)")
+    g.add_argument("--recoverers", type=options.csv_list, default=["tri"], help="recoverers, a comma list of {recoverers} (default tri; none for seq2frame)")
     g.add_argument("--no-references", action="store_true",
                    help="leave out the backbone's registered defaults (rectangle, HoT, H2OT-style)")
     g = p.add_argument_group("measurement")
