@@ -286,3 +286,16 @@ def test_resume_of_a_missing_run_exits_2_at_once(command, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert cli.main([*command, "--resume", "--out", str(empty)]) == 2  # a directory no run has written to
+
+
+def test_profile_shows_a_single_sample_without_an_interval():
+    from bench.commands.profile import format_records
+    from bench.core.case import Case
+
+    c = Case("mixste", "rectangle", frames=27, size="tiny").resolve()
+    old = results.record("p", c, "train_step", 8.07, method="timeit", n=1, ci_low=8.07, ci_high=8.07, stable=False,
+                         unstable_reason="one sample: no interval")  # fmt: skip
+    new = results.record("p", c, "latency", 5.0, method="timeit", n=1, ci_low=None, ci_high=None, stable=False,
+                         unstable_reason="one sample: no interval")  # fmt: skip
+    text = format_records(c, [old, new])
+    assert "8.07 (1 sample)" in text and "5.00 (1 sample)" in text and "[" not in text.split("\n", 3)[-1]

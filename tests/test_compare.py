@@ -73,3 +73,18 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     assert "at least two runs" in capsys.readouterr().err
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_a_single_sample_has_no_interval_and_is_never_called_a_change(tmp_path, capsys):
+    """n = 1: no interval in the value ('12.0 ms (1 sample)') nor in the ratio, old records (ci_low == ci_high) too."""
+    a, b = _run(10.0, None), _run(12.0, None)
+    for recs in (a, b):
+        for r in recs:
+            if r["metric"] == "latency":
+                r.update(n=1, ci_low=r["value"], ci_high=r["value"], stable=False)
+    rows, _ = compare_runs([a, b])
+    lat = next(r for r in rows if r.metric == "latency")
+    assert lat.ratios[0] == (1.2, None, None) and lat.beyond_noise == [False]
+    assert main(["compare", str(_write(tmp_path / "a", a)), str(_write(tmp_path / "b", b))]) == 0
+    out = capsys.readouterr().out
+    assert "12.0 ms (1 sample)" in out and "[12.0, 12.0]" not in out

@@ -740,3 +740,33 @@ def test_mem_by_part_stacks_the_parts_of_each_phase(tmp_path, real_plots):
     # summed over blocks: 2 x (2 + i) MiB of mlp and 0.5 MiB of prune per forward; 2 MiB per training step
     assert [t.get_text() for t in inference.texts] == [plots.short(2 * (2.0 + i) + 0.5) for i in range(3)]
     assert [t.get_text() for t in train.texts] == ["2.00"] * 3
+
+
+@pytest.mark.parametrize("old_style", [True, False], ids=["ci_low==ci_high==value", "ci_low None"])
+def test_a_single_sample_is_shown_without_an_interval_or_whisker(tmp_path, old_style, real_plots):
+    """One sample has no interval: '8.07 (1 sample)' in every table, no zero-width whisker in the cost figure;
+    records of before the Student-t change (ci_low == ci_high == value, n 1) read the same way."""
+    records = []
+    for v in VARIANTS:
+        c = case("mixste", v, 243)
+        for r in efficiency_records(c):
+            if r["metric"] == "latency":
+                r.update(n=20, ci_low=r["value"] * 0.97, ci_high=r["value"] * 1.04, stable=True)
+            if r["metric"] == "train_step":
+                r["value"] = 8070.0
+                low = high = r["value"] if old_style else None
+                r.update(n=1, ci_low=low, ci_high=high, stable=False, unstable_reason="one sample: no interval")
+            records.append(r)
+    out = write_report(write_run(tmp_path / "run", records), accuracy=[], out=tmp_path / "rep")
+    md, page, tex = ((out / f).read_text() for f in ("index.md", "index.html", "tables/mixste.tex"))
+    for text in (md, page, tex):
+        assert "8.07 (1 sample)" in text
+        assert "[8.07, 8.07]" not in text
+    assert "a timing of one sample, which has no interval" in md
+
+    from bench.analysis.plots.costs import _interval
+
+    summary = pd.read_csv(out / "summary.csv")
+    labels: set[str] = set()
+    assert _interval(summary.iloc[0], "train_step_ms", "train_step", labels) == (None, None)
+    assert _interval(summary.iloc[0], "latency_ms", "latency", labels) != (None, None)  # n = 20: a whisker

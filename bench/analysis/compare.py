@@ -73,7 +73,8 @@ def _ratio(a: dict[str, Any], b: dict[str, Any]) -> tuple[float | None, float | 
         return None, None, None
     ratio = b["value"] / a["value"]
     lo_a, hi_a, lo_b, hi_b = (x.get(k) for x in (a, b) for k in ("ci_low", "ci_high"))
-    if all(numbers.finite(x) for x in (lo_a, hi_a, lo_b, hi_b)) and lo_a > 0 and hi_a > 0:  # type: ignore[operator]
+    intervals = numbers.has_interval(lo_a, hi_a, a.get("n")) and numbers.has_interval(lo_b, hi_b, b.get("n"))
+    if intervals and lo_a > 0 and hi_a > 0:  # type: ignore[operator]
         return ratio, lo_b / hi_a, hi_b / lo_a  # type: ignore[operator]
     return ratio, None, None
 
@@ -113,6 +114,8 @@ def _value_text(r: dict[str, Any] | None) -> str:
         return numbers.count(r["value"])
     x, unit = numbers.scaled(float(r["value"]), str(r.get("unit") or ""))
     factor = x / r["value"] if r["value"] else 1.0
+    if numbers.one_sample(r.get("n")):
+        return f"{numbers.sig(x)} {unit} (1 sample)"
     text = numbers.with_ci(x, (r.get("ci_low") or math.nan) * factor, (r.get("ci_high") or math.nan) * factor)
     return f"{text} {unit}".strip()
 

@@ -22,6 +22,8 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from ..core import numbers
+
 RUNTIME_ORDER = ("eager", "compile", "onnxruntime")
 ROW_KEYS = ["backbone", "variant", "frames", "batch", "device", "dtype", "size", "schedule", "pruner", "recoverer"]
 REF_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size", "runtime"]
@@ -84,7 +86,7 @@ def section(recs: pd.DataFrame) -> Section | None:
         return None
     ok = recs[(recs["status"] == "ok") & recs["value"].notna()]
     lat = ok[ok["metric"] == "latency"].drop_duplicates("case_id", keep="last").copy()
-    for col in ("ci_low", "ci_high"):
+    for col in ("ci_low", "ci_high", "n"):
         if col not in lat:
             lat[col] = None
     spread = {m: ok[ok["metric"] == m].groupby("case_id")["value"].last() for m in ("latency_p10", "latency_p90")}
@@ -108,7 +110,11 @@ def section(recs: pd.DataFrame) -> Section | None:
                 continue
             v = float(r["value"])
             lo, hi = _num(r["ci_low"]), _num(r["ci_high"])
-            text = f"{_ms(v)} [{_ms(lo)}, {_ms(hi)}]" if lo is not None and hi is not None else _ms(v)
+            if numbers.one_sample(r["n"]):
+                lo = hi = None
+                text = f"{_ms(v)} (1 sample)"
+            else:
+                text = f"{_ms(v)} [{_ms(lo)}, {_ms(hi)}]" if lo is not None and hi is not None else _ms(v)
             if lo is None and _num(r["p10"]) is not None and _num(r["p90"]) is not None:
                 text += f" (p10-p90 {_ms(float(r['p10']))}-{_ms(float(r['p90']))})"
             if rt != "eager" and eager:
@@ -134,6 +140,8 @@ def section(recs: pd.DataFrame) -> Section | None:
             p = paired.loc[r["case_id"]]
             lo, hi = _num(p.get("ci_low")), _num(p.get("ci_high"))
             ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
+            if numbers.one_sample(p.get("n")):
+                ci = " (1 sample)"
             sp_rows.setdefault(key, {})[r["runtime"]] = f"{float(p['value']):.2f}x{ci} paired"
             continue
         base = ref.get(tuple(r[k] for k in REF_KEYS))

@@ -217,8 +217,11 @@ def build_tables(summary: pd.DataFrame, marks: dict[tuple[str, str], tuple[str, 
         if dropped:
             table.remarks.append(f"Not measured in this run: {', '.join(dropped)}.")
         table.remarks.append("Δ columns compare with the rectangle of the same T, batch, device and size (— = it).")
-        if any("[" in row[i].text for row in table.rows for i in range(len(table.columns))):
+        texts = [row[i].text for row in table.rows for i in range(len(table.columns))]
+        if any("[" in t for t in texts):
             table.remarks.append("Timings: median [95 % CI of the median].")
+        if any("(1 sample)" in t for t in texts):
+            table.remarks.append("(1 sample): a timing of one sample, which has no interval; --min-time buys more.")
         if ((rows["variant"] != "rectangle") & (rows.get("speedup_method") == "ratio of medians")).any():
             table.remarks.append(
                 "† Speed-up = ratio of the FPS medians, each measured on its own (this run has no paired "
@@ -314,12 +317,13 @@ def _timed_cell(rd: dict[str, Any], col: Column, value: float, notes: dict, tabl
     """``median [low, high]`` from the timing record's CI; an unstable figure gets a footnote."""
     f = col.factor
     unit = "_ms" if col.key.endswith("_ms") else ""
-    low, high = rd.get(f"{col.ci}_ci_low{unit}"), rd.get(f"{col.ci}_ci_high{unit}")
-    text = (
-        numbers.with_ci(value * f, low * f, high * f)
-        if numbers.finite(low) and numbers.finite(high)
-        else _fmt(value * f, col.fmt)
-    )
+    low, high, n = rd.get(f"{col.ci}_ci_low{unit}"), rd.get(f"{col.ci}_ci_high{unit}"), rd.get(f"{col.ci}_n")
+    if numbers.one_sample(n):
+        text = f"{_fmt(value * f, col.fmt)} (1 sample)"  # no interval: one sample says nothing of its spread
+    elif numbers.finite(low) and numbers.finite(high):
+        text = numbers.with_ci(value * f, low * f, high * f)
+    else:
+        text = _fmt(value * f, col.fmt)
     if col.ci == "speedup" and rd.get("speedup_method") == "ratio of medians":
         text += " †"  # explained under the table: not a paired measurement
     if rd.get(f"{col.ci}_stable") is False:

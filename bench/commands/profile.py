@@ -122,10 +122,10 @@ def _value_and_unit(r: dict[str, Any]) -> tuple[str, str]:
         return numbers.count(value), unit
     x, new_unit = numbers.scaled(float(value), unit)
     factor = x / float(value) if value else 1.0
-    low, high = r.get("ci_low"), r.get("ci_high")
+    low, high, n = r.get("ci_low"), r.get("ci_high"), r.get("n")
     if numbers.finite(low) and numbers.finite(high):
-        return numbers.with_ci(x, low * factor, high * factor), new_unit
-    return numbers.sig(x), new_unit
+        return numbers.with_ci(x, low * factor, high * factor, n=n), new_unit
+    return numbers.with_ci(x, None, None, n=n), new_unit
 
 
 def format_records(case: Case, records: list[dict[str, Any]]) -> str:

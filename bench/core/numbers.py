@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from numbers import Real
 from typing import TypeGuard
 
 SIG_DIGITS = 3
@@ -20,8 +21,8 @@ _UP = {"ms": ("s", 1e3), "MFLOPs": ("GFLOPs", 1e3), "GFLOPs": ("TFLOPs", 1e3), "
 
 
 def finite(x: object) -> TypeGuard[float]:
-    """A real, finite number (not None, NaN or a bool)."""
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    """A real, finite number (not None, NaN or a bool; numpy's scalars count)."""
+    return isinstance(x, Real) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def count(x: float | int) -> str:
@@ -76,8 +77,24 @@ def quantity(value: float | int | None, unit: str) -> str:
     return f"{sig(x)} {u}"
 
 
-def with_ci(value: float, low: float | None, high: float | None, digits: int = SIG_DIGITS) -> str:
-    """``median [low, high]`` when the interval is known, else the median alone."""
+def one_sample(n: object) -> bool:
+    """Whether a timing rests on a single sample (``n`` == 1): it has no interval, whatever its record says."""
+    return finite(n) and round(n) == 1
+
+
+def has_interval(low: object, high: object, n: object = None) -> bool:
+    """Whether a record's ``ci_low``/``ci_high`` is an interval to show: both ends finite and more than one sample.
+
+    A one-sample timing has none (``ci_low`` None since the Student-t change; older records wrote
+    ``ci_low == ci_high == value`` with ``n`` 1, which must read the same way: no interval, no whisker).
+    """
+    return finite(low) and finite(high) and not one_sample(n)
+
+
+def with_ci(value: float, low: float | None, high: float | None, digits: int = SIG_DIGITS, n: object = None) -> str:
+    """``median [low, high]`` when the interval is known; ``value (1 sample)`` for one sample; else the median alone."""
+    if one_sample(n):
+        return f"{sig(value, digits)} (1 sample)"
     if finite(low) and finite(high):
         return f"{sig(value, digits)} [{sig(low, digits)}, {sig(high, digits)}]"
     return sig(value, digits)

@@ -352,8 +352,8 @@ class Stats:
 
     median: float
     n: int
-    ci_low: float
-    ci_high: float
+    ci_low: float | None  # None for one sample: no interval
+    ci_high: float | None
     stable: bool
     unstable_reason: str = ""
 

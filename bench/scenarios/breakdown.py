@@ -143,7 +143,8 @@ def breakdown_records(
         achieved = gflops / (latency.median / 1e3)
         yield record(
             run_id, case, "achieved_gflops", achieved, method=counter, flops=gflops, latency_ms=latency.median,
-            n=latency.n, ci_low=gflops / (latency.ci_high / 1e3), ci_high=gflops / (latency.ci_low / 1e3),
+            n=latency.n, ci_low=gflops / (latency.ci_high / 1e3) if latency.ci_high else None,
+            ci_high=gflops / (latency.ci_low / 1e3) if latency.ci_low else None,
             stable=latency.stable, unstable_reason=latency.unstable_reason, machine_peak_gflops=peak["value"],
             of_peak=achieved / peak["value"], **env,
         )

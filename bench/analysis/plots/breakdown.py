@@ -15,6 +15,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ...core import numbers
 from .base import PlotInputs, colour, fit_title, marker, plain_log_axis, real, register, short, variant_rank
 
 # --------------------------------------------------------------------------- time by part
@@ -102,9 +103,11 @@ def _roofline_points(data: PlotInputs) -> tuple[pd.DataFrame, str, bool]:
     by_case = achieved[achieved["method"] == counter].groupby("case_id").last()
     pts = data.summary[data.summary["case_id"].isin(by_case.index)].copy()
     pts["achieved"] = pts["case_id"].map(by_case["value"]).astype(float)
-    for col in ("ci_low", "ci_high"):
+    for col in ("ci_low", "ci_high", "n"):
         vals = by_case[col] if col in by_case else pd.Series(dtype=float)
         pts[f"achieved_{col}"] = pd.to_numeric(pts["case_id"].map(vals), errors="coerce")
+    single = pts["achieved_n"].map(numbers.one_sample)  # one sample: no interval, no whisker
+    pts.loc[single, ["achieved_ci_low", "achieved_ci_high"]] = float("nan")
     blocks = data.blocks
     mean_tokens = pd.Series(dtype=float)
     if not blocks.empty and "tokens" in blocks:

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullLocator
 
+from ...core import numbers
 from ...core.numbers import column_unit
 from .base import (
     LINESTYLES,
@@ -108,6 +109,8 @@ def _interval(row: pd.Series, col: str, ci: str, labels: set[str]) -> tuple[floa
     if ci:
         suffix = "_ms" if col.endswith("_ms") else ""
         lo, hi = row.get(f"{ci}_ci_low{suffix}"), row.get(f"{ci}_ci_high{suffix}")
+        if numbers.one_sample(row.get(f"{ci}_n")):
+            return None, None  # one sample: no interval, so no whisker (not a zero-width one)
         if real(lo) and real(hi):
             labels.add("95 % CI of the median")
             return float(lo), float(hi)

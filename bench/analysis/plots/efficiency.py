@@ -14,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from ...core import numbers
 from .base import PlotInputs, colour, marker, plain_log_axis, real, register, variant_rank
 
 # --------------------------------------------------------------------------- speed-up vs FLOPs
@@ -52,7 +53,7 @@ def speedup_vs_flops(summary: pd.DataFrame) -> Figure:
         c = colour(str(r.backbone), backbones)
         lo, hi = getattr(r, "speedup_ci_low", None), getattr(r, "speedup_ci_high", None)
         yerr = None
-        if real(lo) and real(hi):
+        if real(lo) and real(hi) and not numbers.one_sample(getattr(r, "speedup_n", None)):
             yerr = [[max(0.0, r.speedup - lo)], [max(0.0, hi - r.speedup)]]
         ax.errorbar(r.flops_saving, r.speedup, yerr=yerr, fmt=marker(str(r.variant)), color=c, markersize=9,
                     markerfacecolor=c if is_paired else "white", capsize=3, linewidth=1.2, zorder=3)  # fmt: skip
