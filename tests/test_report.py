@@ -621,7 +621,8 @@ def test_paired_speedup_and_cis_fill_the_table(tmp_path):
     hier = next(line for line in md.splitlines() if line.startswith("| hierarchical"))
     assert "2.25 [1.40, 2.40] [" in hier  # the unstable figure carries a footnote mark
     assert "unstable speedup timing (MAD 9.0 % of the median)" in md
-    assert "Unstable timings" in md and "mixste/hierarchical" in md.split("Unstable timings")[1].split("\n")[0]
+    notice = md.split("Unstable timings")[1].split("\n")[0]
+    assert "1 case (speed-up)" in notice and "mixste/" not in notice  # counted, not a wall of case ids
     assert "class='warn'" in (out / "index.html").read_text()
 
 
@@ -770,3 +771,33 @@ def test_a_single_sample_is_shown_without_an_interval_or_whisker(tmp_path, old_s
     labels: set[str] = set()
     assert _interval(summary.iloc[0], "train_step_ms", "train_step", labels) == (None, None)
     assert _interval(summary.iloc[0], "latency_ms", "latency", labels) != (None, None)  # n = 20: a whisker
+
+
+def test_the_unstable_notice_counts_cases_per_reason_with_the_advice_for_each(tmp_path):
+    """Not a wall of case ids blaming the machine: load -> a quieter machine; a wide CI -> --min-time; one sample
+    -> no fault, --min-time buys an interval."""
+    reasons = {
+        ("rectangle", "latency"): "CPU busy with other processes (1.30 cores)",
+        ("single", "latency"): "CI half-width 8.0% > 5% of the median (n = 40)",
+        ("hierarchical", "latency"): "CI half-width 7.0% > 5% of the median (n = 40)",
+        ("hierarchical", "train_step"): "one sample: no interval",
+        ("single", "train_step"): "one sample: no interval",
+    }
+    records = []
+    for v in VARIANTS:
+        for r in efficiency_records(case("mixste", v, 243)):
+            if r["metric"] in ("latency", "train_step"):
+                why = reasons.get((v, r["metric"]), "")
+                single = why.startswith("one sample")
+                r.update(n=1 if single else 40, ci_low=None if single else r["value"] * 0.9,
+                         ci_high=None if single else r["value"] * 1.1, stable=not why, unstable_reason=why)  # fmt: skip
+            records.append(r)
+    out = write_report(write_run(tmp_path / "run", records), accuracy=[], out=tmp_path / "rep")
+    md = (out / "index.md").read_text()
+    notes = [line for line in md.splitlines() if line.startswith("> **Note.**")]
+    unstable = next(n for n in notes if "Unstable timings" in n)
+    assert "1 case (latency) with the CPU busy with other processes: rerun on a quieter machine" in unstable
+    assert "2 cases (latency) with too few samples for a CI within 5 % before the time cap: raise --min-time" in unstable
+    single = next(n for n in notes if "single sample" in n)
+    assert "2 cases (train step): raise --min-time to get one" in single and "no fault" in single
+    assert "mixste/" not in unstable + single

@@ -266,7 +266,7 @@ def test_one_sample_has_no_interval():
     assert f["ci_low"] is None and f["ci_high"] is None and f["ci_level"] is None and f["ci_method"] == "none"
     assert f["stable"] is False and f["unstable_reason"] == "one sample: no interval"
     assert timing.unstable_summary([{"status": "ok", "metric": "train_step", **f}]).startswith(
-        "1 timing unstable: one sample each (no interval)")
+        "1 timing is a single sample (no interval): raise --min-time to get one")
 
 
 def test_six_samples_and_more_keep_the_distribution_free_interval():
@@ -343,16 +343,34 @@ def test_unstable_summary_counts_causes():
         {"status": "ok"},
     ]
     line = timing.unstable_summary(recs)
-    assert line is not None and line.startswith("2 timings unstable: 1 the CPU was busy")
+    assert line is not None and line.startswith("2 timings unstable: 1 with the CPU busy with other processes")
     assert "raise --min-time" in line
     assert timing.unstable_summary(recs[2:]) is None
-    assert timing.unstable_summary(recs[:1]).startswith("1 timing unstable: the CPU was busy with other processes")
+    assert timing.unstable_summary(recs[:1]).startswith("1 timing unstable: 1 with the CPU busy with other processes")
+
+
+def test_unstable_summary_groups_by_cause_with_the_advice_that_fits_each():
+    """Load and a slow machine: a quieter machine; a wide CI: --min-time; one sample: no fault, --min-time buys one."""
+    def unstable(reason: str, n: int) -> list[dict]:
+        return [{"status": "ok", "stable": False, "metric": "latency", "unstable_reason": reason}] * n
+
+    recs = (unstable("CI half-width 8.2% > 5% of the median (n = 60)", 5)
+            + unstable("CPU busy with other processes (1.27 cores); CI half-width 9% > 5%", 2)
+            + unstable("machine slow: the reference workload took 1.40x its usual time", 1)
+            + unstable("one sample: no interval", 3))  # fmt: skip
+    line = timing.unstable_summary(recs)
+    assert line is not None
+    assert line.startswith("8 timings unstable: 2 with the CPU busy with other processes: rerun on a quieter machine; "
+                           "1 on a machine running slower than usual: rerun on a quieter machine; "
+                           "5 with too few samples for a CI within 5 % before the time cap: raise --min-time; "
+                           "3 timings are single samples (no interval): raise --min-time to get one")  # fmt: skip
+    assert "quieter machine" not in timing.unstable_summary(recs[:5])  # a wide CI alone is not the machine's fault
 
 
 def test_unstable_summary_counts_the_breakdown_parts_apart():
     part = {"status": "ok", "stable": False, "metric": "time_by_part", "unstable_reason": "too few samples (3 < 6)"}
     lat = {"status": "ok", "stable": False, "metric": "latency", "unstable_reason": "drift +12% between halves"}
     line = timing.unstable_summary([lat] + [part] * 197)
-    assert line is not None and line.startswith("1 timing unstable: the timings drifted during the run;")
-    assert line.endswith("; also 197 time_by_part records")
-    assert timing.unstable_summary([part]) == "1 time_by_part record unstable (a few profiled calls each; see unstable_reason)"
+    assert line is not None and line.startswith("1 timing unstable: 1 whose samples drifted while timed:")
+    assert "; also 197 time_by_part records unstable (a few profiled calls each)" in line
+    assert timing.unstable_summary([part]).startswith("1 time_by_part record unstable (a few profiled calls each)")

@@ -99,10 +99,7 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
         (out_dir / "tables" / f"{_safe(t.backbone)}.tex").write_text(table_latex(t), encoding="utf-8")
     absent = plots.missing(images)
     notices = accuracy_elsewhere(recs[~recs["metric"].isin(ACCURACY_METRICS)], acc)
-    unstable = unstable_timings(summary)
-    if unstable:
-        notices.insert(0, "Unstable timings (the record's stability rule failed; rerun on a quieter machine): "
-                       + "; ".join(unstable) + ".")  # fmt: skip
+    notices[:0] = unstable_notices(recs)
     md = _markdown(run_id, meta, tables, images, absent, out_dir, notices)
     page = _html(run_id, meta, tables, images, absent, out_dir, notices)
     deploy = report_runtimes.section(recs)  # runs with --runtime: latency, speed-ups and status per runtime
@@ -117,13 +114,33 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
 TIMED = {"latency": "latency", "train_step": "train step", "speedup": "speed-up"}
 
 
-def unstable_timings(summary: pd.DataFrame) -> list[str]:
-    """'case_id: latency, speed-up' for every case with a timing whose record says it is not stable."""
+def unstable_notices(recs: pd.DataFrame) -> list[str]:
+    """The notices above the tables about unstable timings: cases counted per cause, with the advice for each.
+
+    Causes as in the end-of-run line (:func:`bench.measure.timing.unstable_causes`): load and a slow
+    machine call for a quieter machine, too few samples for ``--min-time``; a single sample is no
+    fault and gets a notice of its own. Which cases they are, the footnotes in the tables say.
+    """
+    from ..measure.timing import unstable_causes
+
+    timed = recs[recs["metric"].isin(list(TIMED))]
+    if "stable" not in timed:
+        return []
+    groups, _ = unstable_causes(timed.to_dict("records"))
+
+    def counted(rs: list[Any]) -> str:
+        cases = len({r["case_id"] for r in rs})
+        metrics = ", ".join(label for key, label in TIMED.items() if any(r["metric"] == key for r in rs))
+        return f"{cases} case{'s' if cases > 1 else ''} ({metrics})"
+
+    faults = [f"{counted(rs)} {c.what}: {c.advice}" for c, rs in groups.items() if c.fault]
+    singles = [f"{counted(rs)}: {c.advice}; one sample is no fault, it only has no interval"
+               for c, rs in groups.items() if not c.fault]  # fmt: skip
     out = []
-    for r in summary.to_dict("records"):
-        bad = [label for key, label in TIMED.items() if r.get(f"{key}_stable") is False]
-        if bad:
-            out.append(f"{r['case_id']}: {', '.join(bad)}")
+    if faults:
+        out.append("Unstable timings, by reason (each marked in its table): " + "; ".join(faults) + ".")
+    if singles:
+        out.append("Timings of a single sample, shown without an interval: " + "; ".join(singles) + ".")
     return out
 
 

@@ -446,27 +446,38 @@ def applied(settings: SpeedSettings) -> Iterator[None]:
 # Timed metrics with a record per part and block (bench.measure.profiler): counted apart in the end-of-run line.
 PER_PART_METRICS = ("time_by_part",)
 
-# Why a figure is unstable, from its ``unstable_reason``, as said in the end-of-run line.
-_REASONS = (
-    ("busy", "the CPU was busy with other processes"),
-    ("machine slow", "the machine ran slower than usual (its reference workload)"),
-    ("drift", "the timings drifted during the run"),
-    ("CI half-width", "the samples spread too wide"),
-    ("too few samples", "too few samples for a 95 % CI"),
-    ("one sample", "one sample each (no interval)"),
+
+@dataclass(frozen=True)
+class Cause:
+    """Why a timing is unstable, read from its ``unstable_reason``, and what to do about it."""
+
+    key: str  # the words of ``unstable_reason`` (stats_fields) that name this cause
+    what: str  # said of the timings: "3 timings: <what>"
+    advice: str
+    fault: bool = True  # a single sample is no fault of the machine or the timer: it has no interval
+
+
+# In the order of what to fix first: a timing with several reasons counts under the first that matches.
+CAUSES = (
+    Cause("busy", "with the CPU busy with other processes", "rerun on a quieter machine"),
+    Cause("machine slow", "on a machine running slower than usual", "rerun on a quieter machine"),
+    Cause("drift", "whose samples drifted while timed", "rerun on a quieter machine, or raise --min-time"),
+    Cause("CI half-width", "with too few samples for a CI within 5 % before the time cap", "raise --min-time"),
+    Cause("too few samples", "with too few samples for a 95 % CI", "raise --min-time"),
+    Cause("one sample", "of a single sample (no interval)", "raise --min-time to get one", fault=False),
 )
+OTHER_CAUSE = Cause("", "for another reason", "see unstable_reason in the records")
 
 
-def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
-    """One line saying how many timed records are unstable and why, or None when none is.
+def cause_of(reason: str) -> Cause:
+    """The :data:`CAUSES` entry an ``unstable_reason`` counts under (the first that matches)."""
+    return next((c for c in CAUSES if c.key in reason), OTHER_CAUSE)
 
-    e.g. "3 timings unstable: the CPU was busy with other processes; rerun or raise --min-time".
-    The breakdown's per-part figures (a few profiled calls for each part of each block) are
-    counted apart, after the headline timings, so that hundreds of them do not bury those.
-    """
-    counts: dict[str, int] = {}
+
+def unstable_causes(records: Iterable[Mapping[str, Any]]) -> tuple[dict[Cause, list[Mapping[str, Any]]], dict[str, int]]:
+    """The unstable ok records grouped by cause (CAUSES order), and the per-part records' counts by metric."""
+    groups: dict[Cause, list[Mapping[str, Any]]] = {}
     parts: dict[str, int] = {}
-    total = 0
     for r in records:
         if r.get("status") != "ok" or r.get("stable") is not False:
             continue
@@ -474,16 +485,34 @@ def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
         if metric in PER_PART_METRICS:
             parts[metric] = parts.get(metric, 0) + 1
             continue
-        total += 1
-        reason = str(r.get("unstable_reason", ""))
-        for key, text in _REASONS:  # the first matching cause is the one to fix first
-            if key in reason:
-                counts[text] = counts.get(text, 0) + 1
-                break
-    also = ", ".join(f"{n} {m} record{'s' if n > 1 else ''}" for m, n in parts.items())
-    if not total:
-        return f"{also} unstable (a few profiled calls each; see unstable_reason)" if also else None
-    why = next(iter(counts)) if len(counts) == 1 else ", ".join(f"{n} {text}" for text, n in counts.items())
-    noun = "timing" if total == 1 else "timings"
-    line = f"{total} {noun} unstable: {why}; rerun or raise --min-time (see unstable_reason in the records)"
-    return f"{line}; also {also}" if also else line
+        groups.setdefault(cause_of(str(r.get("unstable_reason", ""))), []).append(r)
+    order = [*CAUSES, OTHER_CAUSE]
+    return dict(sorted(groups.items(), key=lambda kv: order.index(kv[0]))), parts
+
+
+def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
+    """One line saying how many timed records are unstable, grouped by cause with the advice for each; None if none.
+
+    e.g. "3 timings unstable: 2 with the CPU busy with other processes: rerun on a quieter machine;
+    1 with too few samples for a CI within 5 % before the time cap: raise --min-time". Single
+    samples are no fault and are said apart ("2 timings are single samples (no interval): raise
+    --min-time to get one").
+    The breakdown's per-part figures (a few profiled calls for each part of each block) are
+    counted apart, at the end, so that hundreds of them do not bury the headline timings.
+    """
+    groups, parts = unstable_causes(records)
+    faults = {c: len(rs) for c, rs in groups.items() if c.fault}
+    singles = sum(len(rs) for c, rs in groups.items() if not c.fault)
+    bits = []
+    if faults:
+        total = sum(faults.values())
+        why = "; ".join(f"{n} {c.what}: {c.advice}" for c, n in faults.items())
+        bits.append(f"{total} timing{'s' if total > 1 else ''} unstable: {why}")
+    if singles:
+        one = next(c for c in CAUSES if not c.fault)
+        noun = "timing is a single sample" if singles == 1 else "timings are single samples"
+        bits.append(f"{singles} {noun} (no interval): {one.advice}")
+    if parts:
+        counted = ", ".join(f"{n} {m} record{'s' if n > 1 else ''}" for m, n in parts.items())
+        bits.append(f"{'also ' if bits else ''}{counted} unstable (a few profiled calls each)")
+    return "; ".join(bits) + " (see unstable_reason in the records)" if bits else None
