@@ -801,3 +801,29 @@ def test_the_unstable_notice_counts_cases_per_reason_with_the_advice_for_each(tm
     single = next(n for n in notes if "single sample" in n)
     assert "2 cases (train step): raise --min-time to get one" in single and "no fault" in single
     assert "mixste/" not in unstable + single
+
+
+def test_one_rule_says_where_a_report_goes(tmp_path):
+    """SPEC section 10: a run in results/<id>/ reports to reports/<id>/, any other run directory D to D/report/."""
+    from bench.analysis.report import default_report_dir
+
+    assert default_report_dir("results/paper-1") == Path("reports/paper-1")
+    assert default_report_dir("results/paper-1/records.jsonl") == Path("reports/paper-1")
+    assert default_report_dir(tmp_path / "proj" / "results" / "r2") == tmp_path / "proj" / "reports" / "r2"
+    assert default_report_dir(tmp_path / "mine") == tmp_path / "mine" / "report"
+    assert default_report_dir(tmp_path / "mine" / "records.jsonl") == tmp_path / "mine" / "report"
+
+
+def test_report_command_follows_the_rule_and_takes_report_out(tmp_path, mixste_run, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report", str(mixste_run), "--accuracy"]) == 0  # a run outside results/: next to it
+    assert (mixste_run / "report" / "index.html").is_file() and not (tmp_path / "reports").exists()
+    in_results = tmp_path / "results" / "paper-1"
+    in_results.parent.mkdir()
+    mixste_run.rename(in_results)
+    assert cli.main(["report", "results/paper-1", "--accuracy"]) == 0
+    assert (tmp_path / "reports" / "paper-1" / "index.html").is_file()
+    for option in ("--report-out", "--out"):  # --out: the older name, kept
+        assert cli.main(["report", "results/paper-1", "--accuracy", option, f"elsewhere{option}"]) == 0
+        assert (tmp_path / f"elsewhere{option}" / "index.html").is_file()
+    assert capsys.readouterr().out.count("report: ") == 4

@@ -314,3 +314,50 @@ def test_runtime_with_accuracy_is_one_line_exit_2(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert "--runtime onnxruntime with --accuracy" in err[-1]
+
+
+def test_front_figure_draws_the_front_rings_in_the_members_marker_and_latency_cis():
+    """One point on the front: its staircase is still drawn (to the data's edges), its ring is its own square (not
+    the grey circle the legend calls 'rectangle'), and latencies carry their 95 % CI."""
+    from matplotlib.markers import MarkerStyle
+
+    from bench.sweep.plots import front_figure
+
+    table = pd.DataFrame({
+        "stages": [0, 1, 1, 2], "variant": ["rectangle", "single", "single", "hierarchical"],
+        "reference": ["rectangle", "", "", ""], "keep": ["", "1/9", "1/3", "1/3,1/9"],
+        "gflops_paper": [0.126, 0.014, 0.042, 0.05], "latency_ms": [35.0, 10.0, 12.0, 11.0],
+        "latency_ci_low_ms": [34.0, 9.0, 11.5, float("nan")], "latency_ci_high_ms": [36.0, 11.0, 13.0, float("nan")],
+        "mpjpe_mm": [float("nan")] * 4,
+    })  # fmt: skip
+    table["on_front"] = [False, True, False, False]
+    fig = front_figure(table, ["gflops_paper", "latency_ms"], "t")
+    ax = fig.axes[0]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "Pareto front"]
+    assert len(line.get_xdata()) >= 3 and max(line.get_xdata()) == pytest.approx(0.126)  # to the data's right edge
+    rings = [c for c in ax.collections if len(c.get_offsets()) == 1 and (c.get_offsets()[0] == [0.014, 10.0]).all()
+             and not len(c.get_facecolors())]  # fmt: skip
+    square = MarkerStyle("s").get_path().transformed(MarkerStyle("s").get_transform())
+    assert rings and len(rings[-1].get_paths()[0].vertices) == len(square.vertices)
+    whiskers = [c for c in ax.collections if type(c).__name__ == "LineCollection" and len(c.get_segments())]
+    spans = sorted(round(abs(s[1][1] - s[0][1]), 6) for c in whiskers for s in c.get_segments())
+    assert 2.0 in spans and 1.5 in spans  # the rectangle's and 0:3's CIs (the others have none, or hierarchical NaN)
+
+
+def test_sweep_out_writes_its_html_report_next_to_it_and_warns_about_unstable_latencies(tmp_path, capsys,
+                                                                                          monkeypatch):  # fmt: skip
+    """SPEC section 10's rule: a sweep in D (not under results/) reports to D/report/, with an index.html page."""
+    warned: list[int] = []
+    monkeypatch.setattr("bench.commands.sweep.warn_unstable", lambda recs: warned.append(len(recs)))
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "sweep"
+    argv = ["sweep", "mixste", "--size", "tiny", "--frames", "9", "--stages", "1", "--blocks", "1", "--keep", "1/3",
+            "--executor", "inline", "--no-references", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    page = out / "report" / "index.html"
+    assert capsys.readouterr().out.strip().splitlines()[-1] == f"report: {page}"
+    html = page.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "Pareto front" in html and "data:image/png;base64," in html
+    assert "<table>" in html and "1:3" in html  # the front table, its schedule
+    assert (out / "report" / "index.md").is_file() and not (tmp_path / "reports").exists()
+    assert warned == [len(read_records(out))]  # the end-of-run line on unstable timings, as run prints it

@@ -3,7 +3,8 @@
 A report is built from records alone (no model runs): ``results/<run_id>/records.jsonl`` and
 ``meta.json`` of a run, plus accuracy from run directories / ``records.jsonl`` files (methods
 synthetic, h36m) or the papers' reported-values table (method ``reported``). It is written to
-``reports/<run_id>/``:
+``reports/<id>/`` for a run in ``results/<id>/``, else to ``<run dir>/report/``
+(:func:`default_report_dir`):
 
 - ``summary.csv``: one row per case, every number as measured (full precision, SPEC units);
 - ``index.md`` and ``tables/<backbone>.tex``: one table per backbone, rows = variants, in the
@@ -48,12 +49,27 @@ FLOPS_NOTE = (
 )
 
 
+def default_report_dir(run_dir: str | Path) -> Path:
+    """Where a run's report goes unless told (SPEC section 10, the same rule for run, sweep and report).
+
+    A run under ``results/<id>/`` reports to ``reports/<id>/`` beside ``results/`` (the project's
+    layout); any other run directory D to ``D/report/``. ``run_dir`` may be the run's records.jsonl.
+    """
+    run = Path(run_dir)
+    if run.name == "records.jsonl":
+        run = run.parent
+    for path in (run, run.absolute()):
+        if path.parent.name == "results" and path.name:
+            return path.parent.parent / "reports" / path.name
+    return run / "report"
+
+
 def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out: str | Path | None = None) -> Path:
     """Write the report of ``run_dir`` and return its directory.
 
     ``accuracy`` lists accuracy sources (run dirs, records.jsonl, reported-values .csv, or
     ``reported``). None means the run's own accuracy records plus the shipped reported table when it
-    is installed; an empty list means only the run's own. ``out`` defaults to ``reports/<run_id>``.
+    is installed; an empty list means only the run's own. ``out`` defaults to :func:`default_report_dir`.
     """
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -74,7 +90,7 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     marks = failure_marks(recs, acc)
     tables = build_tables(summary, marks)
 
-    out_dir = Path(out) if out is not None else Path("reports") / run_id
+    out_dir = Path(out) if out is not None else default_report_dir(run_dir)
     try:
         (out_dir / "tables").mkdir(parents=True, exist_ok=True)
         (out_dir / "plots").mkdir(parents=True, exist_ok=True)
@@ -259,9 +275,6 @@ def _html(
     from . import plots
 
     parts = [
-        "<!DOCTYPE html>",
-        "<html lang='en'><head><meta charset='utf-8'>",
-        f"<title>vptbench report: {html.escape(run_id)}</title><style>{_CSS}</style></head><body>",
         f"<h1>vptbench report: {html.escape(run_id)}</h1>",
         f"<p>{html.escape(_env_line(meta))} Full numbers in <a href='summary.csv'>summary.csv</a>.</p>",
         *[f"<p class='warn'><b>Note.</b> {html.escape(n)}</p>" for n in notices],
@@ -275,15 +288,7 @@ def _html(
             f"<p class='remark'><i>{html.escape(plots.title(name))}: not drawn; {html.escape(why)}.</i></p>"
         )
     for name, files in images.items():
-        png = next(p for p in files if p.suffix == ".png")
-        svg = next((p for p in files if p.suffix == ".svg"), None)
-        data = base64.b64encode(png.read_bytes()).decode("ascii")
-        link = f" (<a href='{svg.relative_to(out).as_posix()}'>SVG</a>)" if svg is not None else ""
-        parts.append(
-            f"<figure id='plot-{name}'><img alt='{name}' data-plot='{png.relative_to(out).as_posix()}' "
-            f"src='data:image/png;base64,{data}'><figcaption>{html.escape(plots.title(name))}"
-            f"{link}</figcaption></figure>"
-        )
+        parts.append(figure_html(name, files, out, plots.title(name)))
     parts.append("<h2>Environment (meta.json)</h2>")
     if meta:
         rows = [
@@ -295,8 +300,24 @@ def _html(
         )
     else:
         parts.append("<p>The run has no meta.json.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return html_page(f"vptbench report: {run_id}", parts)
 
 
-__all__ = ["FLOPS_NOTE", "write_report"]
+def html_page(title: str, body: Sequence[str]) -> str:
+    """One self-contained page in the report's style around ``body``'s HTML fragments (the run's and the sweep's)."""
+    head = ["<!DOCTYPE html>", "<html lang='en'><head><meta charset='utf-8'>",
+            f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>"]  # fmt: skip
+    return "\n".join([*head, *body, "</body></html>"]) + "\n"
+
+
+def figure_html(name: str, files: Sequence[Path], out: Path, caption: str) -> str:
+    """A figure embedded as a PNG data URI (the page needs no other file), with a link to its SVG beside it."""
+    png = next(p for p in files if p.suffix == ".png")
+    svg = next((p for p in files if p.suffix == ".svg"), None)
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    link = f" (<a href='{svg.relative_to(out).as_posix()}'>SVG</a>)" if svg is not None else ""
+    return (f"<figure id='plot-{name}'><img alt='{name}' data-plot='{png.relative_to(out).as_posix()}' "
+            f"src='data:image/png;base64,{data}'><figcaption>{html.escape(caption)}{link}</figcaption></figure>")  # fmt: skip
+
+
+__all__ = ["FLOPS_NOTE", "default_report_dir", "figure_html", "html_page", "write_report"]

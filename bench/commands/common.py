@@ -37,13 +37,15 @@ def warn_unstable(records: Iterable[dict[str, Any]]) -> None:
         print(f"warning: {line}", file=sys.stderr)
 
 
-def report_dir(args: argparse.Namespace, run_id: str) -> Path:
-    """Where ``run`` writes its report: --report-out, else next to the results (OUT/report), else reports/<run_id>."""
+def report_dir(args: argparse.Namespace, run_dir: Path) -> Path:
+    """Where a command writes the report of ``run_dir``: ``--report-out``, else the one rule of
+    :func:`bench.analysis.report.default_report_dir` (``results/<id>`` -> ``reports/<id>``, any other
+    directory D -> ``D/report``). Path arithmetic only: matplotlib is not imported for it."""
     if getattr(args, "report_out", None):
         return Path(args.report_out)
-    if args.out:
-        return Path(args.out) / "report"
-    return Path("reports") / run_id
+    from ..analysis.report import default_report_dir
+
+    return default_report_dir(run_dir)
 
 
 def write_run_report(run_dir: Path, out: Path) -> None:

@@ -43,7 +43,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
     options.min_time_option(p)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
     p.add_argument("--report-out", default=None,
-                   help="report directory (default: OUT/report with --out, else reports/<run_id>)")
+                   help="report directory (default: reports/<id> for a run in results/<id>, else OUT/report)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     p.add_argument("--extend", action="store_true",
                    help="with --resume: add the cases of the given matrix options to the run's own")  # fmt: skip
@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
             print(_outcome_line(summary))
             warn_unstable(read_records(summary.run_dir))
             if not args.no_report:
-                write_run_report(summary.run_dir, report_dir(args, run_id))
+                write_run_report(summary.run_dir, report_dir(args, summary.run_dir))
             return 1 if failed_case_ids(run_dir, [c.case_id for c in cases]) else 0
 
 

@@ -6,9 +6,10 @@ directory (``records.jsonl``, ``meta.json``), so ``vptbench report``, ``merge`` 
 as they read any run. ``--accuracy smoke|full`` then trains and evaluates them (:mod:`bench.sweep.search`).
 
 Outputs: ``schedules.csv`` (every schedule: cost, accuracy, Pareto rank, reference label),
-``pareto.csv`` (exactly the non-dominated schedules over the objectives), and a report
-(``reports/<run_id>/``: ``index.md``, the front and, for one-stage schedules, a heat map of cost
-over first prune block x keep). ``--budget-gflops X``/``--budget-ms X`` prints the best schedule
+``pareto.csv`` (exactly the non-dominated schedules over the objectives), and a report where every
+command puts one (``reports/<id>/`` for a sweep in ``results/<id>/``, else ``OUT/report/``, or
+``--report-out``): ``index.html`` and ``index.md``, the front and, for one-stage schedules, a heat
+map of cost over first prune block x keep. ``--budget-gflops X``/``--budget-ms X`` prints the best schedule
 within the budget as ready options (``--variant ... --schedule ... --pruner ... --recoverer ...``).
 """
 
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UsageError
 from . import options
-from .common import check_resume
+from .common import check_resume, report_dir, warn_unstable
 
 if TYPE_CHECKING:
     from ..sweep.front import Budget
@@ -76,7 +77,9 @@ def add_parser(sub: Any, **kw: Any) -> None:
     g.add_argument("--budget-gflops", type=float, default=None, help="print the best schedule within X GFLOPs")
     g.add_argument("--budget-ms", type=float, default=None, help="print the best schedule within X ms of latency")
     g.add_argument("--out", default=None, help="sweep directory (default: results/<run_id>)")
-    g.add_argument("--report", default=None, help="report directory (default: reports/<run_id>)")
+    g.add_argument("--report-out", "--report", dest="report_out", default=None,
+                   help="report directory (default: reports/<id> for a sweep in results/<id>, else OUT/report; "
+                        "--report is the older name)")
     g.add_argument("--no-report", action="store_true", help="do not write the report")
     options.executor_options(p)
     p.set_defaults(func=main)
@@ -174,6 +177,7 @@ def main(args: argparse.Namespace) -> int:
                                   settings=settings, meta=meta, args=args)  # fmt: skip
     print(f"efficiency: {summary.measured} case(s) measured, {summary.resumed} already done: {out}", file=sys.stderr)
     records = read_records(out) if (out / "records.jsonl").is_file() else []
+    warn_unstable(records)  # as run and profile do: a front drawn from unstable latencies says so
     table = sweep_table(everything, records)
     accuracy = None
     if plan:
@@ -196,8 +200,7 @@ def main(args: argparse.Namespace) -> int:
     if not args.no_report:
         from ..sweep.plots import write_sweep_report
 
-        report_dir = Path(args.report) if args.report else Path("reports") / run_id
-        path = write_sweep_report(table, pareto, obj_cols, report_dir, title=f"{args.backbone} ({size}, T={frames})",
+        path = write_sweep_report(table, pareto, obj_cols, report_dir(args, out), title=f"{args.backbone} ({size}, T={frames})",
                                   meta=meta, budget=budget, pick=pick,
                                   pick_options=ready_options(pick[0]) if pick and pick[0] is not None else "")  # fmt: skip
         print(f"report: {path}")

@@ -1,7 +1,7 @@
 """The sweep's table and its Pareto front, and the best schedule within a budget.
 
 :func:`sweep_table` gives one row per schedule: its case and grid labels, its costs from the sweep
-directory's records (GFLOPs of each counter, latency, peak memory) and its MPJPE from the accuracy
+directory's records (GFLOPs of each counter, latency with its 95 % CI, peak memory) and its MPJPE from the accuracy
 search; ``vptbench sweep`` writes it as ``schedules.csv``. :func:`mark_front` ranks the rows over the
 objectives (``pareto_rank``, ``on_front``), :func:`front` keeps exactly the non-dominated ones
 (``pareto.csv``). A :class:`Budget` (``--budget-gflops X``, ``--budget-ms X``) picks the best row
@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.pareto import front_ranks, pareto_mask
+from ..core.numbers import has_interval
 from .grid import Candidate
 
 OBJECTIVES = ("flops", "latency", "memory", "mpjpe")
@@ -42,12 +43,15 @@ def sweep_table(candidates: Sequence[Candidate], records: Sequence[dict[str, Any
     final (full-budget) values go to ``mpjpe_mm``, the others to ``mpjpe_partial_mm``.
     """
     latest: dict[tuple[str, str, str], float] = {}
+    timed: dict[str, dict[str, Any]] = {}  # case id -> its latency record (CI, n, stability)
     for r in records:
         if r.get("status") != "ok" or r.get("value") is None:
             continue
         if r["metric"] in ("peak_rss", "peak_mem_alloc") and r.get("phase", "inference") != "inference":
             continue
         latest[(r["case_id"], r["metric"], r.get("method") or "")] = float(r["value"])  # a resumed case: the last counts
+        if r["metric"] == "latency":
+            timed[r["case_id"]] = r
     any_method = {(k, m): v for (k, m, _), v in latest.items()}
     rows = []
     for c in candidates:
@@ -64,6 +68,12 @@ def sweep_table(candidates: Sequence[Candidate], records: Sequence[dict[str, Any
         for counter in COUNTERS:
             row[f"gflops_{counter}"] = latest.get((k, "flops", counter), math.nan)
         row["latency_ms"] = any_method.get((k, "latency"), math.nan)
+        lat = timed.get(k, {})
+        interval = has_interval(lat.get("ci_low"), lat.get("ci_high"), lat.get("n"))
+        row["latency_ci_low_ms"] = float(lat["ci_low"]) if interval else math.nan
+        row["latency_ci_high_ms"] = float(lat["ci_high"]) if interval else math.nan
+        row["latency_n"] = lat.get("n")
+        row["latency_stable"] = lat.get("stable")
         row["peak_mem_mib"] = any_method.get((k, "peak_rss"), any_method.get((k, "peak_mem_alloc"), math.nan))
         acc = (accuracy or {}).get(k)
         final = bool(acc and acc.get("final"))

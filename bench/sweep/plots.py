@@ -1,8 +1,10 @@
 """The sweep's report: every schedule as a point, the Pareto front as a line, a heat map of cost.
 
 - ``front``: cost (the first objective) against MPJPE, or against the second cost when no
-  accuracy was measured; one colour per number of prune stages, the front as a staircase (the
-  region it dominates lies above and to the right), the registered defaults ringed and named.
+  accuracy was measured; one colour per number of prune stages, one marker per variant, latencies
+  with their 95 % CI; the front as a staircase drawn to the data's edges (the region it dominates
+  lies above and to the right; a one-point front is a corner), its members ringed in their own
+  marker; the registered defaults starred and named.
   Schedules that successive halving stopped early are hollow, at the MPJPE of their last rung
   (fewer training steps, so not comparable with the filled points).
 - ``heatmap``: for the one-stage schedules, cost (and MPJPE, when measured) over the first prune
@@ -13,6 +15,7 @@ Drawn from ``schedules.csv``'s table alone; nothing here runs a model.
 
 from __future__ import annotations
 
+import html
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +54,8 @@ def front_figure(table: pd.DataFrame, obj_cols: Sequence[str], title: str, budge
         label = "rectangle" if n == 0 else f"{n} stage{'s' if n > 1 else ''}"
         full = g[g[x].notna() & g[y].notna()]
         for variant, h in full.groupby("variant"):
-            ax.scatter(h[x], h[y], s=28, color=col, marker=marker(str(variant)), alpha=0.8, label=label, zorder=3)
+            ax.errorbar(h[x], h[y], xerr=_whiskers(h, x), yerr=_whiskers(h, y), fmt=marker(str(variant)), color=col,
+                        markersize=5.5, alpha=0.8, elinewidth=0.8, capsize=2, label=label, zorder=3)  # fmt: skip
             label = "_"
         if y == "mpjpe_mm" and "mpjpe_partial_mm" in g:
             early = g[g[x].notna() & g[y].isna() & g["mpjpe_partial_mm"].notna()]
@@ -60,9 +64,17 @@ def front_figure(table: pd.DataFrame, obj_cols: Sequence[str], title: str, budge
     on = table[table["on_front"]].sort_values([x, y])
     if len(on):
         many = len(obj_cols) > 2
-        ax.plot(on[x], on[y], drawstyle="default" if many else "steps-post", color="black", lw=1.2, zorder=4,
-                label="Pareto front" + (f" (over {len(obj_cols)} objectives)" if many else ""))  # fmt: skip
-        ax.scatter(on[x], on[y], s=46, facecolors="none", edgecolors="black", lw=1.2, zorder=5)
+        label = "Pareto front" + (f" (over {len(obj_cols)} objectives)" if many else "")
+        if many:  # the front over more objectives than drawn: its members, joined in order of x
+            ax.plot(on[x], on[y], color="black", lw=1.2, zorder=4, label=label)
+        else:  # the staircase bounding the dominated region (above and to the right), to the data's edges
+            top = max(_reach(table, y), float(on[y].max()))
+            right = max(_reach(table, x), float(on[x].max()))
+            ax.plot([on[x].iloc[0], *on[x], right], [top, *on[y], on[y].iloc[-1]], drawstyle="steps-post",
+                    color="black", lw=1.2, zorder=4, label=label)  # fmt: skip
+        for variant, h in on.groupby("variant"):  # rings in the member's own marker: a square stays a square
+            ax.scatter(h[x], h[y], s=90, marker=marker(str(variant)), facecolors="none", edgecolors="black", lw=1.2,
+                       zorder=5)  # fmt: skip
     refs = table[(table["reference"].fillna("") != "") & table[x].notna() & table[y].notna()]
     for _, r in refs.iterrows():
         ax.scatter([r[x]], [r[y]], s=180, marker="*", color="gold", edgecolors="black", lw=0.8, zorder=6)
@@ -86,6 +98,23 @@ def front_figure(table: pd.DataFrame, obj_cols: Sequence[str], title: str, budge
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def _whiskers(rows: pd.DataFrame, col: str) -> Any:
+    """The 95 % CI of ``col`` as error bars (latency: from its records; none where a timing has no interval)."""
+    if col != "latency_ms" or "latency_ci_low_ms" not in rows:
+        return None
+    low = (rows[col] - rows["latency_ci_low_ms"]).clip(lower=0).fillna(0.0)
+    high = (rows["latency_ci_high_ms"] - rows[col]).clip(lower=0).fillna(0.0)
+    return np.vstack([low.to_numpy(float), high.to_numpy(float)]) if (low.any() or high.any()) else None
+
+
+def _reach(table: pd.DataFrame, col: str) -> float:
+    """The largest value drawn along ``col``, its CI included."""
+    values = [table[col].max()]
+    if col == "latency_ms" and "latency_ci_high_ms" in table:
+        values.append(table["latency_ci_high_ms"].max())
+    return float(np.nanmax(np.asarray(values, dtype=float)))
 
 
 def heatmap_figure(table: pd.DataFrame, cost_col: str, title: str) -> Any:
@@ -125,44 +154,64 @@ def heatmap_figure(table: pd.DataFrame, cost_col: str, title: str) -> Any:
 def write_sweep_report(table: pd.DataFrame, pareto: pd.DataFrame, obj_cols: Sequence[str], out: Path, *,
                        title: str, meta: dict[str, Any], budget: Any = None,
                        pick: tuple[pd.Series | None, str] | None = None, pick_options: str = "") -> Path:  # fmt: skip
-    """``out/index.md`` with the front table and the figures (PNG + SVG); returns the index path.
+    """``out/index.html`` (one self-contained page, as the run report's) and ``out/index.md``: the grid, the
+    budget's pick, the front table and the figures (PNG + SVG); returns the page's path.
 
     ``pick``: the budget's best row and why; ``pick_options``: the ``profile`` options that rebuild it.
     """
+    from ..analysis.report import figure_html, html_page
+
     out.mkdir(parents=True, exist_ok=True)
     row = pick[0] if pick else None
-    figures = []
+    figures: list[tuple[str, list[Path], str]] = []
     with plt.rc_context(STYLE):  # type: ignore[arg-type]
         if table[list(_axes(obj_cols))].notna().all(axis=1).any():
-            save(front_figure(table, obj_cols, title, budget, row), out, "front")
-            figures.append(("front", "Every schedule; the Pareto front as a line; registered defaults starred."))
+            figures.append(("front", save(front_figure(table, obj_cols, title, budget, row), out, "front"),
+                            "Every schedule (colour: stages, marker: variant; latencies with their 95 % CI); the "
+                            "Pareto front as a staircase, its members ringed; registered defaults starred."))  # fmt: skip
         one = table[(table["stages"] == 1) & (table["keep"].fillna("") != "")]
         cost = next(c for c in obj_cols if c != "mpjpe_mm") if any(c != "mpjpe_mm" for c in obj_cols) else "gflops_paper"
         if len(one) and one[cost].notna().any():
-            save(heatmap_figure(table, cost, title), out, "heatmap")
-            figures.append(("heatmap", "One-stage schedules: cost over first prune block x keep."))
+            figures.append(("heatmap", save(heatmap_figure(table, cost, title), out, "heatmap"),
+                            "One-stage schedules: cost over first prune block x keep."))  # fmt: skip
     grid = meta.get("grid", {})
-    lines = [
-        f"# Schedule sweep: {title}", "",
+    intro = [
         f"Grid: stages {grid.get('stages')}, blocks {grid.get('blocks')}, keep {grid.get('keep')}, "
         f"pruners {grid.get('pruners')}, recoverers {grid.get('recoverers')}: {meta.get('schedules')} schedules "
         f"(+ the registered defaults as references). Search: {meta.get('search')}"
         + (f", accuracy preset {meta.get('accuracy')} ({meta.get('steps')} steps, synthetic data)" if meta.get("accuracy") else "")
         + ".",
-        "",
         f"Objectives (all minimised): {', '.join(obj_cols)}. The paper FLOPs protocol leaves out the attention "
-        "matmuls and norms (as the papers' tables do).", "",
+        "matmuls and norms (as the papers' tables do).",
     ]  # fmt: skip
+    budget_text = ""
     if budget is not None and pick is not None:
         r, why = pick
-        lines += [f"**Budget {budget.describe()}**: " + (f"`{pick_options}` ({why})" if r is not None else why), ""]
-    lines += [f"## Pareto front ({len(pareto)} schedules)", ""]
-    if len(pareto):
-        cols = ["reference", "variant", "schedule", "keep", "pruner", "recoverer", *obj_cols]
-        lines += [tabulate(pareto[cols].fillna(""), headers="keys", showindex=False, tablefmt="github", floatfmt=".4g"), ""]
-    for name, caption in figures:
-        lines += [f"![{name}]({name}.png)", "", caption, ""]
-    path = out / "index.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+        budget_text = f"Budget {budget.describe()}: " + (f"`{pick_options}` ({why})" if r is not None else why)
+    cols = ["reference", "variant", "schedule", "keep", "pruner", "recoverer", *obj_cols]
+    shown = pareto[cols].fillna("") if len(pareto) else None
+    heading = f"Pareto front ({len(pareto)} schedules)"
 
+    lines = [f"# Schedule sweep: {title}", "", *(x for t in intro for x in (t, ""))]
+    if budget_text:
+        lines += [f"**{budget_text.replace(': ', '**: ', 1)}", ""]
+    lines += [f"## {heading}", ""]
+    if shown is not None:
+        lines += [tabulate(shown, headers="keys", showindex=False, tablefmt="github", floatfmt=".4g"), ""]
+    for name, _, caption in figures:
+        lines += [f"![{name}]({name}.png)", "", caption, ""]
+    (out / "index.md").write_text("\n".join(lines), encoding="utf-8")
+
+    body = [f"<h1>Schedule sweep: {html.escape(title)}</h1>", *(f"<p>{html.escape(t)}</p>" for t in intro)]
+    if budget_text:
+        body.append(f"<p class='note'>{html.escape(budget_text)}</p>")
+    body.append(f"<h2>{html.escape(heading)}</h2>")
+    if shown is not None:
+        cells = [[html.escape(v if isinstance(v, str) else f"{v:.4g}") for v in r] for r in shown.itertuples(index=False)]
+        body.append(tabulate(cells, headers=[html.escape(c) for c in cols], tablefmt="unsafehtml", disable_numparse=True))
+    body.append("<p>Every schedule with its costs: <code>schedules.csv</code> in the sweep directory; the front: "
+                "<code>pareto.csv</code>. Text version: <a href='index.md'>index.md</a>.</p>")  # fmt: skip
+    body += [figure_html(name, files, out, caption) for name, files, caption in figures]
+    page = out / "index.html"
+    page.write_text(html_page(f"vptbench sweep: {title}", body), encoding="utf-8")
+    return page
