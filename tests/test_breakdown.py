@@ -243,3 +243,27 @@ def test_report_of_a_tiny_breakdown_run_draws_the_roofline_and_memory_by_part(tm
     assert "### Achieved FLOP/s against the machine's GEMM peak" in md
     assert "### Where the memory goes: MiB allocated by part" in md
     assert "not drawn; no breakdown records" not in md
+
+
+def test_the_profilers_cpp_noise_is_dropped_and_real_errors_stay_visible(capfd):
+    """torch.profiler's C++ side writes to fd 2 on every start/stop and about memory allocated before it started;
+    that is dropped, anything else written to stderr meanwhile comes through."""
+    import os
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU())
+    x = torch.randn(4, 8)
+
+    def call() -> None:
+        with torch.inference_mode(), profiler.record_function(profiler.FORWARD_ROOT):
+            model(x)
+
+    capfd.readouterr()
+    profiler.profile_memory_calls(call, calls=1)
+    profiler.profile_calls(call, calls=2)
+    with profiler.quiet_profiler():
+        os.write(2, b"USDT:2026-12-06 15:38:58 1:1 SyncActivityProfilerHandler.cpp:52] profiler_start\n")
+        os.write(2, b"[W1206 CPUAllocator.cpp:245] Memory block of unknown size was allocated before the profiling "
+                    b"started, profiler results will not include the deallocation event\n")  # fmt: skip
+        os.write(2, b"RuntimeError: a real one\n")
+    err = capfd.readouterr().err
+    assert err == "RuntimeError: a real one\n", err

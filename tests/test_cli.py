@@ -89,7 +89,7 @@ def test_min_time_must_be_positive(capsys):
 def test_profile_table(capsys):
     assert cli.main(["profile", "mixste", "--size", "tiny", "--frames", "9", "--metrics", "params,flops"]) == 0
     out = capsys.readouterr().out
-    assert "params" in out and "MFLOPs (fvcore)" in out and "mixste/rectangle/T9" in out  # a tiny model: MFLOPs
+    assert "params" in out and "MFLOPs per block (fvcore)" in out and "mixste/rectangle/T9" in out  # tiny: MFLOPs
 
 
 def test_the_run_line_counts_skipped_records_apart_from_failed_ones(tmp_path, capsys):

@@ -78,3 +78,35 @@ def test_docs_pruner_as_a_plugin_runs_in_profile_and_in_local_workers(user_files
     assert len(records) == 2 and all(r["value"] > 0 for r in records)
     assert {(r["case_id"], r["status"]) for r in records} == {("mynet/single/T27/B1/tiny/2:9/energy+nearest/cpu/float32", "ok")}
     assert {p["module"] for p in json.loads((out / "meta.json").read_text())["plugins"]} == {"my_pruner", "mynet"}
+
+
+def docs_command(heading: str, command: str) -> str:
+    """The first ``command`` line (joined over its backslash continuations) of the bash block after ``heading``."""
+    text = EXTENDING.read_text(encoding="utf-8")
+    block = re.search(r"```bash\n(.*?)```", text[text.index(f"\n{heading}\n") :], re.S).group(1)
+    joined = block.replace("\\\n", " ")
+    return next(line.strip() for line in joined.splitlines() if line.strip().startswith(command))
+
+
+def test_docs_profile_command_prints_a_short_summary_without_profiler_noise(user_files):
+    """The docs' own-pruner `profile` (default --metrics: all, breakdown included) fits a terminal: at most about
+    30 lines of 120 columns, stdout and stderr together; no C++ profiler noise, no per-part flood."""
+    import os
+    import shlex
+    import subprocess
+    import textwrap
+
+    command = docs_command("## Your own pruner", "vptbench profile")
+    assert "--plugin my_pruner.py" in command and "--metrics" not in command  # the default: every metric group
+    env = dict(os.environ, PYTHONPATH=str(EXTENDING.parents[1]), OMP_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-m", "bench", *shlex.split(command)[1:]], cwd=user_files, env=env,
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for noise in ("profiler_start", "profiler_stop", "CPUAllocator", "Memory block of unknown size", "USDT"):
+        assert noise not in done.stderr
+    shown = [row for line in (done.stdout + done.stderr).splitlines() for row in textwrap.wrap(line, 120) or [""]]
+    assert len(shown) <= 30, "\n".join(shown)
+    out = done.stdout
+    assert "time by part, forward" in out and "prune + recover" in out  # the breakdown, folded
+    assert out.count("time_by_part") == 0 and "time_by_part records" not in done.stderr
+    assert "MFLOPs per block (fvcore): blocks 0-1 at 27 tokens" in out  # the hourglass in a line

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import textwrap
 from typing import TYPE_CHECKING, Any
 
 from ..core import numbers
@@ -90,7 +91,11 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(records))
     else:
-        print(format_records(case, records))
+        # The per-part records fill a screen: as a table only when the breakdown was asked for by name.
+        parts = bool(args.metrics and "breakdown" in args.metrics)
+        print(format_records(case, records, parts=parts))
+        if not parts:  # folded: their stability is in the records (--json), not worth a warning here
+            records = [r for r in records if r["metric"] not in PER_PART]
     warn_unstable(records)
     return 0
 
@@ -113,6 +118,19 @@ def write_profile_trace(case: Case, model: nn.Module, path: str, settings: Setti
         profiler.write_trace(model, x, path, backbone=case.backbone, device=case.device)
 
 
+# Said in the note of the row they belong to, not as rows of their own.
+FOLDED = {"latency_p10": "latency", "latency_p90": "latency", "clips_per_s": "fps"}
+PER_PART = ("time_by_part", "mem_by_part")  # a record per part and block: folded unless asked for
+TOP_PARTS = 3  # parts named in a folded breakdown line
+WIDTH = 120  # the lines under the table are wrapped to this many columns
+
+
+def _scaled(values: list[float], unit: str) -> tuple[list[str], str]:
+    """``values`` in one unit that suits them all (3 significant digits)."""
+    new_unit, factor = numbers.column_unit(values, unit)
+    return [numbers.sig(v * factor) for v in values], new_unit
+
+
 def _value_and_unit(r: dict[str, Any]) -> tuple[str, str]:
     """A record's value for people (counts with separators, units scaled, a CI where timed) and its unit."""
     value, unit = r["value"], str(r.get("unit") or "")
@@ -128,27 +146,137 @@ def _value_and_unit(r: dict[str, Any]) -> tuple[str, str]:
     return numbers.with_ci(x, None, None, n=n), new_unit
 
 
-def format_records(case: Case, records: list[dict[str, Any]]) -> str:
-    """A readable summary of one case's records: the metrics, then FLOPs per block."""
+def _note(rows: list[dict[str, Any]], folded: dict[str, dict[str, Any]], unit: str) -> str:
+    """What a row's records say beyond their values: a failure, p10-p90, clips/s, why a timing is unstable."""
+    from ..measure.timing import cause_of
+
+    bad = next((r for r in rows if r["status"] != "ok"), None)
+    if bad is not None:
+        text = f"{bad['status']}: {bad.get('error') or ''}".strip()
+        return text if len(text) <= 60 else text[:57] + "..."
+    r = rows[0]
+    notes = []
+    if r["metric"] == "latency" and "latency_p10" in folded and "latency_p90" in folded:
+        values, _ = _scaled([folded["latency_p10"]["value"], folded["latency_p90"]["value"]], "ms")
+        notes.append(f"p10-p90 {values[0]}-{values[1]}")
+    if r["metric"] == "fps" and "clips_per_s" in folded:
+        notes.append(f"{numbers.sig(folded['clips_per_s']['value'])} clips/s")
+    causes = dict.fromkeys(cause_of(part).short for x in rows if x.get("stable") is False
+                           for part in str(x.get("unstable_reason") or "").split("; ") if part)  # fmt: skip
+    if causes:
+        notes.append("unstable: " + ", ".join(causes))
+    return "; ".join(notes)
+
+
+def _headline_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per (metric, phase): several methods of one metric (the FLOPs counters) share a row."""
+    folded = {r["metric"]: r for r in records if r["metric"] in FOLDED and r["status"] == "ok"}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        if r["metric"] in FOLDED or r["metric"] in PER_PART or r["metric"] == "flops_block":
+            continue
+        groups.setdefault((r["metric"], str(r.get("phase") or "")), []).append(r)
+    rows = []
+    for (metric, phase), recs in groups.items():
+        label = f"{metric} ({phase})" if phase else metric
+        unit = str(recs[0].get("unit") or "")
+        ok = [r for r in recs if r["status"] == "ok" and r["value"] is not None]
+        if len(recs) == 1 or len(ok) != len(recs) or unit == "count":
+            value, shown_unit = _value_and_unit(recs[0]) if ok else ("-", unit)
+        else:  # one value per method, in one unit
+            values, shown_unit = _scaled([float(r["value"]) for r in recs], unit)
+            value = " / ".join(values)
+        methods = "/".join(str(r.get("method") or "-") for r in recs)
+        rows.append([label, value, shown_unit, methods, _note(recs, folded, shown_unit)])
+    return rows
+
+
+def _hourglass_line(blocks: list[dict[str, Any]]) -> str:
+    """fvcore FLOPs per block as runs of equal blocks: 'blocks 0-1: 27 tokens, 10.2 MFLOPs each; 2-4: ...'."""
+    texts, unit = _scaled([float(r["value"]) for r in blocks], "GFLOPs")
+    runs: list[list[Any]] = []
+    for r, text in zip(blocks, texts, strict=True):
+        if runs and runs[-1][2] == r.get("tokens") and runs[-1][3] == text and runs[-1][1] == r["block"] - 1:
+            runs[-1][1] = r["block"]
+        else:
+            runs.append([r["block"], r["block"], r.get("tokens"), text])
+    parts = [f"{a}{f'-{b}' if b != a else ''} at {tokens} tokens {text}{' each' if b != a else ''}"
+             for a, b, tokens, text in runs]  # fmt: skip
+    return f"{unit} per block (fvcore): blocks " + ", ".join(parts)
+
+
+def _parts_line(recs: list[dict[str, Any]], title: str, unit: str) -> str:
+    """The top parts of one phase (summed over blocks and steps) and the prune + recover share, in one line."""
+    by_part: dict[str, float] = {}
+    for r in recs:
+        by_part[r["part"]] = by_part.get(r["part"], 0.0) + float(r["value"])
+    total = sum(by_part.values())
+    if not total:
+        return f"{title}: nothing measured"
+    top = sorted(by_part.items(), key=lambda kv: -kv[1])[:TOP_PARTS]
+    text = ", ".join(f"{part} {100 * v / total:.0f} %" for part, v in top)
+    overhead = by_part.get("prune", 0.0) + by_part.get("recover", 0.0)
+    return f"{title} ({numbers.sig(total)} {unit}): {text}; prune + recover {100 * overhead / total:.1f} %"
+
+
+def _breakdown_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The breakdown's hundreds of per-part records folded into a line per phase and quantity."""
+    lines = []
+    for metric, unit, what in (("time_by_part", "ms", "time"), ("mem_by_part", "MiB", "allocated")):
+        for phase, per in (("inference", "forward"), ("train", "train step")):
+            recs = [r for r in records if r["metric"] == metric and r.get("phase") == phase and r["status"] == "ok"]
+            if recs:
+                lines.append(_parts_line(recs, f"{what} by part, {per}", unit))
+    if lines:
+        lines.append("(every part and block, with its CI: --metrics breakdown, or --json)")
+    return lines
+
+
+def _parts_table(records: list[dict[str, Any]]) -> str:
+    """Every part and block of the breakdown: time (median [95 % CI]) and MiB allocated, side by side."""
     from tabulate import tabulate
 
+    def key(r: dict[str, Any]) -> tuple[Any, ...]:
+        return r.get("phase"), r.get("step"), r.get("part"), r.get("block")
+
+    mem = {key(r): r for r in records if r["metric"] == "mem_by_part" and r["status"] == "ok"}
     rows = []
     for r in records:
-        if r["metric"] == "flops_block":
+        if r["metric"] != "time_by_part" or r["status"] != "ok":
             continue
-        where = r.get("phase") or ""
-        note = r["error"] if r["status"] != "ok" else ""
-        if r["status"] == "ok" and r.get("stable") is False:
-            note = f"unstable: {r.get('unstable_reason', '')}"
-        rows.append([r["metric"], *_value_and_unit(r), r["method"], where, r["status"], note])
-    headers = ["metric", "value [95 % CI]", "unit", "method", "phase", "status", "note"]
-    text = [case.case_id, "", tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", "right"))]
+        m = mem.get(key(r))
+        rows.append([r.get("phase") or "", r.get("step") or "", r["part"], "" if r.get("block") is None else r["block"],
+                     _value_and_unit(r)[0], numbers.sig(m["value"]) if m else "",
+                     "unstable" if r.get("stable") is False else ""])  # fmt: skip
+    headers = ["phase", "step", "part", "block", "ms [95 % CI]", "MiB allocated", "note"]
+    return tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", "left", "left", "right", "right"))
+
+
+def format_records(case: Case, records: list[dict[str, Any]], *, parts: bool = False) -> str:
+    """What ``profile`` prints: one short table of the headline metrics; the per-block FLOPs and the breakdown's
+    per-part records folded into a few lines (``parts``: the per-part records as a table of their own)."""
+    from tabulate import tabulate
+
+    headers = ["metric", "value [95 % CI]", "unit", "method", "note"]
+    rows = _headline_rows(records)
+    table = tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", "right"))
+    excess = max(len(line) for line in table.splitlines()) - WIDTH
+    if excess > 0:  # the notes give way, so that the table keeps to a terminal's width
+        room = max(12, max(len(r[-1]) for r in rows) - excess)
+        rows = [[*r[:-1], r[-1] if len(r[-1]) <= room else r[-1][: room - 3] + "..."] for r in rows]
+        table = tabulate(rows, headers=headers, disable_numparse=True, colalign=("left", "right"))
+    text = [case.case_id, "", table]
+    lines = []
     blocks = [r for r in records if r["metric"] == "flops_block" and r["status"] == "ok"]
     if blocks:
-        unit, factor = numbers.column_unit([r["value"] for r in blocks], "GFLOPs")
-        text += ["", tabulate([[r["block"], r["tokens"], numbers.sig(r["value"] * factor)] for r in blocks],
-                              headers=["block", "tokens", f"{unit} (fvcore)"], disable_numparse=True)]  # fmt: skip
+        lines.append(_hourglass_line(blocks))
     unsupported = next((r.get("unsupported") for r in records if r["metric"] == "flops" and r["method"] == "fvcore"), None)
     if unsupported:
-        text += ["", "fvcore could not count: " + ", ".join(f"{k} x{v}" for k, v in unsupported.items())]
+        lines.append("fvcore could not count: " + ", ".join(f"{k} x{v}" for k, v in unsupported.items()))
+    table = parts and any(r["metric"] in PER_PART for r in records)
+    lines += [] if table else _breakdown_lines(records)
+    if lines:  # wrapped to a terminal's width, so that what it shows is what was counted
+        text += ["", *(textwrap.fill(line, WIDTH, subsequent_indent="    ") for line in lines)]
+    if table:
+        text += ["", _parts_table(records)]
     return "\n".join(text)

@@ -32,7 +32,10 @@ the parts are compared with (:func:`stats`), and a Chrome/Perfetto trace of labe
 from __future__ import annotations
 
 import contextlib
+import os
 import re
+import sys
+import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -303,12 +306,50 @@ def profile_memory_calls(
     return split_memory(events, device=torch.device(device).type == "cuda")
 
 
+# What torch.profiler's C++ side writes to stderr on every start and stop, and about memory allocated
+# before it started: expected, not a fault, and it buried the profile command's output (hundreds of lines).
+_PROFILER_NOISE = re.compile(
+    r"SyncActivityProfilerHandler\.cpp:\d+\] profiler_(start|stop)"
+    r"|Memory block of unknown size was allocated before the profiling started"
+)
+
+
+@contextlib.contextmanager
+def quiet_profiler() -> Iterator[None]:
+    """Run the block with file descriptor 2 captured; on the way out, everything but the profiler's known
+    noise (:data:`_PROFILER_NOISE`) goes back to stderr, so real errors and warnings stay visible.
+
+    The noise comes from C++ (kineto, c10's allocator), which writes to the descriptor directly:
+    neither ``sys.stderr`` nor Python's warnings filters see it, and torch's C++ log level is fixed
+    when torch is imported, before any command could set it.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to capture (a detached process): nothing to hide either
+        yield
+        return
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines()
+                    if line.strip() and not _PROFILER_NOISE.search(line)]  # fmt: skip
+            if kept:
+                print("\n".join(kept), file=sys.stderr)
+
+
 def _profiled_events(fn: Callable[[], Any], *, calls: int, device: str, warmup: int, profile_memory: bool) -> Any:
     """The profiler's events of ``calls`` synchronised calls of ``fn``, after ``warmup`` unprofiled ones."""
     for _ in range(warmup):
         fn()
     synchronize(device)
-    with profile(activities=_activities(device), profile_memory=profile_memory) as prof:
+    with quiet_profiler(), profile(activities=_activities(device), profile_memory=profile_memory) as prof:
         for _ in range(calls):
             fn()
             synchronize(device)
@@ -414,7 +455,7 @@ def write_trace(
         call = inference_call(model, x, device)
         call()  # warm-up: first-call allocations and lazy initialisation stay out of the trace
         synchronize(device)
-        with profile(activities=_activities(device)) as prof:
+        with quiet_profiler(), profile(activities=_activities(device)) as prof:
             for _ in range(calls):
                 call()
     prof.export_chrome_trace(str(path))

@@ -452,21 +452,26 @@ class Cause:
     """Why a timing is unstable, read from its ``unstable_reason``, and what to do about it."""
 
     key: str  # the words of ``unstable_reason`` (stats_fields) that name this cause
-    what: str  # said of the timings: "3 timings: <what>"
+    what: str  # said of the timings: "3 timings <what>"
     advice: str
     fault: bool = True  # a single sample is no fault of the machine or the timer: it has no interval
+    short: str = ""  # a word or two for a table's note column
 
 
 # In the order of what to fix first: a timing with several reasons counts under the first that matches.
 CAUSES = (
-    Cause("busy", "with the CPU busy with other processes", "rerun on a quieter machine"),
-    Cause("machine slow", "on a machine running slower than usual", "rerun on a quieter machine"),
-    Cause("drift", "whose samples drifted while timed", "rerun on a quieter machine, or raise --min-time"),
-    Cause("CI half-width", "with too few samples for a CI within 5 % before the time cap", "raise --min-time"),
-    Cause("too few samples", "with too few samples for a 95 % CI", "raise --min-time"),
-    Cause("one sample", "of a single sample (no interval)", "raise --min-time to get one", fault=False),
+    Cause("busy", "with the CPU busy with other processes", "rerun on a quieter machine", short="CPU busy"),
+    Cause("machine slow", "on a machine running slower than usual", "rerun on a quieter machine",
+          short="machine slow"),  # fmt: skip
+    Cause("drift", "whose samples drifted while timed", "rerun on a quieter machine, or raise --min-time",
+          short="drift"),  # fmt: skip
+    Cause("CI half-width", "with too few samples for a CI within 5 % before the time cap", "raise --min-time",
+          short="wide CI"),  # fmt: skip
+    Cause("too few samples", "with too few samples for a 95 % CI", "raise --min-time", short="few samples"),
+    Cause("one sample", "of a single sample (no interval)", "raise --min-time to get one", fault=False,
+          short="1 sample"),  # fmt: skip
 )
-OTHER_CAUSE = Cause("", "for another reason", "see unstable_reason in the records")
+OTHER_CAUSE = Cause("", "for another reason", "see unstable_reason in the records", short="see unstable_reason")
 
 
 def cause_of(reason: str) -> Cause:
@@ -494,7 +499,8 @@ def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
     """One line saying how many timed records are unstable, grouped by cause with the advice for each; None if none.
 
     e.g. "3 timings unstable: 2 with the CPU busy with other processes: rerun on a quieter machine;
-    1 with too few samples for a CI within 5 % before the time cap: raise --min-time". Single
+    1 with too few samples for a CI within 5 % before the time cap: raise --min-time" (one cause:
+    "2 timings unstable with the CPU busy with other processes: rerun on a quieter machine"). Single
     samples are no fault and are said apart ("2 timings are single samples (no interval): raise
     --min-time to get one").
     The breakdown's per-part figures (a few profiled calls for each part of each block) are
@@ -506,8 +512,12 @@ def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
     bits = []
     if faults:
         total = sum(faults.values())
-        why = "; ".join(f"{n} {c.what}: {c.advice}" for c, n in faults.items())
-        bits.append(f"{total} timing{'s' if total > 1 else ''} unstable: {why}")
+        noun = f"{total} timing{'s' if total > 1 else ''} unstable"
+        if len(faults) == 1:
+            ((c, _),) = faults.items()
+            bits.append(f"{noun} {c.what}: {c.advice}")
+        else:
+            bits.append(f"{noun}: " + "; ".join(f"{n} {c.what}: {c.advice}" for c, n in faults.items()))
     if singles:
         one = next(c for c in CAUSES if not c.fault)
         noun = "timing is a single sample" if singles == 1 else "timings are single samples"
@@ -515,4 +525,4 @@ def unstable_summary(records: Iterable[Mapping[str, Any]]) -> str | None:
     if parts:
         counted = ", ".join(f"{n} {m} record{'s' if n > 1 else ''}" for m, n in parts.items())
         bits.append(f"{'also ' if bits else ''}{counted} unstable (a few profiled calls each)")
-    return "; ".join(bits) + " (see unstable_reason in the records)" if bits else None
+    return "; ".join(bits) if bits else None
