@@ -1,4 +1,5 @@
-"""``vptbench compare RUN_A RUN_B [...]``: runs side by side, ratios per metric with CIs; always exits 0."""
+"""``vptbench compare RUN_A RUN_B [...]``: runs side by side, ratios per metric with CIs, changes starred
+(bench.analysis.compare says when); always exits 0."""
 
 from __future__ import annotations
 
@@ -13,14 +14,14 @@ def add_parser(sub: Any, **kw: Any) -> None:
     p = sub.add_parser("compare", **kw, help="runs side by side: ratios per metric with CIs; always exits 0")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or records.jsonl files; the first is the reference")
     fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--markdown", action="store_true", help="print a Markdown table (changes beyond noise in bold)")
+    fmt.add_argument("--markdown", action="store_true", help="print a Markdown table (changes in bold)")
     fmt.add_argument("--csv", action="store_true", help="print CSV, full precision")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
     """Always exits 0 (the gate judges)."""
-    from ..analysis.compare import MEMORY_NOISE, compare_runs, format_rows
+    from ..analysis.compare import CHANGED, UNCONFIRMED, compare_runs, format_rows, legend
     from ..core.results import read_records
 
     if len(args.runs) < 2:
@@ -41,12 +42,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"no case of {names[0]} was measured in the other run(s): nothing to compare side by side")
     else:
         print(format_rows(rows, names, style))
-        beyond = sum(any(r.beyond_noise) for r in rows)
-        print(
-            f"\n{len(rows)} measurement(s) compared, {beyond} changed beyond noise "
-            f"({'**bold**' if style == 'github' else 'marked *'}): ratio CI leaving out 1 for timings with CIs, "
-            f"any change of params/FLOPs, > {MEMORY_NOISE:.0%} for memory. Timings without CIs are never called a change."
-        )
+        changed = sum(CHANGED in r.marks for r in rows)
+        unconfirmed = sum(UNCONFIRMED in r.marks and CHANGED not in r.marks for r in rows)
+        print(f"\n{len(rows)} measurement(s) compared: {changed} changed ({CHANGED}), {unconfirmed} to confirm "
+              f"({UNCONFIRMED}).\n{legend(style)}")  # fmt: skip
     for name, cases in zip(names, only, strict=True):
         if cases:
             print(f"only in {name}: {len(cases)} case(s), e.g. {sorted(cases)[0]}")
