@@ -32,7 +32,9 @@ def _browser() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("no Chromium installed (apt-get install chromium; .ci/run does it where apt is available)")
+    pytest.skip("needs a Chromium browser, which pip does not install (the Quickstart's command neither): "
+                "apt-get install chromium, or any of " + ", ".join(BROWSERS) + " on the PATH; .ci/run installs it "
+                "where apt is available")  # fmt: skip
 
 
 class DevTools:

@@ -132,3 +132,29 @@ def test_the_site_builds_with_strict(tmp_path):
     assert 'id="bench.core.results.record"' in reference and 'id="backbones.create"' in reference
     assert ":func:`" not in reference and ":class:`" not in reference
     assert (tmp_path / "site" / "paper-cpu-efficiency-accuracy.png").is_file()
+
+
+def test_extras_keep_the_quickstart_to_running_and_testing_and_ci_installs_the_rest():
+    """The Quickstart's `dev` extra is what the tests need; lint tools and optuna are extras of their own, which
+    .ci/run installs and runs; Getting started says what each extra is for."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+
+    def names(extra: str) -> set[str]:
+        return {re.split(r"[\s<>=!~;\[]", req, maxsplit=1)[0].lower() for req in extras[extra]}
+
+    assert not names("dev") & {"ruff", "mypy", "import-linter", "optuna"}
+    assert {"pytest", "hypothesis"} <= names("dev")
+    assert names("lint") == {"ruff", "mypy", "import-linter"} and names("search") == {"optuna"}
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    installed = re.search(r'-e "\.\[([\w,]+)\]"', ci).group(1).split(",")
+    assert sorted(installed) == sorted(extras), "CI installs every extra"
+    for command in ("ruff check", "mypy", "lint-imports", "pytest"):
+        assert re.search(rf"^{re.escape(command)}\b", ci, re.M), command
+    table = (DOCS / "getting-started.md").read_text(encoding="utf-8").split("## Extras", 1)[1]
+    for extra in extras:
+        assert f"| `{extra}` |" in table, f"Getting started does not say what `{extra}` is for"
+    assert "chromium" in table.lower()  # the browser test's one dependency pip cannot install

@@ -189,7 +189,7 @@ class _Trial:
 
 
 def test_schedule_tree_proposes_only_valid_schedules_and_replays_them():
-    pytest.importorskip("optuna")  # the 'search' extra (in dev, so CI runs this)
+    pytest.importorskip("optuna", reason="the optuna search needs the search extra (.ci/run installs it)")
     cands = enumerate_schedules("mixste", _grid(stages=(1, 2), pruners=("tps", "tpc")), **TINY)
     tree = ScheduleTree(cands)
     rng = np.random.default_rng(0)
@@ -257,7 +257,7 @@ def test_cli_halving_trains_rungs_and_reports_mpjpe(tmp_path, capsys):
 
 
 def test_cli_optuna_trials(tmp_path, capsys):
-    pytest.importorskip("optuna")
+    pytest.importorskip("optuna", reason="the optuna search needs the search extra (.ci/run installs it)")
     out = tmp_path / "sweep"
     argv = [*SMALL, "--metrics", "flops", "--accuracy", "smoke", "--search", "optuna", "--trials", "3", "--steps",
             "2", "--out", str(out), "--no-report", "--no-references"]  # fmt: skip
