@@ -158,3 +158,16 @@ def test_extras_keep_the_quickstart_to_running_and_testing_and_ci_installs_the_r
     for extra in extras:
         assert f"| `{extra}` |" in table, f"Getting started does not say what `{extra}` is for"
     assert "chromium" in table.lower()  # the browser test's one dependency pip cannot install
+
+
+# Words that tell the project's development history rather than what the tool does (the docs say what is,
+# with each figure's date, machine and command).
+HISTORY = re.compile(r"\bthis round\b|\bprevious round\b|\bthis session\b|\bbefore this (change|commit)\b|\bpredates\b"
+                     r"|\bwe\b|\bour\b|\bno longer\b|\bused to\b|\bthe engineer\b|\bearlier version", re.I)  # fmt: skip
+
+
+def test_the_docs_do_not_narrate_the_development_history():
+    found = [f"{path.relative_to(ROOT)}:{i}: {line.strip()}" for path in [README, *sorted(DOCS.glob("*.md"))]
+             for i, line in enumerate(_prose(path.read_text(encoding="utf-8")).splitlines(), start=1)
+             if HISTORY.search(line)]  # fmt: skip
+    assert not found, "\n".join(found)
