@@ -172,7 +172,8 @@ def create(
     if not expected:
         # A block beyond the depth is the first thing wrong with such a schedule (`--variant
         # hierarchical --schedule 12:3` on 8 blocks): only the model knows its depth, so let it say so.
-        if n:
+        # (A rectangle takes no schedule at all, whatever the schedule says.)
+        if n and variant != "rectangle":
             s.build(frames=frames, **kwargs)
         raise ValueError(
             f"variant {variant!r} takes {'no schedule' if variant == 'rectangle' else 'one stage' if variant == 'single' else 'two or more stages'}, "  # noqa: E501
