@@ -214,7 +214,9 @@ def dpc_knn_scores(feat: torch.Tensor, k: int = 2) -> torch.Tensor:
     distance to the nearest token of higher density (the largest distance for the densest token).
     Cluster centres score highest, so top-k picks one representative per cluster (DPC-kNN).
     """
-    # Double precision: densities of close tokens differ far below float32's resolution near 1.
+    # Double precision: densities of close tokens differ far below float32's resolution near 1, and
+    # float32 distances (a matrix product, which cancels for close tokens) change the selections even
+    # on the tests' inputs; tests/benchmarks/tpc_precision.py measures it (docs: What TPC costs).
     feat = feat.double()
     c = feat.shape[-1]
     dist = torch.cdist(feat, feat) / math.sqrt(c)  # (B, T, T)

@@ -95,6 +95,16 @@ def test_tpc_picks_one_token_per_cluster():
         assert idx[b].tolist() == sorted(idx[b].tolist())
 
 
+def test_tpc_tells_apart_densities_below_float32_resolution():
+    """Why TPC's distances are float64 (docs/breakdown.md, What TPC costs): two pairs of near-duplicate frames
+    have densities 1 - 5e-9 and 1 - 2e-8, equal in float32; float64 ranks them, and the position tie-break
+    decides within a pair (the later frame). The same code in float32 keeps frame 0 instead of frame 5."""
+    x = torch.tensor([[[0.0], [1e-4], [10.0], [10.0 + 2e-4], [5.0], [5.3]]])  # (B, T, C)
+    assert select_tpc(x, keep=2).tolist() == [[1, 3]]
+    assert select_tpc(x, keep=3).tolist() == [[1, 3, 5]]
+    assert select_tpc(x.repeat(2, 1, 1), keep=3).tolist() == [[1, 3, 5]] * 2  # deterministic, row by row
+
+
 def test_tpa_keeps_the_most_attended_tokens_in_time_order():
     received = torch.tensor([[0.1, 5.0, 0.2, 3.0, 0.3, 4.0]])
     assert select_tpa(received, keep=3).tolist() == [[1, 3, 5]]

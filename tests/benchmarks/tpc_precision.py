@@ -187,7 +187,9 @@ def timed(rounds: int) -> None:
 
         return call
 
-    fns = {"f64": step(F64), **{n: step(f) for n, f in CANDIDATES.items()}}
+    # The direct-difference candidate is an order of magnitude slower: timed apart, after the others, so
+    # that its long calls do not sit between theirs.
+    fns = {"f64": step(F64), **{n: step(f) for n, f in CANDIDATES.items() if n != "f32_log_direct"}}
     samples: dict[str, list[float]] = {n: [] for n in fns}
     for fn in fns.values():
         fn()  # warm-up
@@ -196,11 +198,19 @@ def timed(rounds: int) -> None:
             start = time.perf_counter()
             fn()
             samples[name].append((time.perf_counter() - start) * 1e3)
+    direct, ref_again = step(CANDIDATES["f32_log_direct"]), step(F64)
+    samples["f32_log_direct"], samples["f64 (beside direct)"] = [], []
+    for _ in range(max(3, rounds // 5)):
+        for name, fn in (("f64 (beside direct)", ref_again), ("f32_log_direct", direct)):
+            start = time.perf_counter()
+            fn()
+            samples[name].append((time.perf_counter() - start) * 1e3)
     ref = stats_fields(samples["f64"])
     for name, s in samples.items():
         f = stats_fields(s)
         med = sorted(s)[len(s) // 2]
-        ratios = sorted(a / b for a, b in zip(samples["f64"], s, strict=True))
+        base = samples["f64 (beside direct)" if name == "f32_log_direct" else "f64"]
+        ratios = sorted(a / b for a, b in zip(base, s, strict=True)) if len(base) == len(s) else [float("nan")]
         print(f"  {name}: {med:.2f} ms [{f['ci_low']:.2f}, {f['ci_high']:.2f}] (n = {f['n']}, MAD {f['mad_pct']:.0f} %); "
               f"f64 / {name} per round: median {ratios[len(ratios) // 2]:.2f}x")  # fmt: skip
     print(f"  (f64 stable: {ref['stable']} {ref['unstable_reason']})")
