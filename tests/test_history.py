@@ -289,6 +289,35 @@ def _duplicated(tmp: Path) -> Path:
     return d
 
 
+# --------------------------------------------------------------------------- run --history DIR
+
+
+def test_run_history_copies_each_finished_run_and_never_rewrites_one(tmp_path, capsys):
+    from bench.run.archive import archive_run
+
+    hist = tmp_path / "history"
+    out = tmp_path / "run"
+    argv = ["run", "--preset", "smoke", "--backbones", "mixste", "--variants", "rectangle", "--frames", "9",
+            "--metrics", "params", "--executor", "inline", "--no-report", "--out", str(out), "--history", str(hist)]  # fmt: skip
+    assert cli.main(argv) == 0
+    assert f"history: {hist / 'run'}" in capsys.readouterr().out
+    assert sorted(p.name for p in (hist / "run").iterdir()) == ["meta.json", "records.jsonl"]
+    assert read_records(hist / "run") == read_records(out)
+    before = (hist / "run" / "records.jsonl").read_bytes()
+    assert archive_run(out, hist) == hist / "run.2"  # the same id again: a new directory
+    assert (hist / "run" / "records.jsonl").read_bytes() == before
+    h = build_history([str(hist)], metrics=["params"])  # the same run twice is read once
+    assert len(h.runs) == 1 and "hold the same run" in capsys.readouterr().err
+
+
+def test_run_history_that_cannot_be_written_is_refused_before_measuring(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    argv = ["run", "--preset", "smoke", "--backbones", "mixste", "--metrics", "params", "--executor", "inline",
+            "--no-report", "--out", str(tmp_path / "run"), "--history", str(tmp_path / "file")]  # fmt: skip
+    assert cli.main(argv) == 2
+    assert "--history" in capsys.readouterr().err and not (tmp_path / "run" / "records.jsonl").exists()
+
+
 # --------------------------------------------------------------------------- in a browser
 
 

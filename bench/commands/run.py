@@ -45,6 +45,9 @@ def add_parser(sub: Any, **kw: Any) -> None:
     p.add_argument("--report-out", default=None,
                    help="report directory (default: OUT/report with --out, else reports/<run_id>)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--history", default=None, metavar="DIR",
+                   help="when the run ends, copy its records.jsonl and meta.json into DIR/<run_id>/ (append-only; "
+                        "vptbench history DIR reads it)")  # fmt: skip
     p.add_argument("--extend", action="store_true",
                    help="with --resume: add the cases of the given matrix options to the run's own")  # fmt: skip
     options.executor_options(p)
@@ -64,6 +67,10 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--extend adds cases to a run: it needs --resume and --out")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if getattr(args, "history", None):
+        from ..run.archive import check_history
+
+        check_history(args.history)
     executor = args.executor or "local"
     run_dir = Path(args.out) if args.out else None
     with store.writer(run_dir) if run_dir else contextlib.nullcontext():
@@ -96,6 +103,10 @@ def main(args: argparse.Namespace) -> int:
                 )  # fmt: skip
             print(_outcome_line(summary))
             warn_unstable(read_records(summary.run_dir))
+            if getattr(args, "history", None):
+                from ..run.archive import archive_run
+
+                print(f"history: {archive_run(summary.run_dir, args.history)}")
             if not args.no_report:
                 write_run_report(summary.run_dir, report_dir(args, run_id))
             return 1 if failed_case_ids(run_dir, [c.case_id for c in cases]) else 0
