@@ -13,6 +13,7 @@ import datetime as _dt
 import hashlib
 import html
 import math
+import statistics
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -29,11 +30,12 @@ T = TypeVar("T")
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px; color: #222; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
-h3 { font-size: 1em; font-family: ui-monospace, monospace; margin: 1.2em 0 0.3em; }
+h3 { font-size: 0.95em; font-family: ui-monospace, monospace; margin: 0.9em 0 0.3em; font-weight: 600; }
 table { border-collapse: collapse; margin: 0.5em 0; } td, th { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: left; }
 th { background: #f6f6f6; } table.steps td { white-space: nowrap; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .worse { color: #c62828; } .better { color: #2e7d32; } .muted { color: #777; }
-.charts { display: flex; flex-wrap: wrap; gap: 10px; }
+.cases { display: flex; flex-wrap: wrap; gap: 6px 22px; align-items: flex-start; }
+.charts { display: flex; flex-wrap: wrap; gap: 8px; }
 figure.chart { margin: 0; border: 1px solid #e3e3e3; border-radius: 4px; padding: 4px; background: #fff; }
 figure.chart figcaption { font-size: 12px; text-align: center; }
 figure.chart.stepped { border-color: #c62828; }
@@ -73,9 +75,11 @@ def render(h: History) -> str:
         by_case: dict[str, list[Series]] = {}
         for s in h.series.get(m, []):
             by_case.setdefault(s.case_id, []).append(s)
+        parts.append('<div class="cases">')
         for case_id, group in by_case.items():
-            parts.append(f"<h3>{e(case_id)}</h3>")
-            parts.append('<div class="charts">' + "".join(_figure(s, runs, h.steps_of(s)) for s in group) + "</div>")
+            figures = "".join(_figure(s, runs, h.steps_of(s)) for s in group)
+            parts.append(f'<section class="case"><h3>{e(case_id)}</h3><div class="charts">{figures}</div></section>')
+        parts.append("</div>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
@@ -144,8 +148,11 @@ def _ticks(lo: float, hi: float, n: int = 4) -> list[float]:
     return [first + k * step for k in range(int((hi - first) / step + 1e-9) + 1)]
 
 
-def _fmt(x: float, unit: str) -> str:
-    return numbers.count(x) if unit == "count" else numbers.sig(x)
+def _tick_labels(ticks: Sequence[float]) -> list[str]:
+    """The ticks with as few decimals as tell them apart (2.5, 5.0, 7.5; 100, 200), thousands separated."""
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else abs(ticks[0]) or 1.0
+    d = next((d for d in range(7) if all(abs(round(t, d) - t) < step * 1e-6 for t in ticks)), 6)
+    return [f"{t:,.{d}f}" for t in ticks]
 
 
 def svg_chart(s: Series, runs: Sequence[Run], found: Sequence[Found], factor: float = 1.0, unit: str = "") -> str:
@@ -154,8 +161,9 @@ def svg_chart(s: Series, runs: Sequence[Run], found: Sequence[Found], factor: fl
     pts = [(i, p) for i, p in enumerate(s.points) if p is not None]
     ys = [v * factor for _, p in pts for v in (p.value, p.low, p.high) if v is not None]
     lo, hi = min(ys), max(ys)
-    pad = (hi - lo) * 0.08 if hi > lo else (abs(hi) * 0.05 or 1.0)
-    lo, hi = lo - pad, hi + pad
+    # At least +-5 % of the median in view: noise that is no step does not fill the chart as if it were one.
+    mid, half = (lo + hi) / 2, max((hi - lo) / 2, abs(statistics.median(ys)) * MIN_CHANGE) or 1.0
+    lo, hi = mid - half * 1.08, mid + half * 1.08
     if min(ys) >= 0 > lo:
         lo = 0.0
     n = len(runs)
@@ -170,10 +178,11 @@ def svg_chart(s: Series, runs: Sequence[Run], found: Sequence[Found], factor: fl
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
            f'aria-label="{e(s.case_id)} {e(s.label)}">',
            f'<rect x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}" fill="#fafafa" stroke="#ddd"/>']  # fmt: skip
-    for t in _ticks(lo, hi):
+    ticks = _ticks(lo, hi)
+    for t, text in zip(ticks, _tick_labels(ticks)):
         ty = TOP + ph * (1 - (t - lo) / (hi - lo))
         out.append(f'<line x1="{LEFT}" x2="{LEFT + pw}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#e6e6e6"/>'
-                   f'<text x="{LEFT - 4}" y="{ty + 3:.1f}" text-anchor="end">{_fmt(t, unit)}</text>')  # fmt: skip
+                   f'<text x="{LEFT - 4}" y="{ty + 3:.1f}" text-anchor="end">{text}</text>')  # fmt: skip
     every = max(1, math.ceil(n / 14))
     for i, run in enumerate(runs):
         if i % every == 0 or i == n - 1:
