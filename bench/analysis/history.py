@@ -36,6 +36,15 @@ class Found:
     series: S.Series
     step: Step
     run: S.Run
+    sustain: int = 2
+
+    @property
+    def stable(self) -> bool | None:
+        """For timings: whether the runs on both sides of the step were timed stable (False: a busy machine may be why)."""
+        before = [p for p in self.series.points[: self.step.index] if p is not None][-1:]
+        window = [p for p in self.series.points[self.step.index :] if p is not None][: self.sustain]
+        flags = [p.stable for p in before + window if p.stable is not None]
+        return all(flags) if flags else None
 
     @property
     def worse(self) -> bool:
@@ -89,7 +98,8 @@ def build_history(
     for m, rs in groups.items():
         h.series[m] = S.series(rs, wanted)
         for s in h.series[m]:
-            h.steps += [Found(s, st, rs[st.index]) for st in detect(s.points, S.kind(s.metric), sustain=sustain)]
+            found = detect(s.points, S.kind(s.metric), sustain=sustain)
+            h.steps += [Found(s, st, rs[st.index], sustain) for st in found]
         for i, run in enumerate(rs):
             for r in run.records:
                 if r.get("status") != "ok" and r.get("metric") in wanted:
@@ -108,14 +118,19 @@ def _change(f: Found) -> str:
     return f"{text} ({'worse' if f.worse else 'better'})"
 
 
+def _stable(f: Found) -> str:
+    return {True: "yes", False: "no", None: ""}[f.stable]
+
+
 def _table(found: Sequence[Found], several: bool) -> str:
     rows = []
     for f in found:
         s, run = f.series, f.run
         rows.append([*([s.machine.id] if several else []), s.case_id, s.label, _change(f),
                      f"{numbers.quantity(f.step.before, s.unit)} -> {numbers.quantity(f.step.after, s.unit)}",
-                     run.run_id, run.short, run.date.date().isoformat()])  # fmt: skip
-    headers = [*(["machine"] if several else []), "case", "metric", "change", "level", "first run", "commit", "date"]
+                     run.run_id, run.short, run.date.date().isoformat(), _stable(f)])  # fmt: skip
+    headers = [*(["machine"] if several else []), "case", "metric", "change", "level", "first run", "commit", "date",
+               "timed stable"]  # fmt: skip
     return tabulate(rows, headers=headers, disable_numparse=True)
 
 

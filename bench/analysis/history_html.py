@@ -31,7 +31,7 @@ CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px; color: #222; }
 h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bottom: 1px solid #ddd; }
 h3 { font-size: 0.95em; font-family: ui-monospace, monospace; margin: 0.9em 0 0.3em; font-weight: 600; }
-table { border-collapse: collapse; margin: 0.5em 0; } td, th { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: left; }
+table { border-collapse: collapse; margin: 0.5em 0; } table.steps { font-size: 13px; } td, th { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: left; }
 th { background: #f6f6f6; } table.steps td { white-space: nowrap; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .worse { color: #c62828; } .better { color: #2e7d32; } .muted { color: #777; }
 .cases { display: flex; flex-wrap: wrap; gap: 6px 22px; align-items: flex-start; }
@@ -56,6 +56,7 @@ def render(h: History) -> str:
     shown = list(dict.fromkeys(s.metric for v in h.series.values() for s in v))
     confirmed = [f for f in h.steps if f.step.confirmed]
     pending = [f for f in h.steps if not f.step.confirmed]
+    several = len(h.machines) > 1
     parts = [
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -65,11 +66,11 @@ def render(h: History) -> str:
         f"{n_series} series of {e(', '.join(shown))}; <b>{len(confirmed)} step(s)</b> detected"
         f"{f', {len(pending)} more possible in the latest run(s)' if pending else ''}.</p>",
         f'<p class="muted">{e(_rule(h.sustain))}</p>',
-        '<h2 id="steps">Steps</h2>', _steps_table(confirmed, "None: every series stayed within its noise."),
+        '<h2 id="steps">Steps</h2>', _steps_table(confirmed, "None: every series stayed within its noise.", several),
     ]  # fmt: skip
     if pending:
         parts += ['<h2 id="pending">Possible steps in the latest run(s), not yet confirmed</h2>',
-                  _steps_table(pending, "")]  # fmt: skip
+                  _steps_table(pending, "", several)]  # fmt: skip
     for m, runs in h.machines.items():
         parts += [f'<h2 id="m-{m.id}">Machine {m.id}: {e(m.label)}</h2>', _runs_table(runs)]
         by_case: dict[str, list[Series]] = {}
@@ -95,7 +96,7 @@ def _rule(sustain: int) -> str:
             "by commit date, else by start time; timings are compared only within one machine.")  # fmt: skip
 
 
-def _steps_table(found: Sequence[Found], empty: str) -> str:
+def _steps_table(found: Sequence[Found], empty: str, several: bool) -> str:
     if not found:
         return f"<p>{empty}</p>"
     e = html.escape
@@ -108,11 +109,12 @@ def _steps_table(found: Sequence[Found], empty: str) -> str:
             f'<tr><td><a href="#{chart_id(s)}">{e(s.case_id)}</a></td><td>{e(s.label)}</td>'
             f'<td class="num {cls}">{change} ({cls})</td>'
             f'<td class="num">{e(numbers.quantity(st.before, s.unit))} &rarr; {e(numbers.quantity(st.after, s.unit))}</td>'
-            f"<td>{e(f.run.run_id)}</td><td><code>{e(f.run.short)}</code></td><td>{_day(f.run.date)}</td>"
-            f"<td>{s.machine.id}</td></tr>"
+            f'<td><code title="run {e(f.run.run_id)}">{e(f.run.short)}</code></td><td>{f.run.date:%Y-%m-%d}</td>'
+            + (f"<td>{s.machine.id}</td>" if several else "")
+            + f"<td>{ {True: 'yes', False: 'no', None: ''}[f.stable]}</td></tr>"
         )  # fmt: skip
-    head = "".join(f"<th>{c}</th>" for c in ("case", "metric", "change", "level", "first run", "commit", "date",
-                                              "machine"))  # fmt: skip
+    columns = ("case", "metric", "change", "level", "commit", "date", *(["machine"] if several else []), "stable")
+    head = "".join(f"<th>{c}</th>" for c in columns)
     return f'<table class="steps"><tr>{head}</tr>{"".join(rows)}</table>'
 
 
@@ -122,10 +124,11 @@ def _runs_table(runs: Sequence[Run]) -> str:
     rows = "".join(
         f"<tr><td>{i + 1}</td><td>{e(r.run_id)}</td><td><code>{e(r.short)}</code></td>"
         f"<td>{_day(r.date)} <span class=muted>({source.get(r.date_source, r.date_source)})</span></td>"
+        f"<td>{e(r.start.replace('T', ' ')[:16])}</td>"
         f'<td class="num">{len(r.records)}</td><td class="muted">{e(str(r.path))}</td></tr>'
         for i, r in enumerate(runs)
     )  # fmt: skip
-    head = "".join(f"<th>{c}</th>" for c in ("#", "run", "commit", "date", "records", "directory"))
+    head = "".join(f"<th>{c}</th>" for c in ("#", "run", "commit", "date", "run started", "records", "directory"))
     return f"<table><tr>{head}</tr>{rows}</table>"
 
 
