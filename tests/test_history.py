@@ -231,7 +231,7 @@ def test_the_page_marks_the_step_and_unstable_points(eight, tmp_path):
     h = build_history([str(eight)], metrics=["latency", "speedup"])
     page = (write_history(h, tmp_path / "o") / "index.html").read_text()
     (f,) = h.steps
-    assert f'<figure class="chart stepped" id="{chart_id(f.series)}"' in page
+    assert f'<figure class="chart stepped worse" id="{chart_id(f.series)}"' in page
     assert page.count('class="step"') == 1 and f'href="#{chart_id(f.series)}"' in page
     assert page.count('class="unstable"') == 1  # run 3's speed-up is marked not stable: one hollow point
     assert commit_of(5)[:7] in page

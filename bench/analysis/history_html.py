@@ -33,12 +33,12 @@ h1 { font-size: 1.6em; margin-bottom: 0.2em; } h2 { margin-top: 1.6em; border-bo
 h3 { font-size: 0.95em; font-family: ui-monospace, monospace; margin: 0.9em 0 0.3em; font-weight: 600; }
 table { border-collapse: collapse; margin: 0.5em 0; } table.steps { font-size: 13px; } td, th { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: left; }
 th { background: #f6f6f6; } table.steps td { white-space: nowrap; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.worse { color: #c62828; } .better { color: #2e7d32; } .muted { color: #777; }
+td.worse { color: #c62828; } td.better { color: #2e7d32; } .muted { color: #777; }
 .cases { display: flex; flex-wrap: wrap; gap: 6px 22px; align-items: flex-start; }
 .charts { display: flex; flex-wrap: wrap; gap: 8px; }
 figure.chart { margin: 0; border: 1px solid #e3e3e3; border-radius: 4px; padding: 4px; background: #fff; }
 figure.chart figcaption { font-size: 12px; text-align: center; }
-figure.chart.stepped { border-color: #c62828; }
+figure.chart.stepped { border-color: #2e7d32; } figure.chart.stepped.worse { border-color: #c62828; }
 svg text { font: 10px system-ui, sans-serif; fill: #444; }
 """
 
@@ -134,7 +134,8 @@ def _runs_table(runs: Sequence[Run]) -> str:
 
 def _figure(s: Series, runs: Sequence[Run], found: Sequence[Found]) -> str:
     e = html.escape
-    cls = "chart stepped" if any(f.step.confirmed for f in found) else "chart"
+    confirmed = [f for f in found if f.step.confirmed]
+    cls = "chart" + (" stepped" if confirmed else "") + (" worse" if any(f.worse for f in confirmed) else "")
     values = [v for p in s.points if p is not None for v in (p.value, p.low, p.high) if v is not None]
     unit, factor = (s.unit, 1.0) if s.unit == "count" else numbers.column_unit(values, s.unit)
     caption = f"<b>{e(s.label)}</b> ({e(unit)})"
