@@ -288,10 +288,6 @@ class Series:
     unit: str
     points: list[Point | None]
 
-    @property
-    def backbone(self) -> str:
-        return next(str(p.record.get("backbone", "")) for p in self.points if p is not None)
-
 
 def series(runs: Sequence[Run], metrics: Iterable[str]) -> list[Series]:
     """Every (case, metric) of ``runs`` (one machine's, in order) as a series, in first-seen order."""
