@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as _dt
 import glob
 import hashlib
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -182,7 +183,7 @@ def load_run(path: Path, repo: Path | None = None) -> Run:
     run_id = str(meta.get("run_id") or (ids[0] if ids else path.name))
     commit = str(meta.get("git_commit") or "")
     date, source = _parse_date(meta.get("git_commit_date")), "commit"
-    if date is None and commit:
+    if date is None and re.fullmatch(r"[0-9a-f]{7,64}", commit):  # a hash, never an option for git
         date = commit_date(commit, str((repo or Path.cwd()).resolve()))
     if date is None:
         date, source = _parse_date(meta.get("start_time")), "start"
