@@ -19,7 +19,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
                         "speed-up, FPS)")  # fmt: skip
     p.add_argument("--out", required=True, metavar="FILE", help="the JSON file to write")
     p.add_argument("--metrics", type=options.csv_list, default=None, metavar="METRIC,...",
-                   help="metric names (default: params, FLOPs, timings, peak memory)")
+                   help="metric names (default: params, FLOPs, timings, FPS, peak memory)")
     p.set_defaults(func=main)
 
 
