@@ -17,8 +17,8 @@ import pytest
 
 from bench import cli
 from bench.analysis import series as S
-from bench.analysis.history import build_history, history_csv, write_history
-from bench.analysis.history_html import chart_id
+from bench.analysis.history import build_history, history_csv
+from bench.analysis.history_page import chart_id, write_history
 from bench.analysis.steps import detect
 from bench.core.results import read_records
 

@@ -2,7 +2,7 @@
 
     h = build_history(["results/*"], metrics=["latency", "speedup"])
     print(steps_table(h))
-    write_history(h, "reports/history")   # index.html (one file, inline SVG) + history.csv
+    write_history(h, "reports/history")   # bench.analysis.history_page: index.html + history.csv
 
 Runs are found, read, dated and grouped by machine as :mod:`bench.analysis.series` says; each
 machine's series are searched for steps as :mod:`bench.analysis.steps` says. Nothing is judged
@@ -25,8 +25,6 @@ from ..core.errors import UsageError
 from ..core.results import METRIC_UNITS
 from . import series as S
 from .steps import Step, detect
-
-DEFAULT_OUT = Path("reports") / "history"
 
 
 @dataclass(frozen=True)
@@ -181,17 +179,3 @@ def history_csv(h: History) -> str:
                     "step_confirmed": "" if st is None else st.confirmed,
                 })  # fmt: skip
     return buf.getvalue()
-
-
-def write_history(h: History, out: str | Path | None = None) -> Path:
-    """Write ``index.html`` and ``history.csv`` into ``out`` (default ``reports/history``); returns ``out``."""
-    from .history_html import render
-
-    out_dir = Path(out) if out is not None else DEFAULT_OUT
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "history.csv").write_text(history_csv(h), encoding="utf-8")
-        (out_dir / "index.html").write_text(render(h), encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"cannot write the history to {out_dir}: {e.strerror or e}") from None
-    return out_dir

@@ -27,7 +27,8 @@ def add_parser(sub: Any, **kw: Any) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Print the steps, write the page; exit 0 whatever it finds (the gate decides)."""
-    from ..analysis.history import build_history, steps_table, write_history
+    from ..analysis.history import build_history, steps_table
+    from ..analysis.history_page import write_history
 
     h = build_history(args.runs, backbones=args.backbones, variants=args.variants, metrics=args.metrics,
                       machine=args.machine, sustain=args.sustain)  # fmt: skip

@@ -1,4 +1,5 @@
-"""The history page: one self-contained HTML file, one small inline SVG chart per (case, metric).
+"""The history page (``index.html``, with ``history.csv``): one self-contained HTML file, one small
+inline SVG chart per (case, metric).
 
 No script and nothing fetched: the page opens from a CI artifact or a mail attachment as it is.
 Each chart draws one machine's runs in time order, the commit (7 hex digits, ``+`` for a dirty
@@ -15,13 +16,16 @@ import html
 import math
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TypeVar
 
 from ..core import numbers
-from .history import Found, History
+from ..core.errors import UsageError
+from .history import Found, History, history_csv
 from .series import Run, Series
 from .steps import MIN_CHANGE, RELATIVE_TOLERANCE
 
+DEFAULT_OUT = Path("reports") / "history"
 W, H = 340, 190
 LEFT, RIGHT, TOP, BOTTOM = 52, 10, 14, 52
 LINE, WORSE, BETTER = "#1f5fa8", "#c62828", "#2e7d32"
@@ -41,6 +45,18 @@ figure.chart figcaption { font-size: 12px; text-align: center; }
 figure.chart.stepped { border-color: #2e7d32; } figure.chart.stepped.worse { border-color: #c62828; }
 svg text { font: 10px system-ui, sans-serif; fill: #444; }
 """
+
+
+def write_history(h: History, out: str | Path | None = None) -> Path:
+    """Write ``index.html`` and ``history.csv`` into ``out`` (default ``reports/history``); returns ``out``."""
+    out_dir = Path(out) if out is not None else DEFAULT_OUT
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "history.csv").write_text(history_csv(h), encoding="utf-8")
+        (out_dir / "index.html").write_text(render(h), encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write the history to {out_dir}: {e.strerror or e}") from None
+    return out_dir
 
 
 def chart_id(s: Series) -> str:
