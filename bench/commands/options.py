@@ -63,6 +63,13 @@ def min_time_option(p: argparse.ArgumentParser) -> None:
                         "up to 3x as long to tighten its confidence interval (default: the preset's)")
 
 
+def allocator_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allocator", default=None, metavar="NAME",
+                   help="how the measuring processes allocate memory: tuned (glibc with no per-forward page "
+                        "faults), system, tcmalloc, jemalloc (preloaded; local and slurm executors) "
+                        "(default: the preset's, tuned)")
+
+
 def strategy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruners", type=csv_list, default=None, metavar="P,...",
                    help="pruned variants once per pruner (built-in or registered; default: each variant's own)")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UsageError
 from . import options
-from .common import report_dir, warn_unstable, write_run_report
+from .common import doctor_line, report_dir, warn_unstable, with_allocator, write_run_report
 
 if TYPE_CHECKING:
     from ..core.case import Case
@@ -41,6 +41,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
                    help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     options.min_time_option(p)
+    options.allocator_option(p)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
     p.add_argument("--report-out", default=None,
                    help="report directory (default: OUT/report with --out, else reports/<run_id>)")
@@ -58,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
     """Exit 0 when every case is ok, 1 when a case failed (error or oom), 2 on bad input."""
     from ..core import plugins
     from ..core.results import read_meta, read_records
+    from ..measure.load import cpu_count
     from ..run import executors, store
     from ..run.runner import run_matrix
 
@@ -76,6 +78,7 @@ def main(args: argparse.Namespace) -> int:
     with store.writer(run_dir) if run_dir else contextlib.nullcontext():
         stored = read_meta(run_dir) if args.resume and run_dir else {}
         preset, cases, metrics, settings = _matrix(args, stored)
+        settings = with_allocator(settings, args.allocator, fresh_processes=executor != "inline")
         run_id = stored.get("run_id") or (run_dir.name if run_dir else store.default_run_id(preset.name))
         run_dir = run_dir or Path("results") / run_id
         with store.writer(run_dir):
@@ -88,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
                                  "add onnxruntime to --runtime")  # fmt: skip
             save = str((run_dir / "onnx").resolve()) if args.save_onnx else None
             settings = dataclasses.replace(settings, save_onnx=save, onnx_exporter=args.onnx_exporter)
+            if any(m in metrics for m in ("latency", "speedup", "train")):
+                doctor_line(settings.speed.threads or cpu_count())
             meta = {"preset": preset.name, "executor": executor, "shard": args.shard or stored.get("shard"),
                     "plugins": plugins.describe(), "matrix": [dataclasses.asdict(c) for c in cases],
                     "runtimes": runtime_list}  # fmt: skip

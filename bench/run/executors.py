@@ -48,6 +48,7 @@ from ..core.case import Case
 from ..core.errors import UsageError, WriteError
 from ..core.progress import read_progress
 from ..core.results import finish_meta, read_records, write_meta
+from ..measure import allocator
 from ..scenarios import METRIC_GROUPS, Settings
 from . import worker
 from .jobs import BenchJob, Job
@@ -199,6 +200,13 @@ def _describe_exit(rc: int) -> str:
     return f"exited with code {rc}"
 
 
+def _allocator_env(job: Job) -> dict[str, str]:
+    """The environment that gives the job's processes its allocator before they start (tcmalloc or
+    jemalloc preloaded; nothing for glibc's settings, which each case sets itself)."""
+    name = getattr(getattr(job, "settings", None), "allocator", None)
+    return allocator.environment(name) if name else {}
+
+
 def _run_local(
     cases: Sequence[Case], run_dir: Path, run_id: str, job: Job, workers: int, slurm: SlurmOptions,
     progress: bool, outcome: Outcome,
@@ -217,7 +225,7 @@ def _run_local(
     pending = list(cases)
     running: dict[int, tuple[Any, Case, Path, Path]] = {}  # slot -> (process, case, part, log)
     shown, shown_at = "", 0.0  # what the bar last showed of the running cases, and when
-    thread_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    thread_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} | _allocator_env(job)
     # One zygote forks every case's fresh process: torch is imported once, not once per case.
     server = worker.fork_server(thread_env)
     with contextlib.ExitStack() as stack, progress_bar(len(cases), progress, "local") as bar:

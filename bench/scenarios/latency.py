@@ -17,7 +17,8 @@ import torch.nn as nn
 
 from ..core.case import Case
 from ..core.results import record
-from ..measure import load, runtimes, timing
+from ..measure import runtimes, timing
+from ..measure.phase import Phase
 from .base import Settings
 
 
@@ -61,9 +62,10 @@ def latency_env(case: Case, settings: Settings, prepared: runtimes.Prepared) -> 
 def timed_alone(
     run_id: str, case: Case, model: nn.Module, prepared: runtimes.Prepared, settings: Settings
 ) -> Iterator[dict[str, Any]]:
-    with load.Monitor(torch.get_num_threads()) as mon:
-        samples = timing.measure_latency(prepared.forward, device=case.device, **settings.latency_effort())
-    yield from latency_records(run_id, case, model, samples, settings, mon.fields(),
+    with Phase(torch.get_num_threads(), case.device, with_reference=settings.reference) as phase:
+        samples = timing.measure_latency(prepared.forward, device=case.device, reference=phase.reference,
+                                         **settings.latency_effort())  # fmt: skip
+    yield from latency_records(run_id, case, model, samples, settings, phase.fields(),
                                latency_env(case, settings, prepared))  # fmt: skip
 
 
