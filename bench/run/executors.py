@@ -50,7 +50,7 @@ from ..core.progress import read_progress
 from ..core.results import finish_meta, read_records, write_meta
 from ..measure import allocator
 from ..scenarios import METRIC_GROUPS, Settings
-from . import worker
+from . import budget, worker
 from .jobs import BenchJob, Job
 from .outcome import Outcome, finish, progress_bar
 from .runner import RunSummary
@@ -238,7 +238,8 @@ def _run_local(
                         continue
                     case = pending.pop(0)
                     log = run_dir / "logs" / f"{safe_name(case)}.log"
-                    task = new_task(case, run_dir, run_id, job, str(log), threads)
+                    capped = budget.with_cap(job, budget.spent(run_dir), len(pending) + 1)
+                    task = new_task(case, run_dir, run_id, capped, str(log), threads)
                     part = Path(task.part)
                     (part / "task.pkl").write_bytes(cloudpickle.dumps(task))
                     env = dict(thread_env)

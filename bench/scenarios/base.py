@@ -47,6 +47,7 @@ class Settings:
     onnx_exporter: str = "auto"  # bench.measure.runtimes.EXPORTERS, or auto: the first that exports the model
     allocator: str = "tuned"  # bench.measure.allocator.ALLOCATORS: how the measuring processes allocate
     reference: bool = True  # time the reference workload between samples (machine_slowdown)
+    run_budget_s: float | None = None  # latency and pair seconds of the whole run, shared out (bench.run.budget)
 
     def latency_effort(self) -> dict[str, Any]:
         """How hard to time a forward, or the speed-up's pairs: the keyword arguments of

@@ -54,6 +54,7 @@ def preparation_records(run_id: str, case: Case, prepared: runtimes.Prepared) ->
 
 def latency_env(case: Case, settings: Settings, prepared: runtimes.Prepared) -> dict[str, Any]:
     env = timing.describe(settings.speed, case.device, case.dtype) | prepared.fields
+    env["time_cap_s"] = settings.max_time_s  # the phase's budget (a run's budget shares it out: bench.run.budget)
     if case.runtime == "compile":
         env["compile"] = True
     return env
