@@ -284,12 +284,15 @@ def _submit(folder: Path, run_dir: Path, run_id: str, job: Job, slurm: SlurmOpti
 
     executor = submitit.AutoExecutor(folder=folder, cluster=slurm.cluster)
     params: dict[str, Any] = {
-        "name": f"vptbench-{run_id}", "timeout_min": req.time_min, "gpus_per_node": req.gpus,
-        "cpus_per_task": req.cpus, "mem_gb": req.mem_mb // 1024, "tasks_per_node": 1, "nodes": 1,
+        "name": f"vptbench-{run_id}", "timeout_min": req.time_min, "cpus_per_task": req.cpus,
+        "mem_gb": req.mem_mb // 1024, "tasks_per_node": 1, "nodes": 1,
     }  # fmt: skip
+    params |= {"gpus_per_node": req.gpus} if req.gpus else {}  # no GPU option at all where none is wanted
     if slurm.cluster == "slurm":
-        # No requeue: a requeued job would run its case again into the same part.
-        params["slurm_additional_parameters"] = {"no_requeue": True} | dict(slurm.extra)
+        # No requeue: a requeued job would run its case again into the same part. No warning signal
+        # before the time limit (submitit's USR2, 90 s ahead, whose default action kills a job that
+        # has not started Python yet under a short limit): SIGURG is ignored by default.
+        params["slurm_additional_parameters"] = {"no_requeue": True, "signal": "URG@1"} | dict(slurm.extra)
         params |= {"slurm_exclusive": True} if req.exclusive else {}
         params |= {"slurm_partition": slurm.partition} if slurm.partition else {}
         params |= {"slurm_account": slurm.account} if slurm.account else {}
