@@ -125,6 +125,19 @@ def test_squeue_lines_by_array_task():
     assert states["41_2"].reason == "PartitionConfig"
 
 
+def test_jobs_squeue_has_forgotten_are_simply_not_in_the_queue(monkeypatch):
+    error = ["squeue: slurm_load_jobs error: Invalid job id specified"]
+
+    def squeue(cmd, timeout=30):
+        raise sq.SlurmCommandError(error[0])
+
+    monkeypatch.setattr(sq, "_run", squeue)
+    assert sq.queue(["41"]) == {}  # one id, purged after MinJobAge: squeue fails rather than list nothing
+    error[0] = "squeue: slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+    with pytest.raises(sq.SlurmCommandError):
+        sq.queue(["41"])  # the controller unreachable: the watcher keeps waiting
+
+
 @pytest.mark.parametrize("reason, hopeless", [
     ("PartitionConfig", True), ("PartitionNodeLimit", True), ("PartitionTimeLimit", True), ("InvalidAccount", True),
     ("InvalidQOS", True), ("QOSMaxWallDurationPerJobLimit", True), ("AssocMaxCpuPerJobLimit", True),

@@ -262,7 +262,12 @@ def queue(job_ids: Iterable[str]) -> dict[str, QueueState]:
     ids = sorted(set(job_ids))
     if not ids:
         return {}
-    return parse_squeue(_run(["squeue", "-h", "-r", "-o", SQUEUE_FORMAT, "-j", ",".join(ids)]))
+    try:
+        return parse_squeue(_run(["squeue", "-h", "-r", "-o", SQUEUE_FORMAT, "-j", ",".join(ids)]))
+    except SlurmCommandError as e:
+        if "Invalid job id" in str(e):  # squeue's answer when every id asked for is forgotten (MinJobAge)
+            return {}
+        raise
 
 
 def hopeless(reason: str, parts: Mapping[str, Partition] | None = None, partition: str | None = None) -> bool:
@@ -367,5 +372,6 @@ def _run(cmd: list[str], timeout: float = 30) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SlurmCommandError(f"{cmd[0]}: {e}") from None
     if p.returncode != 0:
-        raise SlurmCommandError(f"{cmd[0]}: {(p.stderr or p.stdout).strip().splitlines()[-1:] or ['failed']}")
+        last = (p.stderr or p.stdout).strip().splitlines()[-1:]
+        raise SlurmCommandError(f"{cmd[0]}: {last[0] if last else f'exit status {p.returncode}'}")
     return p.stdout
