@@ -1,6 +1,7 @@
 """Suite-wide settings: one torch thread per test, so tiny models don't pay for OpenMP threads
 spinning against each other on small shared CI machines (two threads can be 30x slower there);
-restored after every test, since some code under test sets its own count.
+restored after every test, since some code under test sets its own count. The reference
+workload's history (bench.measure.reference) goes to a folder of the session's, never ~/.cache.
 
 Tests marked ``slurm`` run against a single-node Slurm on localhost (:mod:`slurm_cluster`),
 started once per session where its daemons are installed and skipped with the reason otherwise.
@@ -13,6 +14,17 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_cache(tmp_path_factory):
+    before = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("cache"))  # worker subprocesses inherit it
+    yield
+    if before is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = before
 
 
 @pytest.fixture(autouse=True)

@@ -12,19 +12,12 @@ import pytest
 import torch
 
 import backbones
-from bench.accuracy.checkpoints import load_fitting
+from bench.accuracy.checkpoints import checkpoint_path, load_checkpoint, load_fitting
 from bench.accuracy.data.synthetic import synthetic_data
+from bench.accuracy.evaluate import METRICS, score
+from bench.accuracy.job import PRESETS, accuracy_case, load_data
 from bench.accuracy.metrics import mpjpe
-from bench.accuracy.train import (
-    METRICS,
-    PRESETS,
-    Standardiser,
-    accuracy_case,
-    checkpoint_path,
-    load_checkpoint,
-    load_data,
-    score,
-)
+from bench.accuracy.standardise import Standardiser
 from bench.cli import main
 from bench.core.case import Case
 from bench.core.errors import UsageError
@@ -69,8 +62,8 @@ def test_same_seed_same_result_other_seed_other_result(tiny_data, tmp_path):
 
 
 def test_smoke_steps_give_seq2frame_backbones_as_many_supervised_frames(tmp_path):
-    from bench.accuracy.train import plan_cases
     from bench.cli import build_parser
+    from bench.commands.accuracy import plan_cases
 
     preset = PRESETS["smoke"]
     args = build_parser().parse_args(["accuracy", "--backbones", "mhformer,mixste", "--variants", "rectangle"])
@@ -81,7 +74,7 @@ def test_smoke_steps_give_seq2frame_backbones_as_many_supervised_frames(tmp_path
 
 
 def test_prediction_covers_every_test_frame_once(tiny_data):
-    from bench.accuracy.train import evaluation_clips, predict
+    from bench.accuracy.evaluate import evaluation_clips, predict
 
     seq_len = len(tiny_data.test[0])
     for name, frames in (("mixste", 27),):

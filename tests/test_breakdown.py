@@ -1,4 +1,5 @@
-"""Time by part and block, the GEMM peak, training FLOPs and traces (bench.measure.breakdown).
+"""Time by part and block, the GEMM peak, training FLOPs and traces (bench.measure.profiler and
+bench.measure.gemm; their records: bench.scenarios.breakdown).
 
 Tiny models at T=9: what is checked is the bookkeeping (every part named, the parts partitioning
 the profiled call, backward time given to the forward's parts), never a speed.
@@ -14,9 +15,11 @@ import torch
 import backbones
 from bench.cli import main
 from bench.core.case import Case
-from bench.measure import breakdown as bd
+from bench.measure import gemm, profiler
 from bench.measure.flops import count_flops
-from bench.scenarios.measure import Settings, example_inputs, measure_case
+from bench.measure.flops_torch import count_train_step
+from bench.scenarios import Settings, example_inputs, measure_case
+from bench.scenarios import breakdown as bd
 
 
 def tiny(backbone: str, variant: str = "hierarchical") -> tuple[Case, torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -30,9 +33,9 @@ def tiny(backbone: str, variant: str = "hierarchical") -> tuple[Case, torch.nn.M
 @pytest.mark.parametrize("backbone", backbones.names())
 def test_every_backbone_has_its_main_parts_labelled(backbone):
     _, model, _, _ = tiny(backbone, "single")
-    parts = bd.part_modules(model, backbone)
+    parts = profiler.part_modules(model, backbone)
     found = {p for p, _ in parts.values()}
-    assert found <= set(bd.PARTS)
+    assert found <= set(profiler.PARTS)
     assert {"mlp", "norm", "head"} <= found
     assert {"spatial_attention", "temporal_attention"} & found
     assert not any(isinstance(dict(model.named_modules())[n], torch.nn.ModuleList) for n in parts)
@@ -42,7 +45,7 @@ def test_every_backbone_has_its_main_parts_labelled(backbone):
 
 def test_module_names_map_to_the_parts_they_are():
     _, model, _, _ = tiny("mixste", "single")
-    parts = bd.part_modules(model, "mixste")
+    parts = profiler.part_modules(model, "mixste")
     assert parts["blocks.3.spatial.attn"] == ("spatial_attention", 3)
     assert parts["blocks.0.temporal.mlp"] == ("mlp", 0)
     assert parts["embed"] == ("embed", None)
@@ -50,9 +53,9 @@ def test_module_names_map_to_the_parts_they_are():
     assert parts["head"] == ("head", None)
     assert "blocks.0.temporal.mlp.fc1" not in parts  # nested modules belong to their part
     _, mag, _, _ = tiny("motionagformer", "rectangle")
-    assert bd.part_modules(mag, "motionagformer")["blocks.1.graph_temporal.mixer"] == ("graph", 1)
-    assert bd.parse_label(bd.label("prune", 2)) == ("prune", 2)
-    assert bd.parse_label("aten::addmm") is None
+    assert profiler.part_modules(mag, "motionagformer")["blocks.1.graph_temporal.mixer"] == ("graph", 1)
+    assert profiler.parse_label(profiler.label("prune", 2)) == ("prune", 2)
+    assert profiler.parse_label("aten::addmm") is None
 
 
 def test_split_profile_gives_each_event_to_the_innermost_part():
@@ -64,15 +67,15 @@ def test_split_profile_gives_each_event_to_the_innermost_part():
             for c in self.cpu_children:
                 c.cpu_parent = self
 
-    fwd = Ev(bd.FORWARD_ROOT, 100, [
-        Ev(bd.label("mlp", 1), 10, [Ev("aten::addmm", 500, seq=7)]),
-        Ev(bd.label("prune", 1), 5, [Ev("aten::topk", 40)]),
+    fwd = Ev(profiler.FORWARD_ROOT, 100, [
+        Ev(profiler.label("mlp", 1), 10, [Ev("aten::addmm", 500, seq=7)]),
+        Ev(profiler.label("prune", 1), 5, [Ev("aten::topk", 40)]),
         Ev("aten::add", 30),
     ])  # fmt: skip
-    bwd = Ev(bd.STEP_ROOT + "backward", 1, [Ev("autograd::engine::evaluate_function: AddmmBackward0", 200, seq=7),
+    bwd = Ev(profiler.STEP_ROOT + "backward", 1, [Ev("autograd::engine::evaluate_function: AddmmBackward0", 200, seq=7),
                                             Ev("autograd::engine::evaluate_function: X", 50, seq=99)], start=1)
-    fwd.name = bd.STEP_ROOT + "forward"
-    (call,) = bd.split_profile([fwd, bwd])
+    fwd.name = profiler.STEP_ROOT + "forward"
+    (call,) = profiler.split_profile([fwd, bwd])
     assert call[("forward", "mlp", 1)] == pytest.approx(0.51)
     assert call[("forward", "prune", 1)] == pytest.approx(0.045)
     assert call[("forward", "other", None)] == pytest.approx(0.13)
@@ -81,20 +84,20 @@ def test_split_profile_gives_each_event_to_the_innermost_part():
 
 
 def test_stats_median_interval_and_stability():
-    s = bd.stats([10.0] * 9)
+    s = profiler.stats([10.0] * 9)
     assert (s.median, s.n, s.ci_low, s.ci_high, s.stable) == (10.0, 9, 10.0, 10.0, True)
-    wide = bd.stats([1.0, 5.0, 10.0, 20.0, 40.0])
+    wide = profiler.stats([1.0, 5.0, 10.0, 20.0, 40.0])
     assert wide.ci_low <= wide.median <= wide.ci_high and not wide.stable
-    assert wide.unstable_reason.startswith("too few samples (5 < 6)")  # the rule of bench.measure.timing, said the same way
+    assert wide.unstable_reason.startswith("CI half-width")  # the rule of bench.measure.timing, said the same way
     # A timed record's own verdict stands: it knew the load while its samples were taken.
     busy = {"stable": False, "unstable_reason": "CPU busy with other processes (1.20 cores)", "ci_low": 9.0,
             "ci_high": 11.0}
-    s = bd.stats([10.0] * 9, busy)
+    s = profiler.stats([10.0] * 9, busy)
     assert (s.stable, s.unstable_reason, s.ci_low, s.ci_high) == (False, busy["unstable_reason"], 9.0, 11.0)
 
 
 def test_breakdown_records_of_a_case(tmp_path, monkeypatch):
-    monkeypatch.setitem(bd.GEMM_SIZES, "cpu", (64, 128))  # the bookkeeping, not this machine's peak
+    monkeypatch.setitem(gemm.GEMM_SIZES, "cpu", (64, 128))  # the bookkeeping, not this machine's peak
     (tmp_path / "meta.json").write_text(json.dumps({"run_id": "t"}))
     case, model, _, _ = tiny("mixste")
     quick = Settings(warmup=1, repeats=2, min_time_s=0.0, train_warmup=1, train_repeats=1, train_min_time_s=0.0)
@@ -106,10 +109,10 @@ def test_breakdown_records_of_a_case(tmp_path, monkeypatch):
     stages = [int(s.split(":")[0]) for s in case.schedule.split(",")]
     pruned = {(r["part"], r["block"]) for r in parts if r["phase"] == "inference"}
     assert {("prune", b) for b in stages} | {("recover", None)} <= pruned
-    assert {r["part"] for r in parts} <= set(bd.PARTS)
+    assert {r["part"] for r in parts} <= set(profiler.PARTS)
     # hooks and the wrapped token steps are gone afterwards
     assert "prune" not in vars(model.tokens) and not model.blocks[0].spatial.attn._forward_pre_hooks
-    assert {r["step"] for r in parts if r["phase"] == "train"} == set(bd.STEPS)
+    assert {r["step"] for r in parts if r["phase"] == "train"} == set(profiler.STEPS)
     inference = [r for r in parts if r["phase"] == "inference"]
     assert sum(r["value"] for r in inference) == pytest.approx(inference[0]["sum_ms"])
     assert all({"n", "ci_low", "ci_high", "stable", "latency_ms", "flops_g"} <= set(r) for r in inference)
@@ -121,7 +124,7 @@ def test_breakdown_records_of_a_case(tmp_path, monkeypatch):
     assert achieved["torch"]["of_peak"] == pytest.approx(achieved["torch"]["value"] / peak["value"])
     # the peak is cached in the run's meta.json: a second case does not measure it again
     assert json.loads((tmp_path / "meta.json").read_text())["machine_peak_gflops"]
-    again = bd.machine_peak(case.device, case.dtype, torch.get_num_threads(), tmp_path)
+    again = gemm.machine_peak(case.device, case.dtype, torch.get_num_threads(), tmp_path)
     assert again["cached"] and again["value"] == peak["value"]
 
 
@@ -132,7 +135,7 @@ def case_x(case: Case, model: torch.nn.Module) -> torch.Tensor:
 def test_flops_train_counts_the_backward_too():
     case, model, x, y = tiny("mixste", "rectangle")
     forward = count_flops(model, x, "torch").total
-    train = bd.flops_train(model, x, y)
+    train = count_train_step(model, x, y)
     assert 2.5 * forward < train < 3.5 * forward  # backward ~ twice the forward (attention included)
     assert all(p.grad is None for p in model.parameters()) and not model.training
 
@@ -143,7 +146,7 @@ def test_profile_writes_a_chrome_trace_labelled_by_part_and_block(tmp_path, caps
     assert rc == 0
     events = json.loads(path.read_text())["traceEvents"]
     names = {e.get("name", "") for e in events}
-    assert bd.FORWARD_ROOT in names and "vpt.recover" in names
+    assert profiler.FORWARD_ROOT in names and "vpt.recover" in names
     assert any(n.startswith("vpt.prune.block") for n in names)
     assert any(n.startswith("vpt.temporal_attention.block") for n in names)
     assert capsys.readouterr().out == ""
@@ -190,7 +193,7 @@ def test_report_shows_the_breakdown(tmp_path):
 
 
 def test_memory_by_part_of_a_hierarchical_case(monkeypatch):
-    monkeypatch.setitem(bd.GEMM_SIZES, "cpu", (64,))
+    monkeypatch.setitem(gemm.GEMM_SIZES, "cpu", (64,))
     case, model, x, y = tiny("mixste")
     quick = Settings(warmup=1, repeats=2, min_time_s=0.0, train_warmup=1, train_repeats=1, train_min_time_s=0.0)
     recs = list(bd.breakdown_records("t", case, model, x, y, quick, train=True))
@@ -204,7 +207,7 @@ def test_memory_by_part_of_a_hierarchical_case(monkeypatch):
         mine = [r for r in mem if r["phase"] == phase]
         keys = {(r["part"], r["block"]) for r in mine}
         assert {("prune", b) for b in stages} | {("recover", None)} <= keys
-        assert {r["part"] for r in mine} <= set(bd.PARTS)
+        assert {r["part"] for r in mine} <= set(profiler.PARTS)
         assert sum(r["value"] for r in mine) == pytest.approx(mine[0]["total_mib"])
     inference = {(r["part"], r["block"]): r["value"] for r in mem if r["phase"] == "inference"}
     # the head allocates the output at least; the attention of an unpruned block more than that of a pruned one
@@ -212,7 +215,7 @@ def test_memory_by_part_of_a_hierarchical_case(monkeypatch):
     assert inference[("temporal_attention", 0)] > inference[("temporal_attention", stages[-1])] > 0
     assert all(inference[("prune", b)] > 0 for b in stages)  # selection and gather allocate the kept tokens
     train = [r for r in mem if r["phase"] == "train"]
-    assert {r["step"] for r in train} == set(bd.STEPS)
+    assert {r["step"] for r in train} == set(profiler.STEPS)
     backward = {(r["part"], r["block"]): r["value"] for r in train if r["step"] == "backward"}
     assert backward[("mlp", 0)] > 0  # gradients given to the forward's parts
     assert sum(r["value"] for r in train) > sum(inference.values())  # a training step allocates more than a forward
@@ -221,7 +224,7 @@ def test_memory_by_part_of_a_hierarchical_case(monkeypatch):
 def test_report_of_a_tiny_breakdown_run_draws_the_roofline_and_memory_by_part(tmp_path, monkeypatch):
     from bench.analysis.report import write_report
 
-    monkeypatch.setitem(bd.GEMM_SIZES, "cpu", (64,))
+    monkeypatch.setitem(gemm.GEMM_SIZES, "cpu", (64,))
     run = tmp_path / "run"
     run.mkdir()
     (run / "meta.json").write_text(json.dumps({"run_id": "t"}))

@@ -31,7 +31,7 @@ from bench.core.errors import UsageError, WriteError
 from bench.core.results import measurement_key, record, scan_records
 from bench.run import runner, store
 from bench.run.executors import execute
-from bench.scenarios.measure import Settings
+from bench.scenarios import Settings
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the worker subprocesses unpickle FakeJob
 

@@ -12,7 +12,9 @@ import backbones
 from backbones.blocks import Block
 from bench.core.errors import UsageError
 from bench.measure import flops as flops_module
-from bench.measure.flops import COUNTERS, FVCORE_NON_MATMUL, FlopReport, count_all, count_flops
+from bench.measure import flops_paper, flops_torch
+from bench.measure.flops import COUNTERS, FlopReport, count_all, count_flops
+from bench.measure.flops_fvcore import FVCORE_NON_MATMUL
 
 CASES = [(name, variant) for name in backbones.names() for variant in backbones.VARIANTS]
 
@@ -173,7 +175,7 @@ def test_torch_and_paper_sharing_one_forward_count_what_each_counts_alone(name, 
 def test_when_the_shared_forward_fails_each_counter_runs_alone(monkeypatch):
     model, x = _tiny("mixste", "single")
     calls = []
-    real = flops_module._paper_counting
+    real = flops_paper.paper_counting
 
     @flops_module.contextmanager
     def torch_fails(m):
@@ -181,13 +183,13 @@ def test_when_the_shared_forward_fails_each_counter_runs_alone(monkeypatch):
         raise RuntimeError("dispatch mode broke")
         yield  # pragma: no cover
 
-    monkeypatch.setattr(flops_module, "_torch_counting", torch_fails)
+    monkeypatch.setattr(flops_torch, "torch_counting", torch_fails)
     reports = flops_module.count_each(model, x)
     assert calls == ["shared", "shared"]  # the shared pass, then torch alone
     assert isinstance(reports["torch"], RuntimeError) and "dispatch mode broke" in str(reports["torch"])
     assert isinstance(reports["paper"], FlopReport) and reports["paper"].total > 0
     assert isinstance(reports["fvcore"], FlopReport)
-    assert real is flops_module._paper_counting
+    assert real is flops_paper.paper_counting
     assert not any(m._forward_hooks for m in model.modules())
     with pytest.raises(RuntimeError, match="dispatch mode broke"):
         count_all(model, x)
@@ -296,7 +298,7 @@ def test_a_blind_counter_is_flagged_with_the_fused_op_it_missed():
     with torch.no_grad():
         for p in model.parameters():
             p.requires_grad_(False)
-        blind = flops_module._count_torch(model, (x,))
+        blind = flops_torch.count_torch(model, (x,))
     assert blind.total < 0.2 * _encoder_analytic_gflops(27)
     assert "aten._transformer_encoder_layer_fwd" in blind.unsupported
     reports = {"fvcore": count_flops(model, x, "fvcore"), "torch": blind}
@@ -320,7 +322,7 @@ def test_paper_protocol_missing_multihead_attention_is_flagged_but_its_attention
 
 def test_measured_flops_records_carry_the_disagreement_warning(capsys):
     from bench.core.case import Case
-    from bench.scenarios.measure import measure_case
+    from bench.scenarios import measure_case
 
     @backbones.register(
         "encoder-layers", pipeline="seq2seq", in_channels=2, frames=27, single=backbones.VariantSpec(),

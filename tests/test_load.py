@@ -19,7 +19,7 @@ import torch
 from bench.core.case import Case
 from bench.measure import load
 from bench.measure.timing import SpeedSettings
-from bench.scenarios.measure import Settings, measure_case
+from bench.scenarios import Settings, measure_case
 
 
 def test_busy_rule_counts_the_cores_the_timing_left_free():

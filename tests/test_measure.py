@@ -1,14 +1,14 @@
-"""The speedup group of bench.scenarios.measure: paired against the case's own rectangle, one record per pruned case."""
+"""The speedup group of bench.scenarios.speedup: paired against the case's own rectangle, one record per pruned case."""
 
 from __future__ import annotations
 
 import pytest
 
+from bench import scenarios
 from bench.core import results
 from bench.core.case import Case
 from bench.measure.timing import SpeedSettings
-from bench.scenarios import measure
-from bench.scenarios.measure import Settings, measure_case
+from bench.scenarios import Settings, measure_case, speedup
 
 QUICK = Settings(warmup=1, repeats=6, min_time_s=0.0, max_time_s=0.2, max_repeats=30, speed=SpeedSettings(threads=1))
 TIMED_FIELDS = {"n", "ci_low", "ci_high", "ci_level", "ci_method", "mad_pct", "drift_pct", "stable",
@@ -20,7 +20,7 @@ def test_a_pruned_case_gets_one_paired_speedup_against_its_own_rectangle():
     recs = list(measure_case(case, ["latency", "speedup"], "r", settings=QUICK))
     (sp,) = [r for r in recs if r["metric"] == "speedup"]
     assert (sp["status"], sp["unit"], sp["method"]) == ("ok", "x", "paired")
-    assert sp["reference"] == measure.reference_case(case).case_id
+    assert sp["reference"] == scenarios.reference_case(case).case_id
     assert "rectangle" in sp["reference"] and sp["reference"] != case.case_id
     assert set(sp) >= TIMED_FIELDS
     n = sp["n"]
@@ -37,7 +37,7 @@ def test_a_pruned_case_gets_one_paired_speedup_against_its_own_rectangle():
 
 def test_a_pruned_latency_alone_and_a_rectangle_latency_are_timed_on_their_own():
     single = Case(backbone="motionbert", variant="single", frames=27, size="tiny").resolve()
-    rect = measure.reference_case(single)
+    rect = scenarios.reference_case(single)
     for case, metrics in ((single, ["latency"]), (rect, ["latency", "speedup"])):
         (lat,) = [r for r in measure_case(case, metrics, "r", settings=QUICK) if r["metric"] == "latency"]
         assert lat["status"] == "ok" and "paired" not in lat and "reference" not in lat
@@ -47,7 +47,7 @@ def test_a_failing_pair_fails_both_the_latency_and_the_speedup(monkeypatch):
     def broken(*_a, **_k):
         raise RuntimeError("timer broke")
 
-    monkeypatch.setattr(measure.timing, "measure_paired", broken)
+    monkeypatch.setattr(speedup.timing, "measure_paired", broken)
     case = Case(backbone="motionbert", variant="single", frames=27, size="tiny").resolve()
     recs = list(measure_case(case, ["params", "latency", "speedup"], "r", settings=QUICK))
     assert [(r["metric"], r["status"]) for r in recs] == [("params", "ok"), ("latency", "error"), ("speedup", "error")]
@@ -64,4 +64,4 @@ def test_a_rectangle_has_no_speedup_record_and_an_unbuildable_case_a_skipped_one
 
 def test_speedup_is_a_known_metric_in_x():
     assert results.METRIC_UNITS["speedup"] == "x"
-    assert "speedup" in measure.METRIC_GROUPS
+    assert "speedup" in scenarios.METRIC_GROUPS

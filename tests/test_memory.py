@@ -18,7 +18,7 @@ import torch
 
 import backbones
 from bench.core.case import Case
-from bench.measure import memory
+from bench.measure import memory, rss
 
 FAKE_MODULE = textwrap.dedent(
     '''
@@ -106,7 +106,7 @@ def test_peak_rss_is_measured_in_a_fresh_process(hog):
     ballast = torch.ones(512 * 2**18)  # 512 MiB held by this (the parent) process
     ballast[0] = 2.0
     peaks = memory.peak_rss(fields(hog, "tiny"), ["inference"], threads=1)
-    assert peaks["inference"] < memory._vm_hwm_mib() - 400  # none of the parent's memory counts
+    assert peaks["inference"] < rss._vm_hwm_mib() - 400  # none of the parent's memory counts
     assert "train" not in peaks
     del ballast
 
@@ -150,7 +150,7 @@ def test_cuda_peak_memory_counts_a_known_allocation():
 
 
 def test_cpu_training_is_timed_in_the_fresh_process_when_memory_is_measured():
-    from bench.scenarios.measure import Settings, measure_case
+    from bench.scenarios import Settings, measure_case
 
     settings = Settings(train_warmup=1, train_repeats=2, train_min_time_s=0.0)
     case = Case("mixste", frames=9, size="tiny")
@@ -172,7 +172,7 @@ def test_training_timed_in_the_fresh_process_is_not_counted_as_other_processes_l
     from bench.core.results import read_records
     from bench.run.executors import execute
     from bench.run.jobs import BenchJob
-    from bench.scenarios.measure import Settings
+    from bench.scenarios import Settings
 
     settings = Settings(train_warmup=1, train_repeats=6, train_min_time_s=1.0, train_max_time_s=2.0)
     case = Case("mixste", frames=27, size="tiny")

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 import backbones
-from backbones.official import CheckpointMismatch, release_container, unwrap_state_dict
-from bench.accuracy.train import load_checkpoint
+from backbones.official import release_container, unwrap_state_dict
+from backbones.releases import CheckpointMismatch
+from bench.accuracy.checkpoints import load_checkpoint
 from bench.cli import main
 from bench.core.results import read_records
 
@@ -287,7 +288,7 @@ def test_profile_measures_the_model_of_an_official_file(tmp_path, capsys):
 
 
 def test_accuracy_evaluates_an_official_file_on_human36m_files(tmp_path, capsys):
-    from tests.test_h36m import write_h36m
+    from test_h36m import write_h36m  # tests/ is on sys.path (pytest prepends it)
 
     write_h36m(tmp_path)
     _tiny_release(tmp_path / "magf.bin", "motionagformer", "rectangle")

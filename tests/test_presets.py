@@ -11,7 +11,7 @@ from backbones.tokens import parse_schedule
 from bench.core.case import Case
 from bench.core.errors import UsageError
 from bench.run import presets
-from bench.scenarios.measure import measure_case
+from bench.scenarios import measure_case
 
 
 @pytest.fixture

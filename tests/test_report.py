@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 
 from bench import cli
-from bench.analysis.report import build_tables, read_reported, table_latex, write_report
+from bench.analysis.report import write_report
+from bench.analysis.sources import read_reported
+from bench.analysis.tables import build_tables, table_latex
 from bench.core.errors import UsageError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -542,10 +544,11 @@ def test_cli_reports_and_exits_2_on_bad_input(tmp_path, mixste_run, capsys):
 
 
 def test_tables_are_one_per_backbone_with_variants_as_rows(tmp_path):
-    from bench.analysis.report import _records_frame, summarize
+    from bench.analysis.sources import records_frame
+    from bench.analysis.summary import summarize
 
     run = full_run(tmp_path)
-    tables = build_tables(summarize(_records_frame(run)), {})
+    tables = build_tables(summarize(records_frame(run)), {})
     assert [t.backbone for t in tables] == sorted(BACKBONES)
     for t in tables:
         assert [row[0].text for row in t.rows] == list(VARIANTS)
@@ -553,13 +556,14 @@ def test_tables_are_one_per_backbone_with_variants_as_rows(tmp_path):
 
 
 def test_plotted_points_keep_measured_and_reported_apart(tmp_path, mixste_run):
-    from bench.analysis.plots import _accuracy_points
-    from bench.analysis.report import _records_frame, load_accuracy, summarize
+    from bench.analysis.plots.efficiency import _accuracy_points
+    from bench.analysis.sources import load_accuracy, records_frame
+    from bench.analysis.summary import summarize
 
     acc = [rec(case("mixste", "rectangle", 243), "mpjpe", 120.0, "synthetic")]
     acc_dir = write_run(tmp_path / "acc", acc)
     reported = load_accuracy(str(write_reported(tmp_path / "reported.csv", REPORTED_ROWS)))
-    summary = summarize(_records_frame(mixste_run), pd.concat([load_accuracy(str(acc_dir)), reported]))
+    summary = summarize(records_frame(mixste_run), pd.concat([load_accuracy(str(acc_dir)), reported]))
     pts = _accuracy_points(summary, reported)
     pts = pts[pts["backbone"] == "mixste"].set_index(["variant", "hollow"])
     # The paper's own point: its GFLOPs and MPJPE; ours: this run's GFLOPs and our MPJPE.
@@ -631,18 +635,18 @@ def test_accuracy_at_another_length_is_named_not_left_as_empty_columns(tmp_path,
 
 
 def test_a_report_without_accuracy_has_the_efficiency_plots(tmp_path, real_plots):
-    from bench.analysis import plots
+    from bench.analysis.plots import costs, efficiency
 
     out = write_report(timed_run(tmp_path), accuracy=[], out=tmp_path / "rep")
     drawn = sorted(p.stem for p in (out / "plots").glob("*.png"))
     assert {"speedup_vs_flops", "cost_per_variant", "hourglass", "flops_per_block"} <= set(drawn)
     _assert_images([out / "plots" / f"{n}.png" for n in drawn])
-    fig = plots.speedup_vs_flops(read_summary(out).reset_index(drop=True))
+    fig = efficiency.speedup_vs_flops(read_summary(out).reset_index(drop=True))
     ax = fig.axes[0]
     assert ax.get_xlabel().startswith("FLOPs saving") and "realised = FLOPs" in [t.get_text() for t in ax.texts]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "paired (95 % CI)" in labels and "rectangle" not in labels  # only what is drawn
-    fig = plots.cost_per_variant(read_summary(out).reset_index(drop=True))
+    fig = costs.cost_per_variant(read_summary(out).reset_index(drop=True))
     assert [a.get_title() for a in fig.axes] == [
         "Latency per forward", "Training step", "Peak memory, inference (CPU RSS)", "Peak memory, training (CPU RSS)"
     ]
@@ -650,14 +654,15 @@ def test_a_report_without_accuracy_has_the_efficiency_plots(tmp_path, real_plots
 
 
 def test_accuracy_axis_has_a_minimum_span_and_legend_lists_only_drawn_variants(tmp_path, mixste_run, real_plots):
-    from bench.analysis import plots
-    from bench.analysis.report import _records_frame, load_accuracy, summarize
+    from bench.analysis.plots import efficiency
+    from bench.analysis.sources import load_accuracy, records_frame
+    from bench.analysis.summary import summarize
 
     reported = load_accuracy(str(write_reported(tmp_path / "reported.csv", REPORTED_ROWS)))
-    summary = summarize(_records_frame(mixste_run), reported)
-    fig = plots.efficiency_accuracy(summary, reported)
+    summary = summarize(records_frame(mixste_run), reported)
+    fig = efficiency.efficiency_accuracy(summary, reported)
     lo, hi = fig.axes[0].get_ylim()
-    assert hi - lo >= plots.MIN_MPJPE_SPAN_MM  # 40.9 vs 41.0 mm must not fill the axis
+    assert hi - lo >= efficiency.MIN_MPJPE_SPAN_MM  # 40.9 vs 41.0 mm must not fill the axis
     texts = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     assert "single" in texts and "hierarchical" not in texts  # no MPJPE for hierarchical: not in the legend
 
@@ -665,11 +670,11 @@ def test_accuracy_axis_has_a_minimum_span_and_legend_lists_only_drawn_variants(t
 def test_a_plot_is_added_by_registering_one_function(tmp_path, mixste_run, real_plots, monkeypatch):
     from bench.analysis import plots
 
-    monkeypatch.setattr(plots, "PLOTS", dict(plots.PLOTS))
+    monkeypatch.setattr(plots.base, "PLOTS", dict(plots.PLOTS))  # the registry: undone after the test
 
     @plots.register("my_plot", "My plot", "never missing")
     def _mine(data):
-        fig, ax = plots.plt.subplots()
+        fig, ax = plots.base.plt.subplots()
         ax.plot(data.summary["frames"], data.summary["params"])
         return fig
 
@@ -706,11 +711,12 @@ def _breakdown_report(tmp_path, plot: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_roofline_has_a_point_per_case_and_a_peak_per_device_dtype_and_threads(tmp_path, real_plots):
     from bench.analysis import plots
+    from bench.analysis.plots import breakdown
 
     summary, recs = _breakdown_report(tmp_path, "roofline")
     data = plots.PlotInputs(summary, recs[recs["metric"] == "flops_block"], None,
                             breakdown=recs[recs["metric"].isin(("achieved_gflops", "machine_peak_gflops"))])  # fmt: skip
-    fig = plots.roofline(data)
+    fig = breakdown.roofline(data)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "achieved GFLOP/s (fvcore FLOPs / median latency)"
     points = {tuple(c.lines[0].get_xydata()[0]) for c in ax.containers}
@@ -725,11 +731,12 @@ def test_roofline_has_a_point_per_case_and_a_peak_per_device_dtype_and_threads(t
 
 def test_mem_by_part_stacks_the_parts_of_each_phase(tmp_path, real_plots):
     from bench.analysis import plots
+    from bench.analysis.plots import breakdown
 
     summary, recs = _breakdown_report(tmp_path, "mem_by_part")
-    fig = plots.mem_by_part(recs[recs["metric"] == "mem_by_part"], summary)
+    fig = breakdown.mem_by_part(recs[recs["metric"] == "mem_by_part"], summary)
     inference, train = fig.axes[:2]
     assert inference.get_xlabel() == "MiB allocated per forward" and "training step" in train.get_xlabel()
     # summed over blocks: 2 x (2 + i) MiB of mlp and 0.5 MiB of prune per forward; 2 MiB per training step
-    assert [t.get_text() for t in inference.texts] == [plots._short(2 * (2.0 + i) + 0.5) for i in range(3)]
+    assert [t.get_text() for t in inference.texts] == [plots.short(2 * (2.0 + i) + 0.5) for i in range(3)]
     assert [t.get_text() for t in train.texts] == ["2.00"] * 3

@@ -24,7 +24,7 @@ from bench.core.case import Case
 from bench.core.errors import UsageError
 from bench.measure.timing import SpeedSettings
 from bench.run import presets, runner, store
-from bench.scenarios.measure import Settings
+from bench.scenarios import Settings
 
 FAST = Settings(warmup=0, repeats=1, min_time_s=0.0, train_warmup=0, train_repeats=1, train_min_time_s=0.0,
                 speed=SpeedSettings(threads=1))  # fmt: skip

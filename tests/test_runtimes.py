@@ -13,14 +13,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from bench import cli
+from bench import cli, scenarios
 from bench.analysis.runtimes_section import section
 from bench.core import results
 from bench.core.case import Case
 from bench.core.errors import UsageError
 from bench.measure import runtimes
-from bench.scenarios import measure
-from bench.scenarios.measure import Settings, example_inputs, measure_case
+from bench.scenarios import Settings, example_inputs, measure_case
 
 FAST = Settings(warmup=1, repeats=2, min_time_s=0.0)
 
@@ -196,7 +195,7 @@ def test_a_pruned_case_is_paired_with_its_rectangle_on_its_own_runtime():
     assert by["export_error"]["status"] == "ok"
     sp, lat = by["speedup"], by["latency"]
     assert sp["status"] == "ok" and sp["method"] == "paired" and sp["runtime"] == "onnxruntime"
-    assert sp["reference"] == measure.reference_case(case.resolve()).case_id and "onnxruntime" in sp["reference"]
+    assert sp["reference"] == scenarios.reference_case(case.resolve()).case_id and "onnxruntime" in sp["reference"]
     assert lat["paired"] is True and lat["samples"] == sp["samples_pruned"] and lat["runtime"] == "onnxruntime"
 
 

@@ -239,20 +239,68 @@ def test_stability_rule_on_known_sequences(kind, stable, reason):
         assert f["drift_pct"] == pytest.approx(30.0, abs=2.0)
 
 
-def test_too_few_samples_or_a_busy_machine_are_unstable():
-    f = timing.stats_fields([10.0, 10.0, 10.0])
-    assert f["stable"] is False and "too few samples" in f["unstable_reason"] and f["ci_level"] == 0.75
+def test_a_busy_machine_is_unstable():
     busy = timing.stats_fields(_seq("stable"), load={"busy": True, "other_cores": 1.5, "load_1m": 3.0})
     assert busy["stable"] is False and "busy" in busy["unstable_reason"] and busy["other_cores"] == 1.5
     quiet = timing.stats_fields(_seq("stable"), load={"busy": False, "other_cores": 0.01})
     assert quiet["stable"] is True and quiet["busy"] is False
 
 
+def test_small_samples_get_a_student_t_interval_on_the_logarithms():
+    f = timing.stats_fields([10.0, 10.2, 9.8, 10.1])
+    # exp(mean(log x) -+ t(0.975, 3) s / sqrt(4)), computed by hand
+    assert f["ci_method"] == "student_t_log" and f["ci_level"] == 0.95 and f["n"] == 4
+    assert f["ci_low"] == pytest.approx(9.754942, rel=1e-6) and f["ci_high"] == pytest.approx(10.300282, rel=1e-6)
+    assert f["stable"] is True  # half-width 2.7 % of the median
+    wide = timing.stats_fields([10.0, 12.0, 9.0, 11.0, 10.5])
+    assert wide["ci_method"] == "student_t_log" and wide["stable"] is False
+    assert "CI half-width" in wide["unstable_reason"] and "n = 5" in wide["unstable_reason"]
+    # the t quantiles are scipy's
+    stats = pytest.importorskip("scipy.stats")
+    for df, q in timing.T_975.items():
+        assert q == pytest.approx(stats.t.ppf(0.975, df), rel=1e-8)
+
+
+def test_one_sample_has_no_interval():
+    f = timing.stats_fields([8.07])
+    assert f["ci_low"] is None and f["ci_high"] is None and f["ci_level"] is None and f["ci_method"] == "none"
+    assert f["stable"] is False and f["unstable_reason"] == "one sample: no interval"
+    assert timing.unstable_summary([{"status": "ok", "metric": "train_step", **f}]).startswith(
+        "1 timing unstable: one sample each (no interval)")
+
+
+def test_six_samples_and_more_keep_the_distribution_free_interval():
+    f = timing.stats_fields([10.0, 10.1, 9.9, 10.2, 9.8, 10.0])
+    assert f["ci_method"] == "binomial_order_statistics" and (f["ci_low"], f["ci_high"]) == (9.8, 10.2)
+
+
+def test_the_small_sample_interval_covers_the_median_about_95_percent_of_log_normal_draws():
+    # Its assumption holds here (log-times normal): 2,000 draws of n = 2..5 with a 5 % spread.
+    g = torch.Generator().manual_seed(3)
+    for n in (2, 3, 4, 5):
+        draws = torch.exp(torch.randn(2000, n, generator=g) * 0.05).tolist()  # true median 1.0
+        covered = 0
+        for x in draws:
+            low, high = timing.log_t_ci(x)
+            covered += low <= 1.0 <= high
+        assert 0.93 <= covered / len(draws) <= 0.97, (n, covered / len(draws))
+
+
+def test_a_slow_machine_makes_a_time_unstable_but_not_a_paired_ratio():
+    slow = {"busy": False, "other_cores": 0.0, "machine_slowdown": 1.3}
+    t = timing.stats_fields(_seq("stable"), load=slow)
+    assert t["stable"] is False and "machine slow" in t["unstable_reason"] and t["machine_slowdown"] == 1.3
+    assert timing.stats_fields(_seq("stable"), load=slow, ratio=True)["stable"] is True
+    usual = timing.stats_fields(_seq("stable"), load=slow | {"machine_slowdown": 1.1})
+    assert usual["stable"] is True
+
+
 def test_adaptive_repetition_stops_when_the_ci_is_tight_or_the_budget_is_spent():
     clock = FakeClock()
     steady = timing.measure_latency(costing(clock, [10.0] * 200), warmup=0, repeats=3, min_time_s=0.0,
                                     max_time_s=10.0, max_repeats=200, clock=clock)  # fmt: skip
-    assert len(steady) == timing.MIN_CI_SAMPLES  # a tight CI as soon as one exists
+    # a tight CI as soon as one exists: the small-sample interval of 3 equal samples has no width
+    assert len(steady) == 3
     noisy = [10.0, 20.0] * 100  # bimodal: the CI never gets tight, so the time budget ends it
     got = timing.measure_latency(costing(clock, noisy), warmup=0, repeats=3, min_time_s=0.0, max_time_s=0.3,
                                  max_repeats=200, clock=clock)  # fmt: skip

@@ -37,9 +37,9 @@ def kills_itself() -> None:
 
 def measures_memory(out: str) -> None:
     """Asks the memory server (inherited from the zygote) for a fresh process's peak RSS."""
-    from bench.measure import memory
+    from bench.measure import memory, rss
 
-    assert memory._server_path is not None  # no interpreter started: the zygote's server answers
+    assert rss._server_path is not None  # no interpreter started: the zygote's server answers
     case = Case("mixste", "rectangle", frames=9, size="tiny").resolve()
     peaks = memory.peak_rss(dataclasses.asdict(case), ("inference",), threads=1)
     Path(out).write_text(json.dumps({"peaks": peaks, "env": os.environ.get("VPT_TEST_ENV"), "pid": os.getpid()}))

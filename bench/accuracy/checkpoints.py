@@ -1,7 +1,7 @@
 """Official checkpoints in the CLI: ``vptbench convert``, and official files for accuracy and profile.
 
 ``vptbench convert CKPT --backbone NAME [--variant V] [--source S] --out FILE`` turns a released
-checkpoint into a vptbench checkpoint (the format :func:`bench.accuracy.train.save_checkpoint` writes,
+checkpoint into a vptbench checkpoint (the format :func:`save_checkpoint` writes,
 plus the model's configuration under ``overrides`` so that it rebuilds exactly: HoT's 4-head
 MotionAGFormer, its 81-slot norms...). ``--to-official`` goes the other way: a vptbench checkpoint
 (or a release) to the release's own layout and container. ``vptbench accuracy --checkpoint`` and
@@ -22,12 +22,12 @@ import torch.nn as nn
 
 import backbones
 from backbones.official import (
-    NAME_MAPS,
     SOURCES,
     detect_backbone,
     read_checkpoint,
     unwrap_state_dict,
 )
+from backbones.releases import NAME_MAPS
 from backbones.tokens import format_schedule
 
 from ..core.case import Case

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch.nn as nn
 
     from ..core.case import Case
-    from ..scenarios.measure import Settings
+    from ..scenarios import Settings
 
 
 def add_parser(sub: Any, **kw: Any) -> None:
@@ -54,7 +54,7 @@ def main(args: argparse.Namespace) -> int:
     from ..core.case import Case
     from ..measure import runtimes
     from ..run.presets import get_preset, with_min_time, with_threads
-    from ..scenarios.measure import METRIC_GROUPS, check_device, measure_case
+    from ..scenarios import METRIC_GROUPS, check_device, measure_case
 
     if getattr(args, "checkpoint", None):
         from ..accuracy.checkpoints import profile_model
@@ -96,11 +96,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def write_profile_trace(case: Case, model: nn.Module, path: str, settings: Settings) -> None:
-    """The case's trace (bench.measure.breakdown.write_trace) under the preset's speed settings."""
+    """The case's trace (bench.measure.profiler.write_trace) under the preset's speed settings."""
     import torch
 
-    from ..measure import breakdown, timing
-    from ..scenarios.measure import example_inputs
+    from ..measure import profiler, timing
+    from ..scenarios import example_inputs
 
     try:
         with open(path, "a", encoding="utf-8"):
@@ -110,7 +110,7 @@ def write_profile_trace(case: Case, model: nn.Module, path: str, settings: Setti
     model = model.to(case.device, getattr(torch, case.dtype))
     x, _ = example_inputs(case, model)
     with timing.applied(settings.speed):
-        breakdown.write_trace(model, x, path, backbone=case.backbone, device=case.device)
+        profiler.write_trace(model, x, path, backbone=case.backbone, device=case.device)
 
 
 def _value_and_unit(r: dict[str, Any]) -> tuple[str, str]:

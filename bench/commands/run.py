@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from ..core.case import Case
     from ..run.presets import Preset
     from ..run.runner import RunSummary
-    from ..scenarios.measure import Settings
+    from ..scenarios import Settings
 
 MATRIX_OPTIONS = ("preset", "backbones", "variants", "frames", "batch", "size", "device", "dtype", "metrics", "shard",
                   "pruners", "recoverers", "runtime")  # fmt: skip
@@ -134,7 +134,7 @@ def _matrix(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[Preset, l
     from ..measure import runtimes
     from ..run import executors
     from ..run.presets import build_matrix, get_preset, with_min_time, with_strategies, with_threads
-    from ..scenarios.measure import Settings, check_device
+    from ..scenarios import Settings, check_device
 
     given = [o for o in MATRIX_OPTIONS if getattr(args, o, None) is not None]
     if args.resume and not given and stored:

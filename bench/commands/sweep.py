@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
     from ..run import executors
     from ..run.presets import get_preset, with_threads
     from ..run.store import check_writable, default_run_id, ensure_fresh
-    from ..scenarios.measure import check_device
+    from ..scenarios import check_device
     from ..sweep.front import (
         best_within,
         budget_line,
@@ -207,7 +207,7 @@ def _check_options(args: argparse.Namespace) -> None:
     """The option errors found before anything is built (UsageError, one line)."""
     import backbones
 
-    from ..accuracy.train import PRESETS
+    from ..accuracy.job import PRESETS
     from ..sweep.front import COUNTERS
     from ..sweep.search import SEARCHES, require_optuna
 
@@ -238,7 +238,7 @@ def _check_options(args: argparse.Namespace) -> None:
 
 def _size_and_frames(args: argparse.Namespace, spec: Any) -> tuple[str, int]:
     """``--size``/``--frames``, else the accuracy preset's, else the backbone's; UsageError if it cannot take them."""
-    from ..accuracy.train import PRESETS
+    from ..accuracy.job import PRESETS
 
     preset = PRESETS[args.accuracy] if args.accuracy else None
     size = args.size or (preset.size if preset and preset.size in spec.sizes else None) or spec.default_size
@@ -292,7 +292,7 @@ def _budget(args: argparse.Namespace, flops_col: str) -> Budget | None:
 def _accuracy_plan(args: argparse.Namespace, out: Path, run_id: str) -> AccuracyPlan | None:
     if not args.accuracy:
         return None
-    from ..accuracy.train import PRESETS, load_data
+    from ..accuracy.job import PRESETS, load_data
     from ..sweep.search import ACCURACY_DIR, AccuracyPlan
 
     preset = PRESETS[args.accuracy]

@@ -221,7 +221,7 @@ def _git(*args: str) -> str:
         return ""
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -235,7 +235,7 @@ def environment() -> dict[str, Any]:
     """The environment that makes numbers comparable (SPEC section 6, meta.json)."""
     import torch
 
-    from .. import __version__
+    from . import __version__
 
     env: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -248,7 +248,7 @@ def environment() -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device_name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "driver": _nvidia_driver(),
-        "cpu_model": _cpu_model(),
+        "cpu_model": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": torch.get_num_threads(),
         "hostname": socket.gethostname(),
@@ -295,7 +295,7 @@ def write_meta(run_dir: str | Path, extra: dict[str, Any] | None = None) -> dict
         "end_time": None,
         "command": " ".join(sys.argv),
     }
-    if "machine_peak_gflops" in old:  # a run-wide measurement (bench.measure.breakdown): a resumed run keeps it
+    if "machine_peak_gflops" in old:  # a run-wide measurement (bench.measure.gemm): a resumed run keeps it
         meta["machine_peak_gflops"] = old["machine_peak_gflops"]
     meta.update(extra or {})
     try:

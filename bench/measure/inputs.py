@@ -1,7 +1,7 @@
 """The example input of a case: what every measurement feeds the model.
 
-Its own module so that the memory child process (:mod:`bench.measure.memory`) builds the same input as
-:mod:`bench.scenarios.measure` without importing it (``measure`` imports ``memory``).
+Its own module so that the memory child process (:mod:`bench.measure.rss`) builds the same input as
+the measurements made in-process without importing them (they import ``memory``).
 """
 
 from __future__ import annotations

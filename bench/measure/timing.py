@@ -15,19 +15,31 @@ chooses its own number of samples, which would triple the cost of a 5-second for
 cores and hide how many samples a median rests on.
 
 Statistics (:func:`stats_fields`, on every timed record). ``ci_low``/``ci_high``: a 95 %
-confidence interval of the median by order statistics (distribution-free: the number of samples
-below the true median is Binomial(n, 1/2), so the k-th smallest and k-th largest samples bracket
-it with a probability that needs no assumption about the distribution; ``ci_method``
-``binomial_order_statistics``). It needs n >= 6 samples; with fewer, [min, max] is given and
-``ci_level`` says its lower coverage. ``mad_pct``: the median absolute deviation from the median,
-in % of the median. ``drift_pct``: the median of the second half of the samples over that of the
-first half, minus 1, in %.
+confidence interval of the median, by the method the sample size allows (``ci_method``):
+
+- n >= 6: order statistics (``binomial_order_statistics``; distribution-free: the number of
+  samples below the true median is Binomial(n, 1/2), so the k-th smallest and k-th largest samples
+  bracket it with a probability that needs no assumption about the distribution);
+- 2 <= n < 6: Student's t on the logarithms (``student_t_log``): exp(mean(log x) +- t(n-1) s/sqrt(n)),
+  the interval of the geometric mean, which is the median when the log-times are symmetric.
+  Timings and their ratios are positive and skewed to the right, and their logarithms are close to
+  symmetric; with so few samples no distribution-free 95 % interval exists ([min, max] of 5 covers
+  the median with 94 %, of 2 with 50 %). ``tests/benchmarks/coverage.py`` measures how often these
+  intervals cover the median of many more samples of the same phase;
+- n = 1: no interval (``ci_low``/``ci_high`` None, ``ci_method`` ``none``): one sample says nothing
+  about its spread.
+
+``mad_pct``: the median absolute deviation from the median, in % of the median. ``drift_pct``: the
+median of the second half of the samples over that of the first half, minus 1, in %.
 
 The stability rule (``stable``; ``unstable_reason`` says which part failed, "" when stable): a
-figure is stable when (1) its CI reaches 95 % (n >= 6) and its half-width, the larger of
-median - ci_low and ci_high - median, is at most 5 % of the median; (2) the two halves' medians
-differ by at most 10 % (a load that came or went during the timing); (3) the machine was not busy
-(bench.measure.load: busy = other processes used more than the cores the timing left free, plus a quarter).
+figure is stable when (1) it has a 95 % CI whose half-width, the larger of median - ci_low and
+ci_high - median, is at most 5 % of the median; (2) the two halves' medians differ by at most 10 %
+(a load that came or went during the timing; judged from 4 samples on); (3) the machine was not
+busy (bench.measure.load: busy = other processes used more than the cores the timing left free,
+plus a quarter); (4) for a time (not a ratio of two alternated calls), the machine ran at its usual
+speed: ``machine_slowdown`` (bench.measure.reference) at most 1.15. A ratio of paired calls keeps
+its value when the machine slows both calls of a pair, so (4) does not apply to it.
 
 Adaptive repetition (``measure_latency``, ``measure_paired``): after the warm-up, at least
 ``repeats`` samples and ``min_time_s`` of timed calls; then more, until the CI is tight by rule
@@ -45,7 +57,7 @@ import math
 import timeit
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -54,10 +66,21 @@ import torch.nn as nn
 TIMER_CPU = "timeit"  # the ``method`` of latency records measured on CPU
 TIMER_CUDA = "cuda_event"
 CI_METHOD = "binomial_order_statistics"
+CI_METHOD_SMALL = "student_t_log"  # 2 <= n < MIN_CI_SAMPLES
 CI_LEVEL = 0.95
 MIN_CI_SAMPLES = 6  # the fewest samples whose [min, max] covers the median with >= 95 %
+MIN_DRIFT_SAMPLES = 4  # rule (2) compares halves of at least 2 samples each
 STABLE_CI_REL = 0.05  # rule (1): CI half-width <= 5 % of the median
 STABLE_DRIFT_REL = 0.10  # rule (2): the halves' medians within 10 % of each other
+STABLE_SLOWDOWN = 1.15  # rule (4): the reference workload at most 15 % slower than usual
+# t(0.975, df) for df = 1..4: the small-sample interval's quantiles (scipy.stats.t.ppf(0.975, df))
+T_975 = {1: 12.706204736, 2: 4.302652730, 3: 3.182446305, 4: 2.776445105}
+
+
+class Between(Protocol):
+    """What a timer calls between its samples (bench.measure.reference.Interleaved)."""
+
+    def after(self, sample_ms: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -122,49 +145,81 @@ def _binomial_half_pmf(n: int, i: int) -> float:
     return math.exp(math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2.0))
 
 
+def log_t_ci(samples: Sequence[float]) -> tuple[float, float]:
+    """Student's t 95 % interval on the logarithms of 2 to 5 positive samples (module docstring)."""
+    n = len(samples)
+    if not 2 <= n < MIN_CI_SAMPLES or min(samples) <= 0:
+        raise ValueError(f"the small-sample interval takes 2-{MIN_CI_SAMPLES - 1} positive samples, got {n}")
+    logs = np.log(np.asarray(samples, dtype=float))
+    half = T_975[n - 1] * float(logs.std(ddof=1)) / math.sqrt(n)
+    centre = float(logs.mean())
+    return math.exp(centre - half), math.exp(centre + half)
+
+
+def ci(samples: Sequence[float]) -> tuple[float | None, float | None, float | None, str]:
+    """(low, high, level, method): the 95 % CI of the median the sample size allows (module docstring)."""
+    n = len(samples)
+    if n >= MIN_CI_SAMPLES:
+        low, high, level = median_ci(samples)
+        return low, high, level, CI_METHOD
+    if n >= 2 and min(samples) > 0:
+        low, high = log_t_ci(samples)
+        return low, high, CI_LEVEL, CI_METHOD_SMALL
+    return None, None, None, "none"
+
+
 def _median(x: Sequence[float]) -> float:
     return float(np.median(np.asarray(x, dtype=float)))
 
 
 def ci_tight(samples: Sequence[float], rel: float = STABLE_CI_REL) -> bool:
     """Rule (1) of the module docstring: a 95 % CI whose half-width is within ``rel`` of the median."""
-    if len(samples) < MIN_CI_SAMPLES:
-        return False
-    low, high, _ = median_ci(samples)
+    low, high, _, _ = ci(samples)
     med = _median(samples)
+    if low is None or high is None:
+        return False
     return med > 0 and max(med - low, high - med) <= rel * med
 
 
-def stats_fields(samples: Sequence[float], *, load: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def stats_fields(
+    samples: Sequence[float], *, load: Mapping[str, Any] | None = None, ratio: bool = False
+) -> dict[str, Any]:
     """The statistics every timed record carries (module docstring), with ``load``'s fields merged.
 
     ``samples`` in the record's unit (ms, or x for ratios). ``load`` is what
-    :meth:`bench.measure.load.Monitor.fields` measured while they were taken; its ``busy`` makes the
-    figure unstable. Metrics added later call this too, so that every timing reads the same way.
+    :meth:`bench.measure.load.Monitor.fields` measured while they were taken (its ``busy`` makes the
+    figure unstable), with the reference workload's ``machine_slowdown`` where it ran; ``ratio``:
+    the samples are ratios of paired calls, which rule (4) leaves alone. Metrics added later call
+    this too, so that every timing reads the same way.
     """
     if not samples:
         raise ValueError("no samples to summarise")
     n = len(samples)
     med = _median(samples)
-    low, high, level = median_ci(samples)
+    low, high, level, method = ci(samples)
     mad = _median([abs(v - med) for v in samples])
     half = n // 2
-    drift = _median(samples[n - half:]) / _median(samples[:half]) - 1.0 if half and _median(samples[:half]) else 0.0
+    drift = 0.0
+    if n >= MIN_DRIFT_SAMPLES and _median(samples[:half]):
+        drift = _median(samples[n - half:]) / _median(samples[:half]) - 1.0
     reasons = []
-    if n < MIN_CI_SAMPLES:
-        reasons.append(f"too few samples ({n} < {MIN_CI_SAMPLES}) for a 95 % CI")
+    if low is None or high is None:
+        reasons.append("one sample: no interval")
     elif not med > 0 or max(med - low, high - med) > STABLE_CI_REL * med:
         width = max(med - low, high - med) / med if med else math.inf
-        reasons.append(f"CI half-width {width:.1%} > {STABLE_CI_REL:.0%} of the median")
+        reasons.append(f"CI half-width {width:.1%} > {STABLE_CI_REL:.0%} of the median (n = {n})")
     if abs(drift) > STABLE_DRIFT_REL:
         reasons.append(f"drift {drift:+.1%} between the first and second half")
     load = dict(load or {})
     if load.get("busy"):
         reasons.append(f"CPU busy with other processes ({load.get('other_cores', 0):.2f} cores)")
+    slow = load.get("machine_slowdown")
+    if not ratio and slow is not None and slow > STABLE_SLOWDOWN:
+        reasons.append(f"machine slow: the reference workload took {slow:.2f}x its usual time")
     return {
-        "n": n, "ci_low": low, "ci_high": high, "ci_level": round(level, 4), "ci_method": CI_METHOD,
-        "mad_pct": round(100 * mad / med, 3) if med else None, "drift_pct": round(100 * drift, 3),
-        "stable": not reasons, "unstable_reason": "; ".join(reasons), **load,
+        "n": n, "ci_low": low, "ci_high": high, "ci_level": None if level is None else round(level, 4),
+        "ci_method": method, "mad_pct": round(100 * mad / med, 3) if med else None,
+        "drift_pct": round(100 * drift, 3), "stable": not reasons, "unstable_reason": "; ".join(reasons), **load,
     }  # fmt: skip
 
 
@@ -210,6 +265,7 @@ def measure_latency(
     max_repeats: int | None = None,
     max_time_s: float | None = None,
     clock: Callable[[], float] | None = None,
+    reference: Between | None = None,
 ) -> list[float]:
     """Milliseconds per call of ``fn``, one entry per timed call (every sample is kept).
 
@@ -218,6 +274,8 @@ def measure_latency(
     the timed total is below ``max_time_s`` (at most ``max_repeats`` samples): cheap calls get
     enough samples for a tight CI, expensive ones no more than their budget. ``clock`` replaces
     ``time.perf_counter`` on CPU (tests drive it by hand); CUDA uses events and ignores it.
+    ``reference`` is told every sample (``after(ms)``) and may run its own workload between samples
+    (bench.measure.reference.Interleaved), untimed here; CPU only.
     """
     if warmup < 0 or repeats < 1:
         raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
@@ -232,6 +290,8 @@ def measure_latency(
     samples: list[float] = []
     while budget.more(samples, sum(samples)):
         samples.append(timer.timeit(number=1) * 1e3)
+        if reference is not None:
+            reference.after(samples[-1])
     return samples
 
 
@@ -246,6 +306,7 @@ def measure_paired(
     max_repeats: int | None = None,
     max_time_s: float | None = None,
     clock: Callable[[], float] | None = None,
+    reference: Between | None = None,
 ) -> tuple[list[float], list[float]]:
     """(ref ms, new ms) of calls alternated ref, new, ref, new ...; pair i is (ref[i], new[i]).
 
@@ -272,6 +333,8 @@ def measure_paired(
     while budget.more([r / m for r, m in zip(ref, new, strict=True)], sum(ref) + sum(new)):
         ref.append(t_ref.timeit(number=1) * 1e3)
         new.append(t_new.timeit(number=1) * 1e3)
+        if reference is not None:
+            reference.after(ref[-1] + new[-1])
     return ref, new
 
 
@@ -380,15 +443,17 @@ def applied(settings: SpeedSettings) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32 = saved[3]
 
 
-# Timed metrics with a record per part and block (bench.measure.breakdown): counted apart in the end-of-run line.
+# Timed metrics with a record per part and block (bench.measure.profiler): counted apart in the end-of-run line.
 PER_PART_METRICS = ("time_by_part",)
 
 # Why a figure is unstable, from its ``unstable_reason``, as said in the end-of-run line.
 _REASONS = (
     ("busy", "the CPU was busy with other processes"),
+    ("machine slow", "the machine ran slower than usual (its reference workload)"),
     ("drift", "the timings drifted during the run"),
     ("CI half-width", "the samples spread too wide"),
     ("too few samples", "too few samples for a 95 % CI"),
+    ("one sample", "one sample each (no interval)"),
 )
 
 

@@ -49,7 +49,7 @@ from ..core.case import Case
 from ..core.errors import UsageError, WriteError
 from ..core.progress import read_progress
 from ..core.results import finish_meta, read_records, write_meta
-from ..scenarios.measure import METRIC_GROUPS, Settings
+from ..scenarios import METRIC_GROUPS, Settings
 from . import worker
 from .jobs import BenchJob, Job
 from .outcome import Outcome, finish, progress_bar

@@ -3,7 +3,7 @@
 A job is a small frozen, picklable dataclass, so the same object runs in this process, in a
 fresh subprocess (``python -m bench.run.worker``) or in a Slurm job (submitit pickles it).
 :class:`BenchJob` is ``vptbench run``'s; ``vptbench accuracy``'s is
-:class:`bench.accuracy.train.AccuracyJob`, beside the training it runs.
+:class:`bench.accuracy.job.AccuracyJob`, beside the training it runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.case import Case
-from ..scenarios.measure import Settings, group_metric, measure_case
+from ..scenarios import Settings, group_metric, measure_case
 
 
 class Job(Protocol):

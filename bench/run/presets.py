@@ -26,7 +26,7 @@ import backbones
 from ..core.case import DTYPES, RUNTIMES, Case
 from ..core.errors import UsageError
 from ..measure.timing import SpeedSettings
-from ..scenarios.measure import METRIC_GROUPS, Settings
+from ..scenarios import METRIC_GROUPS, Settings
 
 SCALING_FRAMES = (27, 81, 243, 351, 486, 729)
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..core.case import Case
 from ..core.results import finish_meta, write_meta
-from ..scenarios.measure import Settings, group_metric, measure_case
+from ..scenarios import Settings, group_metric, measure_case
 from .store import RecordWriter, ensure_fresh, mark_done, prepare_resume, writer
 
 
@@ -55,7 +55,7 @@ def run_matrix(
     *,
     run_id: str,
     metrics: Sequence[str],
-    resume: bool,
+    resume: bool = False,
     progress: bool = True,
     settings: Settings | None = None,
     meta: dict[str, Any] | None = None,

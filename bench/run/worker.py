@@ -5,7 +5,7 @@ interpreter. ``python -m bench.run.worker --serve`` is the executor's *zygote* (
 it imports torch and the harness once, runs nothing, and forks one child per case. A child is
 as fresh as a new interpreter (no earlier case ran in it, no allocator state, no cached weights)
 without paying torch's import, seconds of CPU per case; a child can fork its own memory zygote
-the same way (:func:`bench.measure.memory.fork_server`), so that peak memory is still measured in a
+the same way (:func:`bench.measure.rss.start_server`), so that peak memory is still measured in a
 process that never ran anything. Where ``os.fork`` is missing (Windows) every case starts a new
 interpreter instead (:func:`start_worker`).
 
@@ -47,9 +47,9 @@ def run_part(part: str | Path) -> int:
         print(f"vptbench worker: error: {e}", file=sys.stderr)  # the executor's one line, from the log
         return WRITE_FAILED
     finally:
-        from ..measure import memory
+        from ..measure import rss
 
-        memory.shutdown()
+        rss.shutdown()
 
 
 # --------------------------------------------------------------------------- the zygote (child side)
@@ -59,7 +59,7 @@ def _preload() -> int:
     """What every case needs, imported once in the zygote and inherited by every child; the memory server's pid.
 
     First what a fresh process measuring peak memory holds (torch, the backbones, the harness),
-    then the memory server is forked (:func:`bench.measure.memory.start_server`), then the rest: fvcore
+    then the memory server is forked (:func:`bench.measure.rss.start_server`), then the rest: fvcore
     and torch._dynamo (which FlopCounterMode and AdamW import on first use, seconds each time), and
     what unpickling a case's task imports (:mod:`bench.run.task`, its job and the run directory's store).
     """
@@ -67,10 +67,10 @@ def _preload() -> int:
 
     import backbones  # noqa: F401
 
-    from ..measure import memory  # noqa: F401
+    from ..measure import rss
     from ..scenarios import measure  # noqa: F401
 
-    server = memory.start_server()
+    server = rss.start_server()
     import cloudpickle  # noqa: F401
     import torch._dynamo  # noqa: F401
 

@@ -1,7 +1,7 @@
 """The sweep's accuracy searches: which schedules are trained, for how many steps; their MPJPE.
 
 Accuracy in the loop (``--accuracy smoke|full``) trains and evaluates schedules with the
-accuracy machinery (:class:`bench.accuracy.train.AccuracyJob`, the protocol of ``vptbench accuracy``),
+accuracy machinery (:class:`bench.accuracy.job.AccuracyJob`, the protocol of ``vptbench accuracy``),
 in sub-runs under ``<sweep>/accuracy``. Searches, with their cost in training steps (n
 schedules, ``--steps S``):
 
@@ -50,7 +50,7 @@ ACCURACY_DIR = "accuracy"
 class AccuracyPlan:
     """How the accuracy phase trains: the preset, the final budget, the job and executor arguments."""
 
-    preset: Any  # bench.accuracy.train.Preset
+    preset: Any  # bench.accuracy.job.Preset
     steps: int
     seed: int
     loader: Callable[[], Any]
@@ -61,7 +61,7 @@ class AccuracyPlan:
     progress: bool = True
 
     def job(self, steps: int) -> Any:
-        from ..accuracy.train import AccuracyJob
+        from ..accuracy.job import AccuracyJob
 
         return AccuracyJob(self.loader, steps=steps, seed=self.seed, lr=self.preset.lr,
                                      weight_decay=self.preset.weight_decay, threads=self.preset.threads,

@@ -1,8 +1,8 @@
-"""Where the time goes: time by part and block, achieved FLOP/s against this machine's peak.
+"""Labelling a model's parts for torch.profiler, and splitting a profile of it into the parts.
 
     with labelled(model, "mixste"):
-        parts = time_by_part(lambda: model(x), repeats=3)      # {(part, block): [ms per call]}
-    peak = machine_peak_gflops("cpu", "float32", threads=2)  # a GEMM microbenchmark, GFLOP/s
+        calls = profile_calls(inference_call(model, x), calls=3)   # per call: {(step, part, block): ms}
+    parts = summarise_parts(calls)                                   # {(step, part, block): [ms per call]}
 
 Parts (SPEC section 9): embed, spatial_attention, temporal_attention, mlp, graph, norm, prune,
 recover, head, other. The harness labels them without touching the models: :func:`labelled`
@@ -14,39 +14,30 @@ every profiler event's *self* time goes to the innermost labelled range around i
 partition the profiled call exactly, and what no part claims (positional embeddings added inline,
 reshapes, Python between modules) is ``other``. In a training step the backward ops are given the
 part of the forward op that made them (the autograd sequence number links the two) and the
-optimizer step is ``other``.
+optimizer step is ``other``. On CUDA the parts are kernel time (the profiler's device activity),
+so gaps where the GPU waits on the host fall in no part; this path is written for CUDA but was
+verified on CPU only.
 
-The profiled call is slower than an unprofiled one (the profiler's overhead per op), so the parts
-are measured in a separate pass from the latency figure, and each record carries both sums:
-``sum_ms`` (the parts) and ``latency_ms`` (the unprofiled median); they agree within
-``PART_TOLERANCE`` on a quiet machine. On CUDA the parts are kernel time (the profiler's device
-activity), so gaps where the GPU waits on the host fall in no part and the sum can fall short of
-the latency; this path is written for CUDA but was verified on CPU only.
+Where the memory goes: a profile taken with ``profile_memory=True`` is split by the same ranges
+(:func:`split_memory`): per part, the MiB its ops allocated (each event's *self* memory usage,
+counted when positive: the bytes an op allocated net of what it freed before returning; frees of
+earlier ops' tensors are not subtracted). A volume of allocations, not a peak: the peak is
+``peak_mem_activations`` (bench.measure.memory).
 
-Where the memory goes: one more profiled call (a forward, and a training step when that is broken
-down too) with ``profile_memory=True``, apart from the timed pass so that its bookkeeping does not
-slow the parts down, is split by the same ranges into ``mem_by_part``: per part, the MiB its ops
-allocated (each event's *self* memory usage, counted when positive: the bytes an op allocated net of
-what it freed before returning; frees of earlier ops' tensors are not subtracted). A volume of
-allocations, not a peak: the peak is ``peak_mem_activations`` (bench.measure.memory).
-
-``machine_peak_gflops`` times large square matmuls (the fastest call over three sizes): the
-"peak" a well-tuned dense kernel reaches on this machine with this dtype and these threads, a
-practical roofline ceiling rather than the datasheet's. It is measured once per run and cached in
-the run's ``meta.json`` (under a file lock: the local executor runs each case in its own process).
+Also here: the torch counter's FLOPs by part (:func:`flops_by_part`), the statistics of a latency
+the parts are compared with (:func:`stats`), and a Chrome/Perfetto trace of labelled forwards
+(:func:`write_trace`). Turning these into records is the breakdown group's job, not this module's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,19 +48,13 @@ from torch.profiler import ProfilerActivity, profile
 from backbones.blocks import Attention, CrossAttention, Mlp
 from backbones.tokens import TokenHourglass
 
-from ..core.case import Case
-from ..core.results import record
 from . import timing
 from .timing import mpjpe_loss, synchronize
-
-if TYPE_CHECKING:
-    from ..scenarios.measure import Settings
 
 PARTS = (
     "embed", "spatial_attention", "temporal_attention", "mlp", "graph", "norm", "prune", "recover", "head", "other",
 )  # fmt: skip
 STEPS = ("forward", "backward", "optimizer")  # the stages of a training step
-PART_TOLERANCE = 0.2  # |sum of parts - latency| / latency a breakdown is expected to stay within
 LABEL = "vpt."  # part ranges: vpt.<part> or vpt.<part>.block<i> (the token hourglass uses the same)
 FORWARD_ROOT = "vpt:forward"  # one profiled inference call
 STEP_ROOT = "vpt:train."  # vpt:train.forward / .backward / .optimizer of one training step
@@ -399,10 +384,11 @@ def flops_by_part(model: nn.Module, x: torch.Tensor, backbone: str = "") -> dict
     """GFLOPs of one forward by (part, block), by the torch counter; what no part module holds is other."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .flops import _inference, _torch_custom_mapping
+    from .flops import _inference
+    from .flops_torch import torch_custom_mapping
 
     parts = part_modules(model, backbone)
-    mode = FlopCounterMode(display=False, custom_mapping=_torch_custom_mapping())
+    mode = FlopCounterMode(display=False, custom_mapping=torch_custom_mapping())
     with _inference(model), mode:
         model(x)
     counts = mode.get_flop_counts()
@@ -412,92 +398,6 @@ def flops_by_part(model: nn.Module, x: torch.Tensor, backbone: str = "") -> dict
         out[key] += sum(counts.get(f"{root}.{name}", {}).values()) / 1e9
     out[("other", None)] += max(0.0, mode.get_total_flops() / 1e9 - sum(out.values()))
     return dict(out)
-
-
-# --------------------------------------------------------------------------- the machine's peak
-
-
-GEMM_SIZES = {"cpu": (512, 1024, 2048), "cuda": (2048, 4096, 8192)}
-
-
-def gemm_gflops(device: str, dtype: str, threads: int | None = None, min_time_s: float = 0.3) -> dict[str, Any]:
-    """The best GFLOP/s of square matmuls on ``device`` in ``dtype`` (sizes in ``GEMM_SIZES``).
-
-    The fastest call, not the median: a ceiling, which on a shared machine is the call least
-    disturbed by other work.
-    """
-    from .timing import measure_latency
-
-    dev = torch.device(device)
-    saved = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        by_size = {}
-        for n in GEMM_SIZES["cuda" if dev.type == "cuda" else "cpu"]:
-            a = torch.randn(n, n, device=dev).to(getattr(torch, dtype))
-            b = torch.randn(n, n, device=dev).to(getattr(torch, dtype))
-            def mm(a: torch.Tensor = a, b: torch.Tensor = b) -> torch.Tensor:
-                return torch.mm(a, b)
-
-            samples = measure_latency(mm, warmup=2, repeats=3, device=dev, min_time_s=min_time_s, max_repeats=50)
-            by_size[n] = 2 * n**3 / (min(samples) / 1e3) / 1e9  # a ceiling: the fastest call
-    finally:
-        torch.set_num_threads(saved)
-    best = max(by_size, key=lambda k: by_size[k])
-    return {"value": by_size[best], "size": best, "by_size": {str(k): v for k, v in by_size.items()},
-            "threads": threads or saved}  # fmt: skip
-
-
-_PEAKS: dict[str, dict[str, Any]] = {}  # this process's measurements, for runs without a directory
-
-
-def peak_key(device: str, dtype: str, threads: int) -> str:
-    return f"{torch.device(device).type}/{dtype}/{threads}"
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    try:
-        import fcntl
-    except ImportError:  # no flock (Windows): cases there run one at a time anyway
-        yield
-        return
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def machine_peak(device: str, dtype: str, threads: int, run_dir: str | Path | None = None) -> dict[str, Any]:
-    """This machine's GEMM peak for (device, dtype, threads), measured once per run.
-
-    With ``run_dir`` the figure is cached in its ``meta.json`` under ``machine_peak_gflops`` (a
-    lock keeps concurrent case processes from measuring it twice); without, once per process.
-    Returns the measurement with ``cached`` saying whether it was taken earlier.
-    """
-    key = peak_key(device, dtype, threads)
-    if run_dir is None:
-        if key not in _PEAKS:
-            _PEAKS[key] = gemm_gflops(device, dtype, threads)
-            return {**_PEAKS[key], "cached": False}
-        return {**_PEAKS[key], "cached": True}
-    run_dir = Path(run_dir)
-    meta_path = run_dir / "meta.json"
-    with _file_lock(run_dir / ".machine_peak.lock"):
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-        peaks = meta.get("machine_peak_gflops") or {}
-        if key in peaks:
-            return {**peaks[key], "cached": True}
-        peak = gemm_gflops(device, dtype, threads)
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-        meta.setdefault("machine_peak_gflops", {})[key] = peak
-        tmp = meta_path.with_name("meta.json.tmp")
-        tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, meta_path)
-        return {**peak, "cached": False}
 
 
 # --------------------------------------------------------------------------- traces
@@ -520,161 +420,3 @@ def write_trace(
     prof.export_chrome_trace(str(path))
     return path
 
-
-# --------------------------------------------------------------------------- records
-
-
-def _seen_value(seen: Sequence[dict[str, Any]], metric: str, **match: Any) -> dict[str, Any] | None:
-    """The ok record of ``metric`` measured earlier for this case (matching ``match``), if any."""
-    for r in seen:
-        if r["metric"] == metric and r["status"] == "ok" and all(r.get(k) == v for k, v in match.items()):
-            return r
-    return None
-
-
-def _part_records(
-    run_id: str, case: Case, phase: str, summary: dict[Key, list[float]], latency: Stats | None,
-    env: dict[str, Any], flops: dict[tuple[str, int | None], float] | None = None,
-) -> Iterator[dict[str, Any]]:
-    total = sum(float(np.median(v)) for v in summary.values())
-    adds_up = abs(total - latency.median) <= PART_TOLERANCE * latency.median if latency else None
-    for (step, part, block), samples in summary.items():
-        extra: dict[str, Any] = {"step": step} if phase == "train" else {}
-        if flops is not None:
-            extra["flops_g"] = flops.get((part, block), 0.0)
-        yield record(
-            run_id, case, "time_by_part", float(np.median(samples)), method="torch.profiler", part=part,
-            block=block, phase=phase, sum_ms=total, latency_ms=latency.median if latency else None,
-            tolerance=PART_TOLERANCE, adds_up=adds_up, **timing.stats_fields(samples), **extra, **env,
-        )  # fmt: skip
-
-
-def _mem_what(device: str) -> str:
-    kind = "device" if torch.device(device).type == "cuda" else "CPU"
-    return (f"positive self {kind} memory usage of the profiled events (profile_memory=True): per op, the bytes it "
-            "allocated net of what it freed before returning; frees of earlier ops' tensors not subtracted. "
-            "Allocations, not a peak (peak_mem_activations is the peak)")  # fmt: skip
-
-
-def _mem_records(run_id: str, case: Case, phase: str, summary: dict[Key, list[float]]) -> Iterator[dict[str, Any]]:
-    total = sum(float(np.median(v)) for v in summary.values())
-    summed = _mem_what(case.device)
-    for (step, part, block), samples in summary.items():
-        extra: dict[str, Any] = {"step": step} if phase == "train" else {}
-        yield record(
-            run_id, case, "mem_by_part", float(np.median(samples)), method="torch.profiler", part=part, block=block,
-            phase=phase, summed=summed, total_mib=total, n=len(samples), **extra,
-        )  # fmt: skip
-
-
-def breakdown_records(
-    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings,
-    seen: Sequence[dict[str, Any]] = (), run_dir: str | Path | None = None, *, train: bool = True,
-) -> Iterator[dict[str, Any]]:
-    """The ``breakdown`` group: machine_peak_gflops, achieved_gflops per counter, time_by_part, mem_by_part.
-
-    ``train``: break a training step down too (phase train; forward, backward, optimizer).
-    mem_by_part comes from one more profiled call per phase, with memory profiling on.
-    Reuses the case's latency, train_step and flops records in ``seen`` when those groups ran;
-    otherwise it times (and counts with the torch counter) here. The model's weights are restored
-    after the profiled training steps.
-    """
-    from .flops import count_flops
-
-    device, threads = case.device, torch.get_num_threads()
-    env = timing.describe(settings.speed, device, case.dtype)
-    peak = machine_peak(device, case.dtype, threads, run_dir)
-    yield record(
-        run_id, case, "machine_peak_gflops", peak["value"], method="gemm", size=peak["size"],
-        by_size=peak["by_size"], cached=peak["cached"], threads=threads, dtype=case.dtype,
-    )
-    model.eval()
-    lat_rec = _seen_value(seen, "latency")
-    if lat_rec is not None and lat_rec.get("samples"):
-        latency = stats(lat_rec["samples"], lat_rec)
-    else:
-        def forward() -> None:
-            with torch.inference_mode():
-                model(x)
-
-        latency = stats(timing.measure_latency(
-            forward, warmup=settings.warmup, repeats=settings.repeats, device=device,
-            min_time_s=settings.min_time_s, max_repeats=settings.max_repeats,
-        ))  # fmt: skip
-    counted = {r["method"]: r["value"] for r in seen if r["metric"] == "flops" and r["status"] == "ok"}
-    if not counted:
-        counted = {"torch": count_flops(model, x, "torch").total}
-    for counter, gflops in counted.items():
-        achieved = gflops / (latency.median / 1e3)
-        yield record(
-            run_id, case, "achieved_gflops", achieved, method=counter, flops=gflops, latency_ms=latency.median,
-            n=latency.n, ci_low=gflops / (latency.ci_high / 1e3), ci_high=gflops / (latency.ci_low / 1e3),
-            stable=latency.stable, unstable_reason=latency.unstable_reason, machine_peak_gflops=peak["value"],
-            of_peak=achieved / peak["value"], **env,
-        )
-    backbone = case.backbone
-    part_flops = flops_by_part(model, x, backbone)
-    with labelled(model, backbone):
-        forward = inference_call(model, x, device)
-        calls = profile_calls(forward, calls=max(3, settings.repeats), device=device, warmup=1)
-        mem = profile_memory_calls(forward, device=device)
-    yield from _part_records(run_id, case, "inference", summarise_parts(calls), latency, env, part_flops)
-    yield from _mem_records(run_id, case, "inference", summarise_parts(mem))
-    if not train:
-        return
-    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    try:
-        with labelled(model, backbone):
-            step = train_call(model, x, y)
-            calls = profile_calls(step, calls=max(2, settings.train_repeats), device=device,
-                                  warmup=max(1, settings.train_warmup))  # fmt: skip
-            train_rec = _seen_value(seen, "train_step")
-            if train_rec is not None and train_rec.get("samples"):
-                train_latency = stats(train_rec["samples"], train_rec)
-            else:
-                train_latency = stats(timing.measure_latency(
-                    step, warmup=0, repeats=max(1, settings.train_repeats), device=device,
-                    min_time_s=settings.train_min_time_s, max_repeats=settings.max_repeats,
-                ))  # fmt: skip
-            train_mem = profile_memory_calls(step, device=device)  # the same optimizer: its state exists
-    finally:
-        model.load_state_dict(saved)
-        model.zero_grad(set_to_none=True)
-        model.eval()
-    yield from _part_records(run_id, case, "train", summarise_parts(calls), train_latency, env)
-    yield from _mem_records(run_id, case, "train", summarise_parts(train_mem))
-
-
-def flops_train(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    """GFLOPs of one training step's forward + loss + backward by torch's counter (which counts backward).
-
-    The optimizer step is left out (elementwise, no multiply-adds in the counter's sense); the
-    model's gradients are cleared and its mode restored afterwards.
-    """
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .flops import _torch_custom_mapping
-
-    training = model.training
-    model.train()
-    mode = FlopCounterMode(display=False, custom_mapping=_torch_custom_mapping())
-    try:
-        with mode:
-            mpjpe_loss(model(x), y).backward()
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(training)
-    return mode.get_total_flops() / 1e9
-
-
-def flops_train_records(
-    run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, seen: Sequence[dict[str, Any]] = ()
-) -> Iterator[dict[str, Any]]:
-    """The ``flops_train`` group: one record, with the forward's torch count beside it."""
-    from .flops import count_flops
-
-    fwd = _seen_value(seen, "flops", method="torch")
-    forward = fwd["value"] if fwd else count_flops(model, x, "torch").total
-    total = flops_train(model, x, y)
-    yield record(run_id, case, "flops_train", total, method="torch", flops_inference=forward,
-                 train_over_inference=total / forward if forward else None)  # fmt: skip
