@@ -65,3 +65,23 @@ def test_a_rectangle_has_no_speedup_record_and_an_unbuildable_case_a_skipped_one
 def test_speedup_is_a_known_metric_in_x():
     assert results.METRIC_UNITS["speedup"] == "x"
     assert "speedup" in scenarios.METRIC_GROUPS
+
+
+def test_timed_records_say_how_fast_the_machine_ran_and_how_it_allocated():
+    case = Case(backbone="mixste", variant="hierarchical", frames=27, size="tiny").resolve()
+    recs = [r for r in measure_case(case, ["latency", "speedup", "train"], "r", settings=QUICK)
+            if r["metric"] in ("latency", "speedup", "train_step")]  # fmt: skip
+    assert {r["metric"] for r in recs} == {"latency", "speedup", "train_step"}
+    for r in recs:
+        assert r["reference_n"] >= 1 and r["reference_ms"] > 0 and r["machine_slowdown"] > 0, r["metric"]
+        assert r["allocator"] == "tuned" and "M_MMAP_MAX=0" in r["allocator_settings"] and r["cpu_affinity"]
+    off = Settings(**{**QUICK.to_dict(), "speed": QUICK.speed, "reference": False, "allocator": "system"})
+    (lat,) = [r for r in measure_case(case, ["latency"], "r", settings=off) if r["metric"] == "latency"]
+    assert "machine_slowdown" not in lat and lat["allocator"] == "system"
+
+
+def test_settings_of_a_run_recorded_before_the_allocator_choice_read_as_glibc_defaults():
+    old = QUICK.to_dict()
+    del old["allocator"], old["reference"]
+    assert Settings.from_dict(old).allocator == "system" and Settings.from_dict(old).reference is True
+    assert Settings.from_dict(QUICK.to_dict()) == QUICK

@@ -46,6 +46,9 @@ METRICS = {
     "peak_mem_activations": "memory",
 }
 EXACT_NOISE = 1e-6
+# How far the peak memory of one case moves between fresh processes (a few MiB): noise, not a change
+# (bench.analysis.steps reads it; a star here also needs MIN_CHANGE).
+MEMORY_NOISE = 0.05
 # The smallest relative change worth a star, per metric: the gate's default tolerances (bench.analysis.gate),
 # and for what the gate does not gate, the same 25 %. Absolute times move between two runs of one code
 # by 10-20 % on a shared CPU (docs/reports.md has the figures), far beyond their within-run CIs.

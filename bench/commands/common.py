@@ -1,4 +1,5 @@
-"""What several commands do alike: check a --resume, say which timings are unstable, and write a run's report."""
+"""What several commands do alike: check a --resume, say whether the machine is fit for timing, which
+timings are unstable, and write a run's report."""
 
 from __future__ import annotations
 
@@ -26,6 +27,25 @@ def check_resume(args: argparse.Namespace, what: str = "run") -> None:
     if not any((out / name).exists() for name in ("meta.json", "records.jsonl", "writer.lock", "parts", "done.txt")):
         detail = "" if not out.exists() else " (it holds no meta.json, records.jsonl or writer.lock)"
         raise UsageError(f"{out}: no {what} to resume{detail}; drop --resume to start one there")
+
+
+def doctor_line(threads: int) -> None:
+    """``vptbench doctor``'s verdict in one line on stderr, before anything is timed (a second or two)."""
+    from ..measure import machine
+
+    verdict = machine.Verdict([machine.check_load(threads, window_s=1.0), machine.check_reference(threads, calls=20)])
+    print(f"doctor: {verdict.line()}", file=sys.stderr)
+
+
+def with_allocator(settings: Any, name: str | None, *, fresh_processes: bool) -> Any:
+    """``settings`` with ``--allocator`` (None keeps the preset's); UsageError for one this run cannot use."""
+    import dataclasses
+
+    from ..measure import allocator
+
+    chosen = name or settings.allocator
+    allocator.check(chosen, fresh_processes=fresh_processes)
+    return dataclasses.replace(settings, allocator=chosen)
 
 
 def warn_unstable(records: Iterable[dict[str, Any]]) -> None:

@@ -128,6 +128,13 @@ def min_time_option(p: argparse.ArgumentParser) -> None:
                         "up to 3x as long to tighten its confidence interval (default: the preset's)")
 
 
+def allocator_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allocator", default=None, metavar="NAME",
+                   help="how the measuring processes allocate memory: tuned (glibc with no per-forward page "
+                        "faults), system, tcmalloc, jemalloc (preloaded; local and slurm executors) "
+                        "(default: the preset's, tuned)")
+
+
 def strategy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pruners", type=csv_list, default=None, metavar="P,...",
                    help="pruned variants once per pruner, a comma list of {pruners} (default: each variant's own)")
@@ -150,8 +157,17 @@ def executor_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--slurm-partition", default=None, help="Slurm partition (default: the cluster's default)")
     g.add_argument("--slurm-time", type=int, default=60, metavar="MINUTES", help="time limit per job")
     g.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per job")
-    g.add_argument("--slurm-cpus", type=int, default=4, help="CPU cores per job")
-    g.add_argument("--slurm-mem", type=int, default=32, metavar="GB", help="memory per job")
+    g.add_argument("--slurm-cpus", type=int, default=None,
+                   help="CPU cores per job (default: the case's threads; for a timing run without a thread "
+                        "count a whole node's cores; otherwise up to 4)")
+    g.add_argument("--slurm-mem", type=int, default=None, metavar="GB",
+                   help="memory per job (default: what the case needs, from a table of measured peaks, 2 GB at least)")
+    g.add_argument("--slurm-exclusive", action=argparse.BooleanOptionalAction, default=None,
+                   help="give each job a whole node (default: yes for timing runs, i.e. latency, speedup, train "
+                        "or breakdown, so that no other job disturbs the timings; no otherwise)")
+    g.add_argument("--detach", action="store_true",
+                   help="slurm: stopping this command (Ctrl-C, SIGTERM) leaves the jobs running instead of "
+                        "cancelling them; continue later with --resume")
     g.add_argument("--slurm-account", default=None, help="Slurm account to charge (default: yours)")
     g.add_argument("--slurm-extra", action="append", default=[], metavar="KEY=VALUE",
                    help="extra sbatch option, repeatable (e.g. --slurm-extra constraint=a100)")

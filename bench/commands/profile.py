@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..core import numbers
 from ..core.errors import UsageError
 from . import options
-from .common import warn_unstable
+from .common import warn_unstable, with_allocator
 
 if TYPE_CHECKING:
     import torch.nn as nn
@@ -42,6 +42,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
                    help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     options.min_time_option(p)
+    options.allocator_option(p)
     p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
     options.checkpoint_options(p, "profile the model of this checkpoint (a release's file or a vptbench one)")
     p.add_argument("--trace", default=None, metavar="FILE",
@@ -80,6 +81,7 @@ def main(args: argparse.Namespace) -> int:
     settings = with_threads(get_preset("smoke" if case.size == "tiny" else "paper").settings, args.threads)
     settings = with_min_time(settings, args.min_time)
     settings = dataclasses.replace(settings, save_onnx=args.save_onnx, onnx_exporter=args.onnx_exporter)
+    settings = with_allocator(settings, args.allocator, fresh_processes=False)
     metrics = args.metrics if args.metrics is not None else ([] if args.trace else list(METRIC_GROUPS))
     if args.trace:
         write_profile_trace(case, model, args.trace, settings)

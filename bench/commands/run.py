@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UsageError
 from . import options
-from .common import check_resume, report_dir, warn_unstable, write_run_report
+from .common import check_resume, doctor_line, report_dir, warn_unstable, with_allocator, write_run_report
 
 if TYPE_CHECKING:
     from ..core.case import Case
@@ -41,10 +41,14 @@ def add_parser(sub: Any, **kw: Any) -> None:
                    help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     options.min_time_option(p)
+    options.allocator_option(p)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
     p.add_argument("--report-out", default=None,
                    help="report directory (default: reports/<id> for a run in results/<id>, else OUT/report)")
     p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    p.add_argument("--history", default=None, metavar="DIR",
+                   help="when the run ends, copy its records.jsonl and meta.json into DIR/<run_id>/ (append-only; "
+                        "vptbench history DIR reads it)")  # fmt: skip
     p.add_argument("--extend", action="store_true",
                    help="with --resume: add the cases of the given matrix options to the run's own")  # fmt: skip
     options.executor_options(p)
@@ -56,6 +60,7 @@ def main(args: argparse.Namespace) -> int:
     check_resume(args)  # before the imports: resuming nothing is answered at once
     from ..core import plugins
     from ..core.results import read_meta, read_records
+    from ..measure.load import cpu_count
     from ..run import executors, store
     from ..run.runner import run_matrix
 
@@ -63,11 +68,16 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError("--extend adds cases to a run: it needs --resume and --out")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be >= 1, got {args.workers}")
+    if getattr(args, "history", None):
+        from ..run.archive import check_history
+
+        check_history(args.history)
     executor = args.executor or "local"
     run_dir = Path(args.out) if args.out else None
     with store.writer(run_dir) if run_dir else contextlib.nullcontext():
         stored = read_meta(run_dir) if args.resume and run_dir else {}
         preset, cases, metrics, settings = _matrix(args, stored)
+        settings = with_allocator(settings, args.allocator, fresh_processes=executor != "inline")
         run_id = stored.get("run_id") or (run_dir.name if run_dir else store.default_run_id(preset.name))
         run_dir = run_dir or Path("results") / run_id
         with store.writer(run_dir):
@@ -80,6 +90,8 @@ def main(args: argparse.Namespace) -> int:
                                  "add onnxruntime to --runtime")  # fmt: skip
             save = str((run_dir / "onnx").resolve()) if args.save_onnx else None
             settings = dataclasses.replace(settings, save_onnx=save, onnx_exporter=args.onnx_exporter)
+            if any(m in metrics for m in ("latency", "speedup", "train")):
+                doctor_line(settings.speed.threads or cpu_count())
             meta = {"preset": preset.name, "executor": executor, "shard": args.shard or stored.get("shard"),
                     "plugins": plugins.describe(), "matrix": [dataclasses.asdict(c) for c in cases],
                     "runtimes": runtime_list}  # fmt: skip
@@ -95,6 +107,10 @@ def main(args: argparse.Namespace) -> int:
                 )  # fmt: skip
             print(_outcome_line(summary))
             warn_unstable(read_records(summary.run_dir))
+            if getattr(args, "history", None):
+                from ..run.archive import archive_run
+
+                print(f"history: {archive_run(summary.run_dir, args.history)}")
             if not args.no_report:
                 write_run_report(summary.run_dir, report_dir(args, summary.run_dir))
             return 1 if failed_case_ids(run_dir, [c.case_id for c in cases]) else 0

@@ -251,6 +251,7 @@ def environment() -> dict[str, Any]:
         "package_version": __version__,
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": git_dirty(),
+        "git_commit_date": _git("show", "-s", "--format=%cI", "HEAD"),  # orders runs in `vptbench history`
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,

@@ -149,17 +149,19 @@ def _measure_here(request: dict[str, Any]) -> dict[str, Any]:
                 for _ in range(max(1, timed.pop("warmup"))):
                     step()  # creates AdamW's state: the steady state starts with the next step
                 model.zero_grad(set_to_none=True)  # what the step does first anyway
-                base = _settled_rss_mib()
-                fresh_mark = _reset_hwm()
-                out["reset"] &= fresh_mark
-                from .load import Monitor
+                from .phase import Phase
 
                 # The load is read here, where the steps run: this process is no descendant of the
                 # harness's (the memory server forks it), so from there its CPU time looks "other".
-                with Monitor(torch.get_num_threads()) as mon:
-                    samples = measure_latency(step, warmup=0, **timed)
+                # The phase's reference workload holds its matrices from here on, before the baseline.
+                phase = Phase(torch.get_num_threads(), case.device, with_reference=bool(request.get("train_timing")))
+                base = _settled_rss_mib()
+                fresh_mark = _reset_hwm()
+                out["reset"] &= fresh_mark
+                with phase:
+                    samples = measure_latency(step, warmup=0, reference=phase.reference, **timed)
                 out["train"] = _vm_hwm_mib()
-                out["train_load"] = mon.fields()
+                out["train_load"] = phase.fields()
                 if fresh_mark:
                     out["activations_train"] = out["train"] - base
                 if request.get("train_timing"):

@@ -14,14 +14,15 @@ A *job* (:mod:`bench.run.jobs`) is the work done for one case. Executors:
   ``cuda`` get one GPU per worker through ``CUDA_VISIBLE_DEVICES`` (at most one worker per GPU).
   Workers running side by side share memory bandwidth and caches: for latency figures that
   compare across cases keep ``workers=1``.
-- ``slurm``: one submitit job per case, submitted as one job array (:mod:`bench.run.slurm`);
+- ``slurm``: one submitit job per case, submitted as job arrays and watched through ``squeue``
+  (:mod:`bench.run.slurm`); stopping the run cancels its jobs unless ``detach``.
   ``cluster="local"`` in :class:`~bench.run.slurm.SlurmOptions` runs the same submitit code path
   on this machine (tests, debugging).
 
 Every case runs as a :class:`~bench.run.task.CaseTask` into its own part of the run directory,
 which it closes itself when it ends; a case whose process was killed has its part closed by the
 process watching it. How parts reach ``records.jsonl`` exactly once, and what ``--resume`` redoes, is
-:mod:`bench.run.store`'s. Do not resume while jobs of the same run are still running.
+:mod:`bench.run.store`'s. ``--resume`` refuses while Slurm jobs of the same run are still queued.
 
 ``--shard i/n`` (:func:`shard`) picks every n-th case of the sorted case ids, starting at the
 i-th: shards are balanced (sizes differ by at most one), mix the backbones, and do not depend
@@ -48,12 +49,13 @@ from ..core.case import Case
 from ..core.errors import UsageError, WriteError
 from ..core.progress import read_progress
 from ..core.results import finish_meta, read_records, write_meta
+from ..measure import allocator
 from ..scenarios import METRIC_GROUPS, Settings
-from . import worker
+from . import budget, worker
 from .jobs import BenchJob, Job
 from .outcome import Outcome, finish, progress_bar
 from .runner import RunSummary
-from .slurm import SlurmOptions, check_slurm, run_slurm, slurm_options
+from .slurm import SlurmOptions, check_no_live_jobs, check_slurm, run_slurm, slurm_options
 from .store import PARTS, close_orphans, close_part, prepare_resume, safe_name, writer
 from .task import new_task
 from .worker import WRITE_FAILED
@@ -113,7 +115,7 @@ def execute(
         raise UsageError(f"--workers must be >= 1, got {workers}")
     slurm = slurm or SlurmOptions()
     if executor == "slurm":
-        check_slurm(slurm, cases)
+        check_slurm(slurm, cases, job)
     run_dir = Path(run_dir).resolve()
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -122,6 +124,7 @@ def execute(
     with writer(run_dir):
         outcome = Outcome()
         if resume:
+            check_no_live_jobs(run_dir)  # a job still running would close its part after we redo its case
             closed = close_orphans(run_dir)
             if closed and progress:
                 print(f"closed {closed} part(s) left by jobs that died unwatched", file=sys.stderr)
@@ -199,6 +202,13 @@ def _describe_exit(rc: int) -> str:
     return f"exited with code {rc}"
 
 
+def _allocator_env(job: Job) -> dict[str, str]:
+    """The environment that gives the job's processes its allocator before they start (tcmalloc or
+    jemalloc preloaded; nothing for glibc's settings, which each case sets itself)."""
+    name = getattr(getattr(job, "settings", None), "allocator", None)
+    return allocator.environment(name) if name else {}
+
+
 def _run_local(
     cases: Sequence[Case], run_dir: Path, run_id: str, job: Job, workers: int, slurm: SlurmOptions,
     progress: bool, outcome: Outcome,
@@ -217,7 +227,7 @@ def _run_local(
     pending = list(cases)
     running: dict[int, tuple[Any, Case, Path, Path]] = {}  # slot -> (process, case, part, log)
     shown, shown_at = "", 0.0  # what the bar last showed of the running cases, and when
-    thread_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    thread_env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} | _allocator_env(job)
     # One zygote forks every case's fresh process: torch is imported once, not once per case.
     server = worker.fork_server(thread_env)
     with contextlib.ExitStack() as stack, progress_bar(len(cases), progress, "local") as bar:
@@ -230,7 +240,8 @@ def _run_local(
                         continue
                     case = pending.pop(0)
                     log = run_dir / "logs" / f"{safe_name(case)}.log"
-                    task = new_task(case, run_dir, run_id, job, str(log), threads)
+                    capped = budget.with_cap(job, budget.spent(run_dir), len(pending) + 1)
+                    task = new_task(case, run_dir, run_id, capped, str(log), threads)
                     part = Path(task.part)
                     (part / "task.pkl").write_bytes(cloudpickle.dumps(task))
                     env = dict(thread_env)
@@ -294,10 +305,11 @@ def run_cases(
         job = BenchJob(tuple(metrics or METRIC_GROUPS), settings)
     executor = getattr(args, "executor", None) or "local"
     slurm = slurm_options(args)
-    if executor == "slurm":
-        check_slurm(slurm, cases)  # before anything is written
     matrix = list(dict.fromkeys(cases))  # the same case asked for twice is measured once
     extra: dict[str, Any] = {"run_id": run_id, "cases": len(matrix)}
+    if executor == "slurm":  # checked before anything is written; meta.json says what the jobs ask for
+        plan = check_slurm(slurm, matrix, job)
+        extra["slurm_requests"] = [dataclasses.asdict(req) | {"cases": len(group)} for req, group in plan]
     if isinstance(job, BenchJob):
         extra |= {"metrics": list(job.metrics), "settings": (job.settings or Settings()).to_dict()}
     write_meta(run_dir, extra | (meta or {}) | execution_meta(args))

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from ..core.case import Case
 from ..core.results import finish_meta, write_meta
 from ..scenarios import Settings, group_metric, measure_case
+from . import budget
 from .store import RecordWriter, ensure_fresh, mark_done, prepare_resume, writer
 
 
@@ -83,9 +84,10 @@ def run_matrix(
         summary = RunSummary(run_dir=run_dir, cases=len(matrix), resumed=len(matrix) - len(todo))
         with tqdm(total=len(matrix), initial=summary.resumed, unit="case", file=sys.stderr,
                   disable=not progress, dynamic_ncols=True) as bar:  # fmt: skip
-            for case in todo:
+            for i, case in enumerate(todo):
                 bar.set_description_str(case.case_id)
-                records = run_case(case, run_dir, run_id, metrics, settings)
+                capped = budget.capped(settings, budget.spent(run_dir), len(todo) - i)
+                records = run_case(case, run_dir, run_id, metrics, capped)
                 summary.measured += 1
                 summary.failures += [r for r in records if r["status"] != "ok"]
                 bar.update(1)

@@ -42,6 +42,7 @@ class CaseTask:
     threads: int | None = None
     modules: tuple[str, ...] = ()  # modules registering user backbones, imported first
     plugins: tuple[Plugin, ...] = ()  # bench.core.plugins: the run's plugins and user backbone modules
+    fields: tuple[tuple[str, Any], ...] = ()  # added to every record: where the case ran (a Slurm job's node...)
 
     def __call__(self) -> dict[str, Any]:
         import importlib
@@ -58,7 +59,7 @@ class CaseTask:
                 importlib.import_module(module)  # a user's backbone registers itself on import
             with RecordWriter(part) as records, reporting_to(part):
                 for rec in self.job.records(self.case, self.run_id, run_dir):
-                    records.write(rec)
+                    records.write(rec | dict(self.fields))
                     n += 1
         except WriteError:
             raise  # the disk, not the case: the part stays for --resume, and the run stops

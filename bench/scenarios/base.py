@@ -45,6 +45,9 @@ class Settings:
     speed: timing.SpeedSettings = field(default_factory=timing.SpeedSettings)
     save_onnx: str | None = None  # a directory: the onnxruntime runtime writes each case's .onnx there
     onnx_exporter: str = "auto"  # bench.measure.runtimes.EXPORTERS, or auto: the first that exports the model
+    allocator: str = "tuned"  # bench.measure.allocator.ALLOCATORS: how the measuring processes allocate
+    reference: bool = True  # time the reference workload between samples (machine_slowdown)
+    run_budget_s: float | None = None  # latency and pair seconds of the whole run, shared out (bench.run.budget)
 
     def latency_effort(self) -> dict[str, Any]:
         """How hard to time a forward, or the speed-up's pairs: the keyword arguments of
@@ -64,6 +67,7 @@ class Settings:
     def from_dict(cls, d: dict[str, Any]) -> Settings:
         d = dict(d)
         d["speed"] = timing.SpeedSettings(**d.get("speed", {}))
+        d.setdefault("allocator", "system")  # a run recorded before the choice existed ran glibc's defaults
         return cls(**d)
 
 

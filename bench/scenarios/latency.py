@@ -17,7 +17,8 @@ import torch.nn as nn
 
 from ..core.case import Case
 from ..core.results import record
-from ..measure import load, runtimes, timing
+from ..measure import runtimes, timing
+from ..measure.phase import Phase
 from .base import Settings
 
 
@@ -53,6 +54,7 @@ def preparation_records(run_id: str, case: Case, prepared: runtimes.Prepared) ->
 
 def latency_env(case: Case, settings: Settings, prepared: runtimes.Prepared) -> dict[str, Any]:
     env = timing.describe(settings.speed, case.device, case.dtype) | prepared.fields
+    env["time_cap_s"] = settings.max_time_s  # the phase's budget (a run's budget shares it out: bench.run.budget)
     if case.runtime == "compile":
         env["compile"] = True
     return env
@@ -61,9 +63,10 @@ def latency_env(case: Case, settings: Settings, prepared: runtimes.Prepared) -> 
 def timed_alone(
     run_id: str, case: Case, model: nn.Module, prepared: runtimes.Prepared, settings: Settings
 ) -> Iterator[dict[str, Any]]:
-    with load.Monitor(torch.get_num_threads()) as mon:
-        samples = timing.measure_latency(prepared.forward, device=case.device, **settings.latency_effort())
-    yield from latency_records(run_id, case, model, samples, settings, mon.fields(),
+    with Phase(torch.get_num_threads(), case.device, with_reference=settings.reference) as phase:
+        samples = timing.measure_latency(prepared.forward, device=case.device, reference=phase.reference,
+                                         **settings.latency_effort())  # fmt: skip
+    yield from latency_records(run_id, case, model, samples, settings, phase.fields(),
                                latency_env(case, settings, prepared))  # fmt: skip
 
 

@@ -70,7 +70,7 @@ from ..core.case import Case
 from ..core.errors import UsageError
 from ..core.progress import report_progress
 from ..core.results import failure
-from ..measure import runtimes, timing
+from ..measure import allocator, runtimes, timing
 from ..measure.inputs import example_inputs
 from . import breakdown, counts, latency, memory, speedup, train
 from .base import METRIC_GROUPS, REFERENCE_VARIANT, Settings, check_device, failure_status, group_metric
@@ -100,6 +100,7 @@ def measure_case(
     groups = [g for g in METRIC_GROUPS if g in metrics]  # a fixed order: training changes the weights
     if case.variant == REFERENCE_VARIANT:
         groups = [g for g in groups if g != "speedup"]
+    allocator.apply(settings.allocator)  # this process's malloc, before the model's tensors exist
     try:
         case = case.resolve()
         check_device(case.device)

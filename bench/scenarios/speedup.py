@@ -13,7 +13,8 @@ import torch.nn as nn
 
 from ..core.case import Case
 from ..core.results import record
-from ..measure import load, timing
+from ..measure import timing
+from ..measure.phase import Phase
 from .base import REFERENCE_VARIANT, Settings
 from .latency import latency_env, latency_records, preparation_records, prepare, timed_alone
 
@@ -42,13 +43,13 @@ def records(
             yield from timed_alone(run_id, case, model, new, settings)
         raise RuntimeError(f"the rectangle {ref_case.case_id} cannot run on {case.runtime}: {ref.error}")
 
-    with load.Monitor(torch.get_num_threads()) as mon:
+    with Phase(torch.get_num_threads(), case.device, with_reference=settings.reference) as phase:
         ref_ms, new_ms = timing.measure_paired(
-            ref.forward, new.forward, device=case.device, **settings.latency_effort()
+            ref.forward, new.forward, device=case.device, reference=phase.reference, **settings.latency_effort()
         )
     ratios = [r / n for r, n in zip(ref_ms, new_ms, strict=True)]
     env = latency_env(case, settings, new)
-    load_fields = mon.fields()
+    load_fields = phase.fields()
     if with_latency:
         paired = {"paired": True, "reference": ref_case.case_id}
         yield from latency_records(run_id, case, model, new_ms, settings, load_fields, env | paired)
@@ -57,5 +58,5 @@ def records(
         samples=ratios, samples_rectangle=ref_ms, samples_pruned=new_ms,
         latency_rectangle_ms=timing.summarise(ref_ms).median, latency_pruned_ms=timing.summarise(new_ms).median,
         timer=timing.timer_name(case.device), warmup=settings.warmup,
-        **timing.stats_fields(ratios, load=load_fields), **env,
+        **timing.stats_fields(ratios, load=load_fields, ratio=True), **env,
     )

@@ -12,7 +12,8 @@ import torch.nn as nn
 
 from ..core.case import Case
 from ..core.results import record
-from ..measure import load, timing
+from ..measure import timing
+from ..measure.phase import Phase
 from .base import Settings
 from .latency import maybe_compiled
 
@@ -22,11 +23,12 @@ def records(
 ) -> Iterator[dict[str, Any]]:
     step = timing.train_step_fn(maybe_compiled(model, settings), x, y)
     try:
-        with load.Monitor(torch.get_num_threads()) as mon:
-            samples = timing.measure_latency(step, device=case.device, **settings.train_effort())
+        with Phase(torch.get_num_threads(), case.device, with_reference=settings.reference) as phase:
+            samples = timing.measure_latency(step, device=case.device, reference=phase.reference,
+                                             **settings.train_effort())  # fmt: skip
     finally:
         model.eval()
-    yield train_record(run_id, case, samples, settings, fresh_process=False, load_fields=mon.fields())
+    yield train_record(run_id, case, samples, settings, fresh_process=False, load_fields=phase.fields())
 
 
 def train_record(
