@@ -13,12 +13,13 @@ from ..core.case import Case
 from ..core.errors import UsageError
 from ..core.results import failure
 from ..measure import memory, timing
+from ..measure.stream import StreamSettings
 
-METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "stream", "memory", "train", "breakdown", "flops_train")
 
 # The record standing for a group when the group fails or is skipped as a whole.
 GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "speedup": "speedup", "train": "train_step",
-                "breakdown": "time_by_part", "flops_train": "flops_train"}  # fmt: skip
+                "breakdown": "time_by_part", "flops_train": "flops_train", "stream": "stream_latency"}  # fmt: skip
 REFERENCE_VARIANT = "rectangle"  # what a speed-up is measured against
 
 
@@ -45,6 +46,7 @@ class Settings:
     speed: timing.SpeedSettings = field(default_factory=timing.SpeedSettings)
     save_onnx: str | None = None  # a directory: the onnxruntime runtime writes each case's .onnx there
     onnx_exporter: str = "auto"  # bench.measure.runtimes.EXPORTERS, or auto: the first that exports the model
+    stream: StreamSettings = field(default_factory=StreamSettings)  # the stream group's live streams
 
     def latency_effort(self) -> dict[str, Any]:
         """How hard to time a forward, or the speed-up's pairs: the keyword arguments of
@@ -64,6 +66,7 @@ class Settings:
     def from_dict(cls, d: dict[str, Any]) -> Settings:
         d = dict(d)
         d["speed"] = timing.SpeedSettings(**d.get("speed", {}))
+        d["stream"] = StreamSettings.from_dict(d.get("stream", {}))
         return cls(**d)
 
 
