@@ -18,7 +18,7 @@ from .core.errors import UsageError
 # The commands in the order `vptbench --help` lists them; each is the module bench.commands.<name>,
 # which adds its options (``add_parser``) and runs it (``main``, importing the library only then,
 # so that --help and a mistake in the options answer at once).
-COMMANDS = ("list", "profile", "run", "accuracy", "convert", "sweep", "report", "gate", "merge", "compare")
+COMMANDS = ("list", "profile", "stream", "run", "accuracy", "convert", "sweep", "report", "gate", "merge", "compare")
 
 
 def versions() -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "stream", "memory", "train", "breakdown", "flops_train")
 
 
 class Help(argparse.ArgumentDefaultsHelpFormatter):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UsageError
 from . import options
+from . import stream as stream_command
 from .common import report_dir, warn_unstable, write_run_report
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
                    help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     options.min_time_option(p)
+    stream_command.stream_options(p, in_run=True)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
     p.add_argument("--report-out", default=None,
                    help="report directory (default: OUT/report with --out, else reports/<run_id>)")
@@ -69,6 +71,7 @@ def main(args: argparse.Namespace) -> int:
     with store.writer(run_dir) if run_dir else contextlib.nullcontext():
         stored = read_meta(run_dir) if args.resume and run_dir else {}
         preset, cases, metrics, settings = _matrix(args, stored)
+        settings = stream_command.apply(args, settings, metrics, cases)  # --fps ... of --metrics stream
         run_id = stored.get("run_id") or (run_dir.name if run_dir else store.default_run_id(preset.name))
         run_dir = run_dir or Path("results") / run_id
         with store.writer(run_dir):
