@@ -291,3 +291,13 @@ def test_the_gate_judges_max_fps_through_its_bracket():
     assert not compare(base, [rec(60.0, 60.0, 63.0)]).passed
     latency = {**rec(50.0, 49.0, 51.0), "metric": "stream_latency", "method": "wall_clock", "fps_in": 30.0}
     assert compare([latency], [{**latency, "value": 500.0}]).passed  # an absolute time is never gated
+
+
+@pytest.mark.cuda
+def test_a_stream_on_cuda_times_synchronised_windows():
+    settings = Settings(warmup=1, stream=stream.StreamSettings(fps=(30.0,), seconds=0.6, probe_s=0.3, max_probes=3))
+    case = Case("mixste", "hierarchical", frames=27, size="tiny", device="cuda").resolve()
+    recs = list(measure_case(case, ["stream"], "t", settings=settings))
+    assert all(r["status"] == "ok" for r in recs), [r["error"] for r in recs if r["status"] != "ok"]
+    lat = next(r for r in recs if r["metric"] == "stream_latency")
+    assert lat["device"] == "cuda" and 0 < lat["compute_ms"] <= lat["value"]
