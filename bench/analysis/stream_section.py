@@ -89,7 +89,7 @@ def capacity_rows(records: Iterable[Mapping[str, Any]]) -> list[list[str]]:
             assert sp is not None
             lo, hi = _num(sp.get("ci_low")), _num(sp.get("ci_high"))
             ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
-            gain = f"{float(sp['value']):.2f}x{ci} at {numbers.sig(float(sp['fps_in']))} fps, stride {_int(sp.get('stride'))}"
+            gain = f"{float(sp['value']):.2f}x{ci} at {float(sp['fps_in']):g} fps, stride {_int(sp.get('stride'))}"
         elif sp is not None:
             gain = f"{sp.get('status')}: {sp.get('error')}"
         rows.append([label(first), words, found, stride, parts, gain])
@@ -127,7 +127,7 @@ def rate_rows(records: Iterable[Mapping[str, Any]]) -> list[list[str]]:
                 p99 = parts = "-"
             r_text = f"{float(rtf['value']):.3g}" if _ok(rtf) and rtf is not None else "-"
             d_text = f"{100 * float(drop['value']):.1f} %" if _ok(drop) and drop is not None else "-"
-            rows.append([label(first), numbers.sig(fps), f"{_int(first.get('stride'))} ({first.get('emit')})", median,
+            rows.append([label(first), f"{fps:g}", f"{_int(first.get('stride'))} ({first.get('emit')})", median,
                          p99, parts, r_text, d_text])  # fmt: skip
     return rows
 
