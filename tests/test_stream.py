@@ -328,7 +328,8 @@ def _synthetic_run(tmp_path):
             best = stride / cost_ms * 1e3
             recs.append(base | {"metric": "stream_max_fps", "value": best, "unit": "frames/s", "method": "bisection",
                                 "fps_in": None, "stride": stride, "window": window, "ci_low": best,
-                                "ci_high": best * 1.04, "latency_ms": 2 * cost_ms, "delay_ms": cost_ms,
+                                "ci_high": best * 1.04, "latency_ms": 2 * cost_ms + 1e3 * ahead / best,
+                                "delay_ms": cost_ms + 1e3 * ahead / best,
                                 "compute_ms": cost_ms})  # fmt: skip
             if variant != "rectangle":
                 recs.append(base | {"metric": "stream_speedup", "value": 2.4, "unit": "x", "method": "paired",
@@ -346,6 +347,7 @@ def test_the_report_draws_latency_against_rate_and_says_what_each_case_sustains(
     md = (out / "index.md").read_text()
     assert "| mixste rectangle (T=243, base)" in md and "| sustains 67.5 fps live with 2.40 s delay" in md
     assert "2.40x [2.30, 2.50] at 50 fps, stride 81" in md
+    assert "| sustains 2.00 fps live with 88.5 s delay" in md  # mhformer: 175 frames of look-ahead at 2 fps
     assert "| mhformer hierarchical" in md and "50.0 %" in md  # the per-rate table, dropped share
     svg = (out / "plots" / "stream_latency.svg").read_text()
     for text in ("real time: one frame interval", "seq2frame delay floor (175 frames)", "highest rate sustained"):

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import LogLocator
 
 from ...core.numbers import sig
 from .base import (
@@ -93,6 +94,9 @@ def stream_latency(pts: pd.DataFrame) -> Figure:
         ax.set_yscale("log")
         plain_log_axis(ax.xaxis)
         plain_log_axis(ax.yaxis)
+        low, high = ax.get_ylim()
+        if high / low > 1e3:  # seq2frame at a low rate waits minutes: one label per decade
+            ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0,)))
         ax.set_xlim(lo, hi)
         ax.set_xlabel("camera rate (frames/s)")
         ax.set_ylabel("latency, arrival to pose (ms)")
