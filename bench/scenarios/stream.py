@@ -154,7 +154,7 @@ def stream_records(
     stats.update(ci_low=stats["ci_low"] * per_ms, ci_high=stats["ci_high"] * per_ms)
     busy = sum(log.compute_s()) / log.wall_s if log.wall_s > 0 else None
     yield record(run_id, case, "stream_rtf", stream.rtf(log), method="wall_clock", **where, **stats,
-                 rtf_mean=float(np.mean(compute_ms)) * per_ms, busy_share=busy, samples=compute_ms,
+                 rtf_mean=float(np.mean(compute_ms)) * per_ms, busy_share=busy, window_ms=compute_ms,
                  **env)  # fmt: skip
     n = len(frames.index)
     skipped = sum(w.skipped for w in log.windows)
