@@ -41,6 +41,12 @@ def _ms(x: Any) -> str:
     return "-" if v is None else numbers.quantity(v, "ms")
 
 
+def _windows(r: Mapping[str, Any]) -> str:
+    """', n windows' where a CI rests on fewer than 6 (then it is [min, max], with less than 95 % coverage)."""
+    n = _num(r.get("n"))
+    return f" (n={int(n)})" if n is not None and n < 6 else ""
+
+
 def label(r: Mapping[str, Any]) -> str:
     """The case as a row names it: backbone, variant (schedule and strategy), T, size, runtime."""
     how = "+".join(p for p in (r.get("pruner"), r.get("recoverer")) if p)
@@ -89,7 +95,8 @@ def capacity_rows(records: Iterable[Mapping[str, Any]]) -> list[list[str]]:
             assert sp is not None
             lo, hi = _num(sp.get("ci_low")), _num(sp.get("ci_high"))
             ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
-            gain = f"{float(sp['value']):.2f}x{ci} at {float(sp['fps_in']):g} fps, stride {_int(sp.get('stride'))}"
+            gain = (f"{float(sp['value']):.2f}x{ci} at {float(sp['fps_in']):g} fps, stride {_int(sp.get('stride'))}"
+                    f"{_windows(sp)}")
         elif sp is not None:
             gain = f"{sp.get('status')}: {sp.get('error')}"
         rows.append([label(first), words, found, stride, parts, gain])
@@ -102,7 +109,8 @@ CAPACITY_REMARK = (
     "Highest camera rate with no frame dropped and a real-time factor below 1, by bisection on short streams at the "
     "given stride (with auto, the window's length: the most the model can follow at all); the delay is the median "
     "latency from a frame's arrival to its pose at that rate. Paired gain: rectangle ms / pruned ms per window, both "
-    "models on every window of one stream, alternated (the factor by which pruning divides the real-time factor)."
+    "models on every window of one stream, alternated (the factor by which pruning divides the real-time factor); "
+    "(n=k): its CI rests on k windows, fewer than 6, so it is their [min, max], with less than 95 % coverage."
 )
 
 
@@ -120,7 +128,7 @@ def rate_rows(records: Iterable[Mapping[str, Any]]) -> list[list[str]]:
                 assert lat is not None
                 v, lo, hi = float(lat["value"]), _num(lat.get("ci_low")), _num(lat.get("ci_high"))
                 unit, f = numbers.column_unit([v], "ms")
-                median = f"{numbers.with_ci(v * f, lo * f if lo else None, hi * f if hi else None)} {unit}"
+                median = f"{numbers.with_ci(v * f, lo * f if lo else None, hi * f if hi else None)} {unit}{_windows(lat)}"
                 p99, parts = _ms(lat.get("p99")), " / ".join(_ms(lat.get(k)) for k in ("delay_ms", "queue_ms", "compute_ms"))
             else:
                 median = f"{lat.get('status')}: {lat.get('error')}" if lat else "-"
@@ -137,7 +145,8 @@ RATE_HEADERS = ["case", "camera fps", "stride (emit)", "latency median [95 % CI]
 RATE_REMARK = (
     "Latency: from a frame's arrival to its 3D pose, on the wall clock; delay: the wait for the future frames its "
     "window needs (emit newest: up to stride - 1 frames; middle and seq2frame add the look-ahead); queue: the wait "
-    "for the model; compute: the window's forward. The CI is over windows (a window's frames share its compute). "
+    "for the model; compute: the window's forward. The CI is over windows (a window's frames share its compute; "
+    "(n=k): k windows, fewer than 6, so the CI is their [min, max]). "
     "Real-time factor: compute seconds per second of video (below 1 keeps up). Dropped: frames whose window was "
     "skipped because a newer one was complete when the model became free."
 )
