@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import LogLocator
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from ...core.numbers import sig
 from .base import (
@@ -69,14 +69,18 @@ def stream_latency(pts: pd.DataFrame) -> Figure:
     for ax, (key, g) in zip(axes, groups, strict=True):
         d = dict(zip(SETTING, key, strict=True))
         lo, hi = float(g["fps"].min()), float(g["fps"].max())
-        lo, hi = (lo / 1.3, hi * 1.3) if hi > lo else (lo / 2, hi * 2)
-        xs = np.geomspace(lo, hi, 50)
-        ax.plot(xs, 1e3 / xs, color="0.4", lw=1, ls="--", label="real time: one frame interval")
+        wide = hi / lo > 10  # a log rate axis only where the rates span a decade (seq2frame's max fps)
+        span = max(hi - lo, 0.5 * hi)
+        lo, hi = (lo / 1.3, hi * 1.3) if wide else (max(0.0, lo - 0.2 * span), hi + 0.2 * span)
+        xs = np.geomspace(lo, hi, 50) if wide else np.linspace(max(lo, 1e-3), hi, 50)
+        ax.plot(xs, 1e3 / xs, color="0.4", lw=1, ls="--")
         if (g["pipeline"] == "seq2frame").any():
             t = int(d["frames"])
             ahead = t - 1 - (t - 1) // 2
-            ax.plot(xs, 1e3 * ahead / xs, color="k", lw=1, ls=":", label=f"seq2frame delay floor ({ahead} frames)")
-        for variant, v in sorted(g.groupby("variant"), key=lambda kv: variant_rank(str(kv[0]))):
+            ax.plot(xs, 1e3 * ahead / xs, color="k", lw=1, ls=":")
+            mid = xs[len(xs) // 2]
+            ax.text(mid, 1e3 * ahead / mid, f" {ahead} frames", fontsize=8, ha="left", va="bottom")
+        for rank, (variant, v) in enumerate(sorted(g.groupby("variant"), key=lambda kv: variant_rank(str(kv[0])))):
             c = VARIANT_COLOURS.get(str(variant), "#9467bd")
             streamed = v[~v["max"]].sort_values("fps")
             for col, ls, size in (("median", "-", 6), ("p99", "--", 4)):
@@ -89,24 +93,28 @@ def stream_latency(pts: pd.DataFrame) -> Figure:
             for _, r in v[v["max"]].iterrows():
                 ax.plot([r["fps"]], [r["median"]], marker="*", ms=11, color=c, ls="none")
                 ax.annotate(f"{sig(float(r['fps']))} fps", (r["fps"], r["median"]), textcoords="offset points",
-                            xytext=(4, 4), fontsize=8, color=c)  # fmt: skip
-        ax.set_xscale("log")
+                            xytext=(4, 4 + 10 * rank), fontsize=8, color=c)  # fmt: skip
+        if wide:
+            ax.set_xscale("log")
+            plain_log_axis(ax.xaxis)
         ax.set_yscale("log")
-        plain_log_axis(ax.xaxis)
         plain_log_axis(ax.yaxis)
         low, high = ax.get_ylim()
+        ax.set_ylim(low, high * 4)  # room for the rate labels above the stars
         if high / low > 1e3:  # seq2frame at a low rate waits minutes: one label per decade
             ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0,)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
         ax.set_xlim(lo, hi)
         ax.set_xlabel("camera rate (frames/s)")
         ax.set_ylabel("latency, arrival to pose (ms)")
         ax.set_title(f"{d['backbone']} T={d['frames']} ({d['size']}, {d['device']})")
-        ax.legend(loc="upper right", fontsize=8)
     variants = sorted(pts["variant"].unique(), key=variant_rank)
     handles = [Line2D([], [], color=VARIANT_COLOURS.get(v, "#9467bd"), marker=marker(v), label=v) for v in variants]
     handles += [Line2D([], [], color="0.3", ls="-", label="median"), Line2D([], [], color="0.3", ls="--", label="p99"),
                 Line2D([], [], color="0.3", marker="*", ls="none", ms=10, label="highest rate sustained"),
-                Line2D([], [], color="0.3", marker="o", mfc="none", ls="none", label="frames dropped")]  # fmt: skip
+                Line2D([], [], color="0.3", marker="o", mfc="none", ls="none", label="frames dropped"),
+                Line2D([], [], color="0.4", ls="--", lw=1, label="real time: one frame interval"),
+                Line2D([], [], color="k", ls=":", lw=1, label="seq2frame delay floor: (T-1)/2 frames")]  # fmt: skip
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=9)
     fit_title(fig, "Live video: latency from a frame's arrival to its 3D pose, against the camera rate")
     rows = math.ceil(len(groups) / 2) if len(groups) > 1 else 1
