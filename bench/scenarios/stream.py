@@ -80,10 +80,11 @@ def records(
         try:
             with load.Monitor(torch.get_num_threads()) as mon:
                 log = stream.run_stream([process], plan, device=case.device)
-            yield from stream_records(run_id, case, log, mon.fields(), env)
+            made = list(stream_records(run_id, case, log, mon.fields(), env))  # all three, or their failures
         except Exception as e:  # this rate fails; the others, the search and the pair go on
-            for metric in ("stream_latency", "stream_rtf", "stream_dropped"):
-                yield failure_with(run_id, case, metric, e, failure_status(e), **stream.plan_fields(plan))
+            made = [failure_with(run_id, case, metric, e, failure_status(e), **stream.plan_fields(plan))
+                    for metric in ("stream_latency", "stream_rtf", "stream_dropped")]  # fmt: skip
+        yield from made
     report_progress("stream max fps")
     try:
         yield max_fps_record(run_id, case, pipeline, window, process, cost_s, cfg, env)
