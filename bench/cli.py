@@ -18,8 +18,8 @@ from .core.errors import UsageError
 # The commands in the order `vptbench --help` lists them; each is the module bench.commands.<name>,
 # which adds its options (``add_parser``) and runs it (``main``, importing the library only then,
 # so that --help and a mistake in the options answer at once).
-COMMANDS = ("list", "profile", "run", "accuracy", "convert", "sweep", "report", "gate", "merge", "compare", "doctor",
-            "history", "export")
+COMMANDS = ("list", "profile", "stream", "run", "accuracy", "convert", "sweep", "report", "gate", "merge", "compare",
+            "doctor", "history", "export")
 
 
 def versions() -> str:

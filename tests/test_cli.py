@@ -250,7 +250,7 @@ def test_bad_input_in_a_real_process(argv, message):
 
 # The fewest arguments each command's parser accepts (required options and positionals).
 MINIMAL_ARGS = {
-    "list": [], "profile": ["mixste"], "run": [], "accuracy": [], "convert": ["ckpt.pth", "--out", "x.pth"],
+    "list": [], "profile": ["mixste"], "stream": ["mixste"], "run": [], "accuracy": [], "convert": ["ckpt.pth", "--out", "x.pth"],
     "sweep": ["mixste"], "report": ["results/x"], "gate": ["--baseline", "b", "--current", "c"],
     "merge": ["a", "--out", "m"], "compare": ["a", "b"], "doctor": [], "history": ["a"],
     "export": ["a", "--format", "bencher", "--out", "f.json"],

@@ -15,6 +15,10 @@ backbone):
   (``unstable = "fail"`` in the rules makes it a failure); it never passes silently. Runs without
   ``speedup`` records (older baselines) are compared through the ratio of the latency medians.
   A machine that is slower on every case by the same factor keeps every speed-up and passes.
+- live video: ``stream_speedup`` (paired, like ``speedup``) and ``stream_max_fps`` are gated the
+  same way, relative to the baseline through the current CI (for stream_max_fps the bisection's
+  bracket: a regression when even the lowest rate found unsustainable lies below the band).
+  Stream latency, real-time factor and dropped share are absolute times of one machine: not gated.
 - a case measured ``ok`` in the baseline that is ``oom``/``error`` now fails; a case missing from
   the current run fails (``missing = "warn"`` in the rules makes it a warning); new cases are listed.
 """
@@ -49,7 +53,10 @@ DEFAULT_RULES: dict[str, tuple[str, float]] = {
     "peak_mem_reserved": ("ceiling", 0.25),
     "peak_mem_device": ("ceiling", 0.25),
     "speedup": ("floor", 0.25),
+    "stream_speedup": ("floor", 0.25),
+    "stream_max_fps": ("floor", 0.25),
 }
+CI_GATED = ("speedup", "stream_speedup", "stream_max_fps")  # floors judged through the current CI
 MISSING_CHOICES = ("fail", "warn")
 UNSTABLE_CHOICES = ("warn", "fail")
 
@@ -241,7 +248,7 @@ def compare(
             continue
         if b["status"] != "ok" or b["value"] is None or c["value"] is None:
             continue
-        if b["metric"] == "speedup":
+        if b["metric"] in CI_GATED:
             result.comparisons.append(_compare_speedup(key, b, c, tol, rules, result))
             continue
         ok = _check(kind, float(b["value"]), float(c["value"]), tol)
@@ -271,7 +278,8 @@ def _compare_speedup(
     notes = [f"CI [{_fmt(c.get('ci_low'))}, {_fmt(c.get('ci_high'))}] below {_fmt(floor)}"] if not ok else []
     if c.get("stable") is False:
         why = c.get("unstable_reason") or "unstable"
-        result.unstable.append(f"{key[0]} {key[1]} = {_fmt(cur)}x {why}")
+        unit = METRIC_UNITS.get(str(b["metric"]), "x")
+        result.unstable.append(f"{key[0]} {key[1]} = {_fmt(cur)}{'x' if unit == 'x' else ' ' + unit} {why}")
         if rules.unstable == "fail":
             ok = False
             notes.append(f"unstable: {why}")

@@ -34,6 +34,7 @@ from tabulate import tabulate
 from ..core.errors import UsageError
 from ..core.results import read_meta
 from . import runtimes_section as report_runtimes
+from . import stream_section
 from .sources import ACCURACY_METRICS, accuracy_frame, load_accuracy, records_frame, reported_table_path
 from .summary import summarize
 from .tables import Table, build_tables, failure_marks, table_html, table_latex, table_markdown
@@ -107,8 +108,9 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     # Plots show one runtime (eager where the run has it): their points are cases, and a case's FPS
     # on another runtime would be a second point of the same model; the runtimes section compares them.
     shown = "eager" if (summary["runtime"] == "eager").any() else summary["runtime"].iloc[0]
+    live = recs[recs["metric"].isin(stream_section.STREAM_METRICS) & (recs["status"] == "ok") & recs["value"].notna()]
     images = plots.render_all(summary[summary["runtime"] == shown], blocks, reported, out_dir / "plots", parts=parts,
-                              breakdown=breakdown)  # fmt: skip
+                              breakdown=breakdown, stream=live[live["runtime"] == shown])  # fmt: skip
 
     _for_csv(summary).to_csv(out_dir / "summary.csv", index=False)
     for t in tables:
@@ -122,6 +124,10 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     if deploy is not None:
         md += "\n" + deploy.markdown()
         page = page.replace("</body></html>", deploy.html() + "\n</body></html>", 1)
+    stream = stream_section.section(recs.to_dict("records"))  # runs with --metrics stream: live video
+    if stream is not None:
+        md += "\n" + stream.markdown()
+        page = page.replace("</body></html>", stream.html() + "\n</body></html>", 1)
     (out_dir / "index.md").write_text(md, encoding="utf-8")
     (out_dir / "index.html").write_text(page, encoding="utf-8")
     return out_dir

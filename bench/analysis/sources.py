@@ -130,6 +130,7 @@ def records_frame(run_dir: Path) -> pd.DataFrame:
         "run_id": run_dir.name, "pipeline": "", "frames": 0, "batch": 1, "device": "", "dtype": "",
         "size": "", "schedule": "", "pruner": "", "recoverer": "", "runtime": "eager", "method": "", "error": "",
         "phase": "inference", "block": None, "tokens": None, "unsupported": None, "part": "", "step": "",
+        "fps_in": None,
     }  # fmt: skip
     for col, default in defaults.items():
         if col not in df:

@@ -70,6 +70,8 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     put("clips_per_s", ok["metric"] == "clips_per_s")
     put_timed("train_step_ms", "train_step")
     put_timed("speedup_paired", "speedup")
+    put("stream_max_fps", ok["metric"] == "stream_max_fps")  # the rest of the stream group: bench.analysis.stream_section
+    put_timed("stream_speedup", "stream_speedup")
     for m in MEMORY_METRICS:
         for phase in ("inference", "train"):
             put(f"{m}_{phase}_mib", (ok["metric"] == m) & (ok["phase"] == phase))

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "stream", "memory", "train", "breakdown", "flops_train")
 
 
 # Placeholders of a help text that name what a registry holds when the help is printed (built-ins and

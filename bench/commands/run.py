@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.errors import UsageError
 from . import options
+from . import stream as stream_command
 from .common import check_resume, doctor_line, report_dir, warn_unstable, with_allocator, write_run_report
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
     options.min_time_option(p)
     options.allocator_option(p)
+    stream_command.stream_options(p, in_run=True)
     p.add_argument("--out", default=None, help="run directory (default: results/<run_id>)")
     p.add_argument("--report-out", default=None,
                    help="report directory (default: reports/<id> for a run in results/<id>, else OUT/report)")
@@ -78,6 +80,7 @@ def main(args: argparse.Namespace) -> int:
         stored = read_meta(run_dir) if args.resume and run_dir else {}
         preset, cases, metrics, settings = _matrix(args, stored)
         settings = with_allocator(settings, args.allocator, fresh_processes=executor != "inline")
+        settings = stream_command.apply(args, settings, metrics, cases)  # --fps ... of --metrics stream
         run_id = stored.get("run_id") or (run_dir.name if run_dir else store.default_run_id(preset.name))
         run_dir = run_dir or Path("results") / run_id
         with store.writer(run_dir):
@@ -90,7 +93,7 @@ def main(args: argparse.Namespace) -> int:
                                  "add onnxruntime to --runtime")  # fmt: skip
             save = str((run_dir / "onnx").resolve()) if args.save_onnx else None
             settings = dataclasses.replace(settings, save_onnx=save, onnx_exporter=args.onnx_exporter)
-            if any(m in metrics for m in ("latency", "speedup", "train")):
+            if any(m in metrics for m in ("latency", "speedup", "train", "stream")):
                 doctor_line(settings.speed.threads or cpu_count())
             meta = {"preset": preset.name, "executor": executor, "shard": args.shard or stored.get("shard"),
                     "plugins": plugins.describe(), "matrix": [dataclasses.asdict(c) for c in cases],

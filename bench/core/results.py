@@ -35,7 +35,8 @@ RECORD_FIELDS = (
 STATUSES = ("ok", "oom", "error", "skipped")
 # What identifies one measurement: a case can hold several records of a metric (one per FLOP
 # counter, memory phase or block), never two with the same key.
-MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block", "part", "step")  # part, step: *_by_part
+MEASUREMENT_KEY = ("case_id", "metric", "method", "phase", "block", "part", "step", "fps_in")  # part, step: *_by_part;
+# fps_in: the camera rate of a stream_* record
 
 # metric -> unit (SPEC section 6); reports, gates and other tools rely on these names.
 METRIC_UNITS = {
@@ -64,6 +65,11 @@ METRIC_UNITS = {
     "mpjve": "mm",
     "export_error": "relative max abs difference to eager",
     "compile_s": "s",
+    "stream_latency": "ms",
+    "stream_rtf": "s of compute per s of video",
+    "stream_dropped": "fraction of frames",
+    "stream_max_fps": "frames/s",
+    "stream_speedup": "x",
 }
 
 

@@ -50,7 +50,7 @@ DEPLOY_HINT = 'pip install -e ".[deploy]"'
 # paired speed-up (the pruned case and its rectangle both prepared on the runtime) the runtime's.
 # The others (peak memory and training in a fresh eager process, the profiler's breakdown) are
 # measured for the eager runtime only; ONNX Runtime does not train.
-ANY_RUNTIME_GROUPS = ("params", "flops", "latency", "speedup")
+ANY_RUNTIME_GROUPS = ("params", "flops", "latency", "speedup", "stream")
 
 
 @dataclass

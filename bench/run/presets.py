@@ -25,6 +25,7 @@ import backbones
 
 from ..core.case import DTYPES, RUNTIMES, Case
 from ..core.errors import UsageError
+from ..measure.stream import StreamSettings
 from ..measure.timing import SpeedSettings
 from ..scenarios import METRIC_GROUPS, Settings
 
@@ -62,13 +63,15 @@ PAPER_SETTINGS = Settings(
 SMOKE_SETTINGS = Settings(
     warmup=2, repeats=6, min_time_s=0.5, max_time_s=2.0, max_repeats=60,
     train_warmup=1, train_repeats=6, train_min_time_s=0.2, train_max_time_s=1.0, speed=SpeedSettings(threads=1),
+    stream=StreamSettings(seconds=1.0, probe_s=0.5),  # 1 s streams, 0.5 s max-fps probes
 )
 
 # The presets leave out the breakdown (a profiler pass per case, and with training measured a
-# profiled training step: minutes per canonical case on 2 cores) and flops_train, so that the default
-# run stays within 5 minutes; ask for them with --metrics ...,breakdown,flops_train.
-# tests/test_breakdown.py covers both on tiny models.
-PRESET_METRICS = tuple(m for m in METRIC_GROUPS if m not in ("breakdown", "flops_train"))
+# profiled training step: minutes per canonical case on 2 cores), flops_train and stream (seconds of
+# wall time per camera rate and case, plus the max-fps search), so that the default run stays within
+# 5 minutes; ask for them with --metrics ...,breakdown,flops_train,stream.
+# tests/test_breakdown.py and tests/test_stream.py cover them on tiny models.
+PRESET_METRICS = tuple(m for m in METRIC_GROUPS if m not in ("breakdown", "flops_train", "stream"))
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset("smoke", "tiny sizes, T=27, every backbone x variant: does everything run?",

@@ -13,12 +13,13 @@ from ..core.case import Case
 from ..core.errors import UsageError
 from ..core.results import failure
 from ..measure import memory, timing
+from ..measure.stream import StreamSettings
 
-METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "stream", "memory", "train", "breakdown", "flops_train")
 
 # The record standing for a group when the group fails or is skipped as a whole.
 GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "speedup": "speedup", "train": "train_step",
-                "breakdown": "time_by_part", "flops_train": "flops_train"}  # fmt: skip
+                "breakdown": "time_by_part", "flops_train": "flops_train", "stream": "stream_latency"}  # fmt: skip
 REFERENCE_VARIANT = "rectangle"  # what a speed-up is measured against
 
 
@@ -48,6 +49,7 @@ class Settings:
     allocator: str = "tuned"  # bench.measure.allocator.ALLOCATORS: how the measuring processes allocate
     reference: bool = True  # time the reference workload between samples (machine_slowdown)
     run_budget_s: float | None = None  # latency and pair seconds of the whole run, shared out (bench.run.budget)
+    stream: StreamSettings = field(default_factory=StreamSettings)  # the stream group's live streams
 
     def latency_effort(self) -> dict[str, Any]:
         """How hard to time a forward, or the speed-up's pairs: the keyword arguments of
@@ -68,6 +70,7 @@ class Settings:
         d = dict(d)
         d["speed"] = timing.SpeedSettings(**d.get("speed", {}))
         d.setdefault("allocator", "system")  # a run recorded before the choice existed ran glibc's defaults
+        d["stream"] = StreamSettings.from_dict(d.get("stream", {}))
         return cls(**d)
 
 

@@ -5,7 +5,7 @@
 
 This module is the dispatcher: which groups run for a case, in which order, and which share their
 measurements. Each group's records come from a module of its own: bench.scenarios.counts (params,
-flops), .latency, .speedup, .memory, .train and .breakdown (breakdown, flops_train); what they share
+flops), .latency, .speedup, .stream, .memory, .train and .breakdown (breakdown, flops_train); what they share
 (Settings, the groups' standing records, failure records) is bench.scenarios.base.
 
 Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section 6):
@@ -29,6 +29,10 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
   runtime); compile adds compile_s (the first call), onnxruntime export_error (parity with eager;
   above the tolerance the latency group fails). Memory, training and the breakdown are measured
   for the eager runtime only (skipped records say so for the others).
+- ``stream`` (bench.scenarios.stream): the model following a live camera on the wall clock, per
+  camera rate (``settings.stream``): stream_latency, stream_rtf, stream_dropped (``fps_in`` tells
+  the rates apart); stream_max_fps once; stream_speedup for a pruned case (paired with its
+  rectangle on one stream). On every runtime.
 - ``memory``: per phase (``phase`` inference | train): peak_mem_alloc, peak_mem_reserved and
   peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.measure.memory), and on both
   peak_mem_activations (the step's peak above the memory in use before it).
@@ -72,7 +76,7 @@ from ..core.progress import report_progress
 from ..core.results import failure
 from ..measure import allocator, runtimes, timing
 from ..measure.inputs import example_inputs
-from . import breakdown, counts, latency, memory, speedup, train
+from . import breakdown, counts, latency, memory, speedup, stream, train
 from .base import METRIC_GROUPS, REFERENCE_VARIANT, Settings, check_device, failure_status, group_metric
 
 
@@ -155,6 +159,7 @@ def _guarded(
         "flops": lambda: counts.flops_records(run_id, case, model, x),
         "latency": lambda: latency.records(run_id, case, model, x, settings),
         "speedup": lambda: speedup.records(run_id, case, model, x, settings),
+        "stream": lambda: stream.records(run_id, case, model, x, settings),
         "latency+speedup": lambda: speedup.records(run_id, case, model, x, settings, with_latency=True),
         "memory": lambda: memory.records(run_id, case, model, x, y, settings),
         "memory+train": lambda: memory.cpu_records(run_id, case, settings, timed=True),

@@ -8,12 +8,13 @@ papers. Nothing here runs a model.
 This package holds the registry (:func:`register`, :func:`render_all`) and those conventions; the
 figures live in one module per family, each registering its own: :mod:`.efficiency` (speed-up vs
 FLOPs, efficiency vs accuracy), :mod:`.costs` (cost per variant, scaling), :mod:`.blocks` (the
-hourglass, FLOPs per block) and :mod:`.breakdown` (time by part, roofline, memory by part).
+hourglass, FLOPs per block), :mod:`.breakdown` (time by part, roofline, memory by part) and
+:mod:`.stream` (live video: latency against the camera rate).
 """
 
 from __future__ import annotations
 
-from . import blocks, breakdown, costs, efficiency  # noqa: F401  (each registers its figures on import)
+from . import blocks, breakdown, costs, efficiency, stream  # noqa: F401  (each registers its figures on import)
 from .base import (
     FAMILY_COLOURS,
     LINESTYLES,
@@ -43,7 +44,7 @@ from .base import (
 # pruning buys and costs first, then the per-block and per-part views. A figure a user registers
 # later comes after them.
 SHIPPED = ("speedup_vs_flops", "cost_per_variant", "efficiency_accuracy", "scaling", "hourglass", "flops_per_block",
-           "time_by_part", "roofline", "mem_by_part")  # fmt: skip
+           "time_by_part", "roofline", "mem_by_part", "stream_latency")  # fmt: skip
 for _name in SHIPPED:
     PLOTS[_name] = PLOTS.pop(_name)
 
