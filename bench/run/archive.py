@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..core.errors import UsageError
 from ..core.results import read_meta
-from .store import LOCK, writer
+from .store import LOCK, check_writable, writer
 
 FILES = ("records.jsonl", "meta.json")
 
@@ -72,10 +72,4 @@ def check_history(history: str | Path) -> None:
     history = Path(history)
     if history.exists() and not history.is_dir():
         raise UsageError(f"--history {history} is a file, not a directory")
-    try:
-        history.mkdir(parents=True, exist_ok=True)
-        probe = history / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UsageError(f"cannot write to --history {history}: {e.strerror or e}") from None
+    check_writable(history, "--history")

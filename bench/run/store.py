@@ -458,12 +458,13 @@ def default_run_id(prefix: str) -> str:
     return f"{prefix}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def check_writable(run_dir: Path) -> None:
-    """UsageError unless ``run_dir`` can be created and written to (checked before anything is measured)."""
+def check_writable(run_dir: Path, option: str = "--out") -> None:
+    """UsageError unless ``run_dir`` (given as ``option``) can be created and written to (checked before
+    anything is measured)."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise UsageError(f"cannot write to --out {run_dir}: {e.strerror or e}") from None
+        raise UsageError(f"cannot write to {option} {run_dir}: {e.strerror or e}") from None
