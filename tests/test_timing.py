@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 import backbones
+from bench.analysis import stability
 from bench.measure import timing
 
 
@@ -265,7 +266,7 @@ def test_one_sample_has_no_interval():
     f = timing.stats_fields([8.07])
     assert f["ci_low"] is None and f["ci_high"] is None and f["ci_level"] is None and f["ci_method"] == "none"
     assert f["stable"] is False and f["unstable_reason"] == "one sample: no interval"
-    assert timing.unstable_summary([{"status": "ok", "metric": "train_step", **f}]).startswith(
+    assert stability.unstable_summary([{"status": "ok", "metric": "train_step", **f}]).startswith(
         "1 timing is a single sample (no interval): raise --min-time to get one")
 
 
@@ -342,11 +343,11 @@ def test_unstable_summary_counts_causes():
         {"status": "error", "stable": False},
         {"status": "ok"},
     ]
-    line = timing.unstable_summary(recs)
+    line = stability.unstable_summary(recs)
     assert line is not None and line.startswith("2 timings unstable: 1 with the CPU busy with other processes")
     assert "raise --min-time" in line
-    assert timing.unstable_summary(recs[2:]) is None
-    assert timing.unstable_summary(recs[:1]) == ("1 timing unstable with the CPU busy with other processes: "
+    assert stability.unstable_summary(recs[2:]) is None
+    assert stability.unstable_summary(recs[:1]) == ("1 timing unstable with the CPU busy with other processes: "
                                                  "rerun on a quieter machine")  # fmt: skip
 
 
@@ -359,19 +360,19 @@ def test_unstable_summary_groups_by_cause_with_the_advice_that_fits_each():
             + unstable("CPU busy with other processes (1.27 cores); CI half-width 9% > 5%", 2)
             + unstable("machine slow: the reference workload took 1.40x its usual time", 1)
             + unstable("one sample: no interval", 3))  # fmt: skip
-    line = timing.unstable_summary(recs)
+    line = stability.unstable_summary(recs)
     assert line is not None
     assert line.startswith("8 timings unstable: 2 with the CPU busy with other processes: rerun on a quieter machine; "
                            "1 on a machine running slower than usual: rerun on a quieter machine; "
                            "5 with too few samples for a CI within 5 % before the time cap: raise --min-time; "
                            "3 timings are single samples (no interval): raise --min-time to get one")  # fmt: skip
-    assert "quieter machine" not in timing.unstable_summary(recs[:5])  # a wide CI alone is not the machine's fault
+    assert "quieter machine" not in stability.unstable_summary(recs[:5])  # a wide CI alone is not the machine's fault
 
 
 def test_unstable_summary_counts_the_breakdown_parts_apart():
     part = {"status": "ok", "stable": False, "metric": "time_by_part", "unstable_reason": "too few samples (3 < 6)"}
     lat = {"status": "ok", "stable": False, "metric": "latency", "unstable_reason": "drift +12% between halves"}
-    line = timing.unstable_summary([lat] + [part] * 197)
+    line = stability.unstable_summary([lat] + [part] * 197)
     assert line is not None and line.startswith("1 timing unstable whose samples drifted while timed:")
     assert "; also 197 time_by_part records unstable (a few profiled calls each)" in line
-    assert timing.unstable_summary([part]).startswith("1 time_by_part record unstable (a few profiled calls each)")
+    assert stability.unstable_summary([part]).startswith("1 time_by_part record unstable (a few profiled calls each)")

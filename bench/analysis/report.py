@@ -139,11 +139,11 @@ TIMED = {"latency": "latency", "train_step": "train step", "speedup": "speed-up"
 def unstable_notices(recs: pd.DataFrame) -> list[str]:
     """The notices above the tables about unstable timings: cases counted per cause, with the advice for each.
 
-    Causes as in the end-of-run line (:func:`bench.measure.timing.unstable_causes`): load and a slow
+    Causes as in the end-of-run line (:func:`bench.analysis.stability.unstable_causes`): load and a slow
     machine call for a quieter machine, too few samples for ``--min-time``; a single sample is no
     fault and gets a notice of its own. Which cases they are, the footnotes in the tables say.
     """
-    from ..measure.timing import unstable_causes
+    from .stability import unstable_causes
 
     timed = recs[recs["metric"].isin(list(TIMED))]
     if "stable" not in timed:

@@ -50,7 +50,7 @@ def with_allocator(settings: Any, name: str | None, *, fresh_processes: bool) ->
 
 def warn_unstable(records: Iterable[dict[str, Any]]) -> None:
     """The end-of-run line on stderr when a timing is unstable (nothing when all are stable)."""
-    from ..measure.timing import unstable_summary
+    from ..analysis.stability import unstable_summary
 
     line = unstable_summary(records)
     if line:

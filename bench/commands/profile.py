@@ -152,7 +152,7 @@ def _value_and_unit(r: dict[str, Any]) -> tuple[str, str]:
 
 def _note(rows: list[dict[str, Any]], folded: dict[str, dict[str, Any]], unit: str) -> str:
     """What a row's records say beyond their values: a failure, p10-p90, clips/s, why a timing is unstable."""
-    from ..measure.timing import cause_of
+    from ..analysis.stability import cause_of
 
     bad = next((r for r in rows if r["status"] != "ok"), None)
     if bad is not None:
