@@ -30,7 +30,7 @@ SCHEMA_VERSION = 1
 
 RECORD_FIELDS = (
     "run_id", "case_id", "backbone", "variant", "pipeline", "frames", "batch", "device", "dtype",
-    "size", "schedule", "pruner", "recoverer", "runtime", "metric", "value", "unit", "method", "status", "error",
+    "size", "schedule", "pruner", "recoverer", "runtime", "precision", "metric", "value", "unit", "method", "status", "error",
 )  # fmt: skip
 STATUSES = ("ok", "oom", "error", "skipped")
 # What identifies one measurement: a case can hold several records of a metric (one per FLOP
@@ -64,6 +64,8 @@ METRIC_UNITS = {
     "mpjve": "mm",
     "export_error": "relative max abs difference to eager",
     "compile_s": "s",
+    "pose_error": "mm",
+    "precision_speedup": "x",
 }
 
 
