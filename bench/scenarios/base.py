@@ -9,16 +9,17 @@ from typing import Any
 
 import torch
 
+from ..accuracy.weights import POSE_STEPS
 from ..core.case import Case
 from ..core.errors import UsageError
 from ..core.results import failure
 from ..measure import memory, timing
 
-METRIC_GROUPS = ("params", "flops", "latency", "speedup", "memory", "train", "breakdown", "flops_train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "pose_error", "memory", "train", "breakdown", "flops_train")
 
 # The record standing for a group when the group fails or is skipped as a whole.
 GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "speedup": "speedup", "train": "train_step",
-                "breakdown": "time_by_part", "flops_train": "flops_train"}  # fmt: skip
+                "breakdown": "time_by_part", "flops_train": "flops_train", "pose_error": "pose_error"}  # fmt: skip
 REFERENCE_VARIANT = "rectangle"  # what a speed-up is measured against
 
 
@@ -45,6 +46,10 @@ class Settings:
     speed: timing.SpeedSettings = field(default_factory=timing.SpeedSettings)
     save_onnx: str | None = None  # a directory: the onnxruntime runtime writes each case's .onnx there
     onnx_exporter: str = "auto"  # bench.measure.runtimes.EXPORTERS, or auto: the first that exports the model
+    # pose_error (bench.scenarios.pose_error): the weights of this checkpoint where it fits the case,
+    # else of ``pose_steps`` steps of synthetic training (bench.accuracy.weights)
+    checkpoint: str | None = None
+    pose_steps: int = POSE_STEPS
 
     def latency_effort(self) -> dict[str, Any]:
         """How hard to time a forward, or the speed-up's pairs: the keyword arguments of
