@@ -5,7 +5,9 @@ and the ratio of each later run to the first. Timing records that carry a 95 % C
 (``ci_low``, ``ci_high``, SPEC section 9) give the ratio a conservative interval,
 [low_B / high_A, high_B / low_A]; a change is *beyond noise* when that interval leaves out 1.
 Deterministic counts (params, FLOPs) change beyond noise when they change at all; memory when it
-moves by more than :data:`MEMORY_NOISE`; a timing without CIs is shown but never called a change.
+moves by more than :data:`MEMORY_NOISE`; ``pose_error`` when it moves by more than :data:`POSE_NOISE_MM`
+and 10 %; a timing without CIs is shown but never called a change. A case id names its precision
+(and runtime), so an int8 case is compared with the int8 case of the other run.
 The gate (``vptbench gate``) stays the pass/fail tool: ``compare`` always exits 0.
 """
 
@@ -30,6 +32,8 @@ METRICS = {
     "fps": "ci",
     "train_step": "ci",
     "speedup": "ci",
+    "precision_speedup": "ci",
+    "pose_error": "pose",
     "peak_rss": "memory",
     "peak_mem_alloc": "memory",
     "peak_mem_reserved": "memory",
@@ -37,6 +41,7 @@ METRICS = {
     "peak_mem_activations": "memory",
 }
 MEMORY_NOISE = 0.05  # peak memory of one case moves by a few MiB between fresh processes
+POSE_NOISE_MM = 0.05  # pose_error: fp32 runtimes' float noise, and int8's kernels from CPU to CPU
 EXACT_NOISE = 1e-6
 
 
@@ -88,6 +93,14 @@ def _beyond(kind: str, ratio: float | None, low: float | None, high: float | Non
     return low is not None and high is not None and (low > 1 or high < 1)
 
 
+def _pose_beyond(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
+    """A pose error moved beyond noise: by more than :data:`POSE_NOISE_MM` and 10 %."""
+    if b is None:
+        return False
+    diff = abs(float(b["value"]) - float(a["value"]))
+    return diff > POSE_NOISE_MM and diff > 0.1 * abs(float(a["value"]))
+
+
 def compare_runs(runs: Sequence[list[dict[str, Any]]]) -> tuple[list[Row], list[set[str]]]:
     """Rows for every (case, metric) of the first run found in at least one other; and per run the
     cases that only it has (index 0: the first run's cases no other run has)."""
@@ -100,7 +113,8 @@ def compare_runs(runs: Sequence[list[dict[str, Any]]]) -> tuple[list[Row], list[
         ratios = [_ratio(first, v) if v is not None else (None, None, None) for v in values[1:]]
         kind = METRICS[first["metric"]]
         rows.append(Row(key[0], key[1], str(first.get("unit") or ""), values, ratios,
-                        [_beyond(kind, *r) for r in ratios]))  # fmt: skip
+                        [_beyond(kind, *r) if kind != "pose" else _pose_beyond(first, v)
+                         for r, v in zip(ratios, values[1:], strict=True)]))  # fmt: skip
     cases = [{r["case_id"] for r in recs} for recs in runs]
     only = [c - set().union(*(o for j, o in enumerate(cases) if j != i)) for i, c in enumerate(cases)]
     return rows, only

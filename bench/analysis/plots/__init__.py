@@ -8,12 +8,13 @@ papers. Nothing here runs a model.
 This package holds the registry (:func:`register`, :func:`render_all`) and those conventions; the
 figures live in one module per family, each registering its own: :mod:`.efficiency` (speed-up vs
 FLOPs, efficiency vs accuracy), :mod:`.costs` (cost per variant, scaling), :mod:`.blocks` (the
-hourglass, FLOPs per block) and :mod:`.breakdown` (time by part, roofline, memory by part).
+hourglass, FLOPs per block), :mod:`.breakdown` (time by part, roofline, memory by part) and
+:mod:`.precision` (speed-up against pose error per precision).
 """
 
 from __future__ import annotations
 
-from . import blocks, breakdown, costs, efficiency  # noqa: F401  (each registers its figures on import)
+from . import blocks, breakdown, costs, efficiency, precision  # noqa: F401  (each registers its figures on import)
 from .base import (
     FAMILY_COLOURS,
     LINESTYLES,
@@ -42,8 +43,8 @@ from .base import (
 # Drawing order of the shipped figures, whatever order their modules registered them in: what
 # pruning buys and costs first, then the per-block and per-part views. A figure a user registers
 # later comes after them.
-SHIPPED = ("speedup_vs_flops", "cost_per_variant", "efficiency_accuracy", "scaling", "hourglass", "flops_per_block",
-           "time_by_part", "roofline", "mem_by_part")  # fmt: skip
+SHIPPED = ("speedup_vs_flops", "cost_per_variant", "efficiency_accuracy", "precision_tradeoff", "scaling", "hourglass",
+           "flops_per_block", "time_by_part", "roofline", "mem_by_part")  # fmt: skip
 for _name in SHIPPED:
     PLOTS[_name] = PLOTS.pop(_name)
 
