@@ -111,7 +111,7 @@ def section(summary: pd.DataFrame) -> Section | None:
         status = "" if r.get("status") == "ok" else _first_failure(str(r.get("failures", "")))
         rows.append([label, str(r["runtime"]), str(r["precision"]), own,
                      "1 (reference)" if c["how"] == "reference" else _ratio(c["value"], c["low"], c["high"]),
-                     _mm(_get(r, "pose_error_mm")), _mm(_get(r, "mpjpe_delta_mm")), str(r.get("pose_weights") or ""),
+                     _mm(_get(r, "pose_error_mm")), _mm(_get(r, "pose_mpjpe_delta_mm")), str(r.get("pose_weights") or ""),
                      status])  # fmt: skip
     if not rows:
         return None

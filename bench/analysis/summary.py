@@ -36,7 +36,7 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     (paper counter) and ``flops_change_fvcore_pct``, ``speedup`` (FPS / rectangle FPS),
     ``{metric}_{method}`` for accuracy (mean over its records) and ``{metric}_{method}_change`` (mm vs
     the rectangle), ``status`` (worst of the case) and ``failures`` (``metric: status: error; ...``).
-    Precision: ``pose_error_mm`` (with ``mpjpe_delta_mm`` and ``pose_weights``), ``precision_speedup``
+    Precision: ``pose_error_mm`` (with ``pose_mpjpe_delta_mm`` and ``pose_weights``), ``precision_speedup``
     (over the fp32 case) and ``precision_speedup_rect`` (over the fp32 rectangle), each with its CI.
     """
     cases = recs.drop_duplicates("case_id")[["run_id", *CASE_COLUMNS]].copy()
@@ -104,13 +104,13 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
 
 
 def _put_pose_error(cases: pd.DataFrame, ok: pd.DataFrame) -> None:
-    """``pose_error_mm``, ``mpjpe_delta_mm`` and ``pose_weights`` (what the weights were) of the pose_error records."""
+    """``pose_error_mm``, ``pose_mpjpe_delta_mm`` and ``pose_weights`` (what the weights were) of the pose_error records."""
     rows = ok[ok["metric"] == "pose_error"].groupby("case_id").last()
     cases["pose_error_mm"] = rows["value"].reindex(cases.index).astype(float) if len(rows) else float("nan")
-    for field_, col in (("mpjpe_delta", "mpjpe_delta_mm"), ("weights", "pose_weights")):
+    for field_, col in (("mpjpe_delta", "pose_mpjpe_delta_mm"), ("weights", "pose_weights")):
         vals = rows[field_] if field_ in rows else pd.Series(dtype=object)
         cases[col] = vals.reindex(cases.index)
-    cases["mpjpe_delta_mm"] = pd.to_numeric(cases["mpjpe_delta_mm"], errors="coerce").astype(float)
+    cases["pose_mpjpe_delta_mm"] = pd.to_numeric(cases["pose_mpjpe_delta_mm"], errors="coerce").astype(float)
     cases["pose_weights"] = cases["pose_weights"].map(lambda x: x if isinstance(x, str) else "")
 
 
