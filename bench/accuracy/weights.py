@@ -8,14 +8,12 @@ small because the outputs hardly move. The weights come from
 - a trained checkpoint (``--checkpoint``: a vptbench checkpoint, or a release's file converted as
   ``vptbench accuracy`` does) where its backbone, T and size are the case's; ``weights`` is
   ``checkpoint:<file>``;
-- otherwise a short synthetic training of the case's rectangle, :data:`POSE_STEPS` steps (the
-  accuracy protocol's loss, optimiser and standardiser, at canonical size), ``weights``
-  ``synthetic:<steps> steps``. It is trained once per (backbone, size, T, steps) and cached
+- otherwise a short synthetic training, :data:`POSE_STEPS` steps (the accuracy protocol's loss,
+  optimiser and standardiser, from a zeroed regression head), ``weights`` ``synthetic:<steps>
+  steps``: of the case's rectangle, whose weights load into the variants without parameters of
+  their own (all variants share the blocks), or of the variant itself where it has some
+  (:func:`trained_case`). It is trained once per (backbone, size, T, steps) and cached
   (:func:`cache_dir`), so every case of a run, each in its own process, loads the same file.
-
-A pruned variant loads the rectangle's weights (all three variants share the blocks); its own
-pruning/recovering parameters (``tokens.*``: TRA's queries, kept-token embeddings) keep their
-seeded initialisation, the same in the fp32 reference and in the reduced-precision model.
 
 :func:`pose_clips` is the fixed set of clips: synthetic test clips (seed 0, subjects the training
 never saw), inputs and ground truth in mm as the accuracy data has them.
@@ -182,10 +180,33 @@ def load_shared(model: nn.Module, state: Any, where: str | Path, case: Case) -> 
 # --------------------------------------------------------------------------- a short synthetic training
 
 
+def trained_case(case: Case) -> Case:
+    """The case whose model the short training trains for ``case``: its rectangle, unless the
+    variant has parameters of its own (``tokens.*``: TRA's queries, kept-token embeddings), which
+    the rectangle's training leaves at their initialisation (TRA's zero queries recover the same
+    token at every frame: poses that hardly move); then the variant itself."""
+    base = dataclasses.replace(case, precision="fp32", dtype="float32", runtime="eager").resolve()
+    rect = dataclasses.replace(base, variant="rectangle", schedule="", pruner="", recoverer="").resolve()
+    if base.variant == "rectangle":
+        return rect
+    torch.manual_seed(0)
+    own = any(k.startswith("tokens.") for k in base.build().state_dict())
+    return base if own else rect
+
+
+def pose_lr(size: str | None) -> float:
+    """The learning rate of the short training: the tiny sizes take the accuracy smoke preset's 4e-3."""
+    return 4e-3 if size == "tiny" else POSE_LR
+
+
 def weights_file(case: Case, steps: int, cache: Path) -> Path:
-    """The cached rectangle weights of ``case``'s (backbone, size, T) after ``steps`` steps."""
-    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", f"{case.backbone}-{case.size}-T{case.frames}-{steps}steps")
-    return cache / f"{name}.pt"
+    """The cached weights of ``case``'s :func:`trained_case` after ``steps`` steps: one file per
+    (backbone, size, T) for the rectangle and the variants it serves, one per schedule for the others."""
+    trained = trained_case(case)
+    name = f"{trained.backbone}-{trained.size}-T{trained.frames}-{steps}steps"
+    if trained.variant != "rectangle":
+        name += f"-{trained.variant}-{trained.schedule}-{trained.pruner}+{trained.recoverer}"
+    return cache / f"{re.sub(r'[^A-Za-z0-9_.+-]+', '_', name)}.pt"
 
 
 def _synthetic(case: Case, steps: int, cache: Path, data: PoseData | None) -> PoseWeights:
@@ -196,7 +217,7 @@ def _synthetic(case: Case, steps: int, cache: Path, data: PoseData | None) -> Po
         saved = _read(path)
         cached = saved is not None
         if saved is None:
-            saved = train_rectangle(case, steps, data or pose_data(int(case.frames or 0)))
+            saved = train_weights(trained_case(case), steps, data or pose_data(int(case.frames or 0)))
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(path.name + ".tmp")
             torch.save(saved, tmp)
@@ -205,7 +226,7 @@ def _synthetic(case: Case, steps: int, cache: Path, data: PoseData | None) -> Po
     load_shared(model, saved["state_dict"], path, case)
     norm = Standardiser.from_dict(saved["standardiser"])
     info = {k: saved.get(k) for k in ("steps", "batch", "lr", "train_loss", "train_s", "threads")}
-    info.update(file=str(path), cached=cached)
+    info.update(file=str(path), cached=cached, trained=saved["case"].get("variant"))
     return PoseWeights(model.to(case.device).eval(), norm, f"synthetic:{steps} steps", info)
 
 
@@ -219,27 +240,26 @@ def _read(path: Path) -> dict[str, Any] | None:
     return saved if isinstance(saved, dict) and saved.get("format") == WEIGHTS_FORMAT else None
 
 
-def train_rectangle(case: Case, steps: int, data: PoseData) -> dict[str, Any]:
-    """``steps`` steps of the accuracy protocol's training of ``case``'s rectangle (seed 0), as a dict to save."""
+def train_weights(trained: Case, steps: int, data: PoseData) -> dict[str, Any]:
+    """``steps`` steps of the accuracy protocol's training of ``trained`` (seed 0, a zeroed head), as a dict to save."""
     from .train import train
 
-    rect = dataclasses.replace(case, variant="rectangle", schedule="", pruner="", recoverer="", precision="fp32",
-                               dtype="float32", runtime="eager").resolve()  # fmt: skip
     torch.manual_seed(0)
-    model = rect.build().to(rect.device)
+    model = trained.build().to(trained.device)
     head = zero_output_layer(model) if ZERO_HEAD else ""
     norm = Standardiser.fit(data)
-    pipeline = rect.pipeline
-    batch = POSE_BATCH[pipeline]
+    pipeline = trained.pipeline
+    batch, lr = POSE_BATCH[pipeline], pose_lr(trained.size)
     start = time.perf_counter()
     loss = float("nan")
     if steps:
-        clips = Clips(data.train, int(rect.frames or 0), stride=1, centred=pipeline == "seq2frame")
-        loss = train(model, clips, steps=steps, batch=batch, lr=POSE_LR, weight_decay=0.01, seed=DATA_SEED,
-                     device=rect.device, norm=norm, desc=f"pose-error weights {rect.case_id}", progress=False)  # fmt: skip
-    return {"format": WEIGHTS_FORMAT, "case": dataclasses.asdict(rect),
+        clips = Clips(data.train, int(trained.frames or 0), stride=1, centred=pipeline == "seq2frame")
+        loss = train(model, clips, steps=steps, batch=batch, lr=lr, weight_decay=0.01, seed=DATA_SEED,
+                     device=trained.device, norm=norm, desc=f"pose-error weights {trained.case_id}",
+                     progress=False)  # fmt: skip
+    return {"format": WEIGHTS_FORMAT, "case": dataclasses.asdict(trained),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "standardiser": norm.to_dict(), "steps": steps, "batch": batch, "lr": POSE_LR, "train_loss": loss,
+            "standardiser": norm.to_dict(), "steps": steps, "batch": batch, "lr": lr, "train_loss": loss,
             "train_s": round(time.perf_counter() - start, 2), "threads": torch.get_num_threads(),
             "data": data.description, "zero_head": head}  # fmt: skip
 
