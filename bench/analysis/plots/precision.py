@@ -69,7 +69,9 @@ def precision_tradeoff(rows: pd.DataFrame) -> Figure:
     handles = [Line2D([], [], color=colour(b, known), lw=3, label=b) for b in known]
     variants = sorted(rows["variant"].unique(), key=variant_rank)
     handles += [Line2D([], [], color="0.3", marker=marker(v), ls="", label=v) for v in variants]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False)
+    ncol = min(len(handles), 4 if len(runtimes) == 1 else 7)
+    rows = -(-len(handles) // ncol)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False)
     fit_title(fig, "Speed-up over the fp32 rectangle against pose error (whiskers: 95 % CI of the paired ratio)")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.93))
+    fig.tight_layout(rect=(0, 0.05 * rows + 0.02, 1, 0.92))
     return fig
