@@ -13,7 +13,9 @@ tolerances where the gate has one): for a timing with CIs, the whole ratio inter
 [1 / (1 + t), 1 + t]; for memory (no CI), the ratio itself does; for params and FLOPs
 (deterministic), any change. A timing whose record in either run says ``stable: false`` (a busy or
 slow machine, too few samples) cannot confirm a change: beyond the band it is marked ``?``, "rerun
-both to confirm", never starred. A timing without CIs is never marked. The gate (``vptbench gate``)
+both to confirm", never starred. A timing without CIs is never marked. ``pose_error`` is starred when it moves by more
+than :data:`POSE_NOISE_MM` and 10 %. A case id names its precision (and runtime), so an int8 case is
+compared with the int8 case of the other run. The gate (``vptbench gate``)
 stays the pass/fail tool: ``compare`` always exits 0.
 """
 
@@ -39,12 +41,15 @@ METRICS = {
     "fps": "ci",
     "train_step": "ci",
     "speedup": "ci",
+    "precision_speedup": "ci",
+    "pose_error": "pose",
     "peak_rss": "memory",
     "peak_mem_alloc": "memory",
     "peak_mem_reserved": "memory",
     "peak_mem_device": "memory",
     "peak_mem_activations": "memory",
 }
+POSE_NOISE_MM = 0.05  # pose_error: fp32 runtimes' float noise, and int8's kernels from CPU to CPU
 EXACT_NOISE = 1e-6
 # How far the peak memory of one case moves between fresh processes (a few MiB): noise, not a change
 # (bench.analysis.steps reads it; a star here also needs MIN_CHANGE).
@@ -55,6 +60,7 @@ MEMORY_NOISE = 0.05
 MIN_CHANGE = {
     "latency": 0.25, "fps": 0.25, "train_step": 0.25,  # absolute times: the gate never gates them
     "speedup": DEFAULT_RULES["speedup"][1],
+    "precision_speedup": DEFAULT_RULES["precision_speedup"][1],
     **{m: DEFAULT_RULES[m][1] for m in ("peak_rss", "peak_mem_alloc", "peak_mem_reserved", "peak_mem_device")},
     "peak_mem_activations": DEFAULT_RULES["peak_rss"][1],
 }  # fmt: skip
@@ -121,6 +127,14 @@ def _mark(metric: str, kind: str, ratio: tuple[float | None, float | None, float
     return UNCONFIRMED if any(r.get("stable") is False for r in records) else CHANGED
 
 
+def _pose_beyond(a: dict[str, Any], b: dict[str, Any] | None) -> bool:
+    """A pose error moved beyond noise: by more than :data:`POSE_NOISE_MM` and 10 %."""
+    if b is None:
+        return False
+    diff = abs(float(b["value"]) - float(a["value"]))
+    return diff > POSE_NOISE_MM and diff > 0.1 * abs(float(a["value"]))
+
+
 def compare_runs(runs: Sequence[list[dict[str, Any]]]) -> tuple[list[Row], list[set[str]]]:
     """Rows for every (case, metric) of the first run found in at least one other; and per run the
     cases that only it has (index 0: the first run's cases no other run has)."""
@@ -132,7 +146,8 @@ def compare_runs(runs: Sequence[list[dict[str, Any]]]) -> tuple[list[Row], list[
             continue
         ratios = [_ratio(first, v) if v is not None else (None, None, None) for v in values[1:]]
         kind = METRICS[first["metric"]]
-        marks = [_mark(first["metric"], kind, r, (first, v)) if v is not None else ""
+        marks = [(CHANGED if _pose_beyond(first, v) else "") if kind == "pose"
+                 else _mark(first["metric"], kind, r, (first, v)) if v is not None else ""
                  for r, v in zip(ratios, values[1:], strict=True)]  # fmt: skip
         rows.append(Row(key[0], key[1], str(first.get("unit") or ""), values, ratios, marks))
     cases = [{r["case_id"] for r in recs} for recs in runs]

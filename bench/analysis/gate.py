@@ -19,6 +19,10 @@ backbone):
   same way, relative to the baseline through the current CI (for stream_max_fps the bisection's
   bracket: a regression when even the lowest rate found unsustainable lies below the band).
   Stream latency, real-time factor and dropped share are absolute times of one machine: not gated.
+- precision (a case id names its precision, so a case is compared with the same precision in the
+  baseline): ``precision_speedup`` (over fp32, paired) is gated as ``speedup`` is (default 25 %,
+  CI-aware); ``pose_error`` (mm) may grow by 50 % (quantization error moves with the CPU's integer
+  kernels), and always by :data:`POSE_ERROR_SLACK_MM` (fp32 runtimes' float noise).
 - a case measured ``ok`` in the baseline that is ``oom``/``error`` now fails; a case missing from
   the current run fails (``missing = "warn"`` in the rules makes it a warning); new cases are listed.
 """
@@ -55,8 +59,13 @@ DEFAULT_RULES: dict[str, tuple[str, float]] = {
     "speedup": ("floor", 0.25),
     "stream_speedup": ("floor", 0.25),
     "stream_max_fps": ("floor", 0.25),
+    "precision_speedup": ("floor", 0.25),
+    "pose_error": ("ceiling", 0.5),
 }
-CI_GATED = ("speedup", "stream_speedup", "stream_max_fps")  # floors judged through the current CI
+CI_GATED = ("speedup", "stream_speedup", "stream_max_fps", "precision_speedup")  # floors judged through the current CI
+# pose_error of fp32 runtimes is float noise (1e-5 mm), which another machine's kernels change by
+# any ratio: a rise within this many mm passes whatever the relative tolerance.
+POSE_ERROR_SLACK_MM = 0.05
 MISSING_CHOICES = ("fail", "warn")
 UNSTABLE_CHOICES = ("warn", "fail")
 
@@ -195,7 +204,8 @@ def _speedups(records: Iterable[Mapping[str, Any]]) -> dict[str, tuple[float, st
 
     def group(r: Mapping[str, Any]) -> tuple[Any, ...]:
         keys = ("backbone", "frames", "batch", "device", "dtype", "size")
-        return (*(r.get(k) for k in keys), r.get("runtime") or "eager")  # never across runtimes
+        # never across runtimes or precisions
+        return (*(r.get(k) for k in keys), r.get("runtime") or "eager", r.get("precision") or "fp32")
 
     rect = {group(r): r["value"] for r in latency.values() if r["variant"] == "rectangle"}
     out = {}
@@ -252,6 +262,8 @@ def compare(
             result.comparisons.append(_compare_speedup(key, b, c, tol, rules, result))
             continue
         ok = _check(kind, float(b["value"]), float(c["value"]), tol)
+        if b["metric"] == "pose_error":
+            ok = ok or float(c["value"]) - float(b["value"]) <= POSE_ERROR_SLACK_MM
         result.comparisons.append(Comparison(key[0], key[1], b["value"], c["value"], tol, kind, ok))
 
     paired = {r["case_id"] for r in baseline if r["metric"] == "speedup"}

@@ -33,6 +33,7 @@ from tabulate import tabulate
 
 from ..core.errors import UsageError
 from ..core.results import read_meta
+from . import precision_section as report_precision
 from . import runtimes_section as report_runtimes
 from . import stream_section
 from .sources import ACCURACY_METRICS, accuracy_frame, load_accuracy, records_frame, reported_table_path
@@ -108,9 +109,14 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     # Plots show one runtime (eager where the run has it): their points are cases, and a case's FPS
     # on another runtime would be a second point of the same model; the runtimes section compares them.
     shown = "eager" if (summary["runtime"] == "eager").any() else summary["runtime"].iloc[0]
+    # ... and one precision (fp32 where the run has it), for the same reason; the precision figure
+    # draws every case (all_cases), and the precision section tabulates them.
+    here = summary[summary["runtime"] == shown]
+    precision = "fp32" if (here["precision"] == "fp32").any() else here["precision"].iloc[0]
     live = recs[recs["metric"].isin(stream_section.STREAM_METRICS) & (recs["status"] == "ok") & recs["value"].notna()]
-    images = plots.render_all(summary[summary["runtime"] == shown], blocks, reported, out_dir / "plots", parts=parts,
-                              breakdown=breakdown, stream=live[live["runtime"] == shown])  # fmt: skip
+    images = plots.render_all(here[here["precision"] == precision], blocks, reported, out_dir / "plots", parts=parts,
+                              breakdown=breakdown, stream=live[live["runtime"] == shown],
+                              all_cases=summary)  # fmt: skip
 
     _for_csv(summary).to_csv(out_dir / "summary.csv", index=False)
     for t in tables:
@@ -121,13 +127,12 @@ def write_report(run_dir: str | Path, accuracy: Sequence[str] | None = None, out
     md = _markdown(run_id, meta, tables, images, absent, out_dir, notices)
     page = _html(run_id, meta, tables, images, absent, out_dir, notices)
     deploy = report_runtimes.section(recs)  # runs with --runtime: latency, speed-ups and status per runtime
-    if deploy is not None:
-        md += "\n" + deploy.markdown()
-        page = page.replace("</body></html>", deploy.html() + "\n</body></html>", 1)
     stream = stream_section.section(recs.to_dict("records"))  # runs with --metrics stream: live video
-    if stream is not None:
-        md += "\n" + stream.markdown()
-        page = page.replace("</body></html>", stream.html() + "\n</body></html>", 1)
+    reduced = report_precision.section(summary)  # runs with --precision: speed-up over fp32 and pose error
+    for extra in (deploy, stream, reduced):
+        if extra is not None:
+            md += "\n" + extra.markdown()
+            page = page.replace("</body></html>", extra.html() + "\n</body></html>", 1)
     (out_dir / "index.md").write_text(md, encoding="utf-8")
     (out_dir / "index.html").write_text(page, encoding="utf-8")
     return out_dir

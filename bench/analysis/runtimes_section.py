@@ -25,8 +25,9 @@ from tabulate import tabulate
 from ..core import numbers
 
 RUNTIME_ORDER = ("eager", "compile", "onnxruntime")
-ROW_KEYS = ["backbone", "variant", "frames", "batch", "device", "dtype", "size", "schedule", "pruner", "recoverer"]
-REF_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size", "runtime"]
+ROW_KEYS = ["backbone", "variant", "frames", "batch", "device", "dtype", "size", "schedule", "pruner", "recoverer",
+            "precision"]  # fmt: skip
+REF_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size", "runtime", "precision"]
 
 
 @dataclass
@@ -70,7 +71,8 @@ def _ms(x: float) -> str:
 def _label(r: pd.Series) -> str:
     how = "+".join(p for p in (r["pruner"], r["recoverer"]) if p)
     sched = f" {r['schedule']} {how}" if r["variant"] != "rectangle" else ""
-    return f"{r['backbone']} {r['variant']}{sched} (T={r['frames']}, {r['size']})"
+    precision = f", {r['precision']}" if r.get("precision", "fp32") != "fp32" else ""
+    return f"{r['backbone']} {r['variant']}{sched} (T={r['frames']}, {r['size']}{precision})"
 
 
 def section(recs: pd.DataFrame) -> Section | None:
@@ -79,6 +81,8 @@ def section(recs: pd.DataFrame) -> Section | None:
         return None
     recs = recs.copy()
     recs["runtime"] = recs["runtime"].fillna("eager").replace("", "eager")
+    if "precision" not in recs:
+        recs["precision"] = "fp32"
     present = [r for r in RUNTIME_ORDER if r in set(recs["runtime"])] + sorted(
         set(recs["runtime"]) - set(RUNTIME_ORDER)
     )
@@ -128,7 +132,8 @@ def section(recs: pd.DataFrame) -> Section | None:
     )]  # fmt: skip
 
     # ---- speed-up of each pruned variant within each runtime
-    paired = ok[ok["metric"] == "speedup"].drop_duplicates("case_id", keep="last").set_index("case_id")
+    paired = ok[(ok["metric"] == "speedup") & (ok["method"] == "paired")].drop_duplicates("case_id", keep="last")
+    paired = paired.set_index("case_id")
     rect = lat[lat["variant"] == "rectangle"].drop_duplicates(REF_KEYS, keep="last")
     ref = {tuple(r[k] for k in REF_KEYS): float(r["value"]) for _, r in rect.iterrows()}
     sp_rows: dict[tuple[Any, ...], dict[str, str]] = {}

@@ -139,6 +139,9 @@ def records_frame(run_dir: Path) -> pd.DataFrame:
             df[col] = df[col].fillna(default)
     df["frames"] = df["frames"].fillna(0).astype(int)
     df["batch"] = df["batch"].fillna(1).astype(int)
+    # Records from before precisions existed: the precision of their dtype
+    implied = df["dtype"].map({"float16": "fp16", "bfloat16": "bf16"}).fillna("fp32")
+    df["precision"] = df["precision"].where(df["precision"] != "", implied) if "precision" in df else implied
     # --resume may have re-measured part of a case: the last record of a measurement wins, and a
     # failure that a later record of the same metric made good no longer counts.
     df["_block"] = df["block"].fillna(-1)

@@ -20,10 +20,11 @@ from .sources import ACCURACY_METRICS, JOIN_KEYS
 
 CASE_COLUMNS = [
     "case_id", "backbone", "variant", "pipeline", "frames", "batch", "device", "dtype", "size",
-    "schedule", "pruner", "recoverer", "runtime",
+    "schedule", "pruner", "recoverer", "runtime", "precision",
 ]  # fmt: skip
 # The rectangle a pruned case is compared with: same everything but the variant (and its schedule).
-REFERENCE_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size", "runtime"]
+REFERENCE_KEYS = ["backbone", "frames", "batch", "device", "dtype", "size", "runtime", "precision"]
+PRECISION_ORDER = ("fp32", "fp16", "bf16", "int8")  # bench.core.case.PRECISIONS; analysis reads records only
 MEMORY_METRICS = ("peak_mem_alloc", "peak_mem_reserved", "peak_mem_device", "peak_rss", "peak_mem_activations")
 
 
@@ -35,6 +36,8 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     (paper counter) and ``flops_change_fvcore_pct``, ``speedup`` (FPS / rectangle FPS),
     ``{metric}_{method}`` for accuracy (mean over its records) and ``{metric}_{method}_change`` (mm vs
     the rectangle), ``status`` (worst of the case) and ``failures`` (``metric: status: error; ...``).
+    Precision: ``pose_error_mm`` (with ``pose_mpjpe_delta_mm`` and ``pose_weights``), ``precision_speedup``
+    (over the fp32 case) and ``precision_speedup_rect`` (over the fp32 rectangle), each with its CI.
     """
     cases = recs.drop_duplicates("case_id")[["run_id", *CASE_COLUMNS]].copy()
     cases = cases.set_index("case_id", drop=False)
@@ -47,12 +50,13 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     put("params", ok["metric"] == "params")
     for counter in ("paper", "fvcore", "torch"):
         put(f"gflops_{counter}", (ok["metric"] == "flops") & (ok["method"] == counter))
-    def put_timed(col: str, metric: str) -> None:
+    def put_timed(col: str, metric: str, method: str | None = None) -> None:
         """The median and, where the record has them, its 95 % CI, n and stability flag."""
-        put(col, ok["metric"] == metric)
+        mask = (ok["metric"] == metric) & ((ok["method"] == method) if method else True)
+        put(col, mask)
         base = col.removesuffix("_ms")
         unit = "_ms" if col.endswith("_ms") else ""
-        rows = ok[ok["metric"] == metric].groupby("case_id").last()
+        rows = ok[mask].groupby("case_id").last()
         fields = (("ci_low", f"{base}_ci_low{unit}"), ("ci_high", f"{base}_ci_high{unit}"), ("n", f"{base}_n"),
                   ("mad_pct", f"{base}_mad_pct"))  # fmt: skip
         for field_, name in fields:
@@ -72,6 +76,9 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     put_timed("speedup_paired", "speedup")
     put("stream_max_fps", ok["metric"] == "stream_max_fps")  # the rest of the stream group: bench.analysis.stream_section
     put_timed("stream_speedup", "stream_speedup")
+    put_timed("precision_speedup", "precision_speedup", "paired")
+    put_timed("precision_speedup_rect", "precision_speedup", "paired_rectangle")
+    _put_pose_error(cases, ok)
     for m in MEMORY_METRICS:
         for phase in ("inference", "train"):
             put(f"{m}_{phase}_mib", (ok["metric"] == m) & (ok["phase"] == phase))
@@ -91,10 +98,22 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
     cases = _changes(cases)
     order = {v: i for i, v in enumerate(VARIANTS)}
     cases["_v"] = cases["variant"].map(lambda v: order.get(v, len(order)))
+    cases["_p"] = cases["precision"].map(lambda p: PRECISION_ORDER.index(p) if p in PRECISION_ORDER else 9)
     cases = cases.sort_values(
-        ["backbone", "size", "frames", "batch", "device", "dtype", "runtime", "_v", "schedule"], kind="stable"
+        ["backbone", "size", "frames", "batch", "device", "runtime", "_p", "_v", "schedule"], kind="stable"
     )
-    return cases.drop(columns="_v").reset_index(drop=True)
+    return cases.drop(columns=["_v", "_p"]).reset_index(drop=True)
+
+
+def _put_pose_error(cases: pd.DataFrame, ok: pd.DataFrame) -> None:
+    """``pose_error_mm``, ``pose_mpjpe_delta_mm`` and ``pose_weights`` (what the weights were) of the pose_error records."""
+    rows = ok[ok["metric"] == "pose_error"].groupby("case_id").last()
+    cases["pose_error_mm"] = rows["value"].reindex(cases.index).astype(float) if len(rows) else float("nan")
+    for field_, col in (("mpjpe_delta", "pose_mpjpe_delta_mm"), ("weights", "pose_weights")):
+        vals = rows[field_] if field_ in rows else pd.Series(dtype=object)
+        cases[col] = vals.reindex(cases.index)
+    cases["pose_mpjpe_delta_mm"] = pd.to_numeric(cases["pose_mpjpe_delta_mm"], errors="coerce").astype(float)
+    cases["pose_weights"] = cases["pose_weights"].map(lambda x: x if isinstance(x, str) else "")
 
 
 PART_NAMES = ("embed", "spatial_attention", "temporal_attention", "mlp", "graph", "norm", "prune", "recover", "head",

@@ -39,6 +39,8 @@ METRIC_GROUP = {
     "achieved_gflops": "breakdown",
     "machine_peak_gflops": "breakdown",
     "flops_train": "flops_train",
+    "pose_error": "pose_error",
+    "precision_speedup": "precision",
     **{m: "memory" for m in MEMORY_METRICS},
     **{m: "accuracy" for m in ACCURACY_METRICS},
 }
@@ -132,6 +134,8 @@ def _table_columns(rows: pd.DataFrame, methods: list[str]) -> list[Column]:
         cols.append(Column("device_text", "Device", "Device", fmt="text"))
     if set(rows["runtime"]) != {"eager"}:
         cols.append(Column("runtime", "Runtime", "Runtime", fmt="text"))
+    if set(rows.get("precision", pd.Series(["fp32"]))) != {"fp32"}:
+        cols.append(Column("precision", "Precision", "Precision", fmt="text"))
     cols += [
         Column("params", "Params", "Params", "params", "count"),
         Column("gflops_paper", "{unit} (paper)", "{unit} (paper)", "flops", unit="GFLOPs"),
@@ -171,6 +175,9 @@ def _table_columns(rows: pd.DataFrame, methods: list[str]) -> list[Column]:
         Column("train_step_ms", "Train step ({unit})", "Train step ({unit})", "train", unit="ms", ci="train_step"),
         Column("fps", "FPS", "FPS", "latency"),
         Column("speedup", "Speed-up (×)", r"Speed-up ($\times$)", "latency", "ratio", ci="speedup"),
+        Column("precision_speedup", "Speed-up over fp32 (×)", r"Speed-up over fp32 ($\times$)", "precision", "ratio",
+               ci="precision_speedup"),
+        Column("pose_error_mm", "Pose error (mm)", "Pose error (mm)", "pose_error"),
     ]
     for m in methods or [""]:
         suffix = f" {m}" if m else ""

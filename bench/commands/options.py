@@ -11,7 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-METRIC_GROUPS = ("params", "flops", "latency", "speedup", "stream", "memory", "train", "breakdown", "flops_train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "stream", "pose_error", "memory", "train", "breakdown",
+                 "flops_train")
 
 
 # Placeholders of a help text that name what a registry holds when the help is printed (built-ins and
@@ -133,6 +134,28 @@ def allocator_option(p: argparse.ArgumentParser) -> None:
                    help="how the measuring processes allocate memory: tuned (glibc with no per-forward page "
                         "faults), system, tcmalloc, jemalloc (preloaded; local and slurm executors) "
                         "(default: the preset's, tuned)")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # bench.core.case.PRECISIONS, without importing torch here
+
+
+def precision_list(text: str) -> list[str]:
+    items = csv_list(text)
+    bad = [p for p in items if p not in PRECISIONS]
+    if bad or not items:
+        raise argparse.ArgumentTypeError(f"unknown precision {bad[0] if bad else text!r}; choose from {', '.join(PRECISIONS)}")
+    return items
+
+
+def precision_options(p: argparse.ArgumentParser, *, checkpoint: bool = True) -> None:
+    """``--precision`` (a matrix axis) and what the pose error of its cases is measured with."""
+    p.add_argument("--precision", type=precision_list, default=None, metavar="P,...",
+                   help="inference precisions, a comma list of fp32 (default), fp16, bf16, int8 (int8: dynamic "
+                        "quantization of the linear layers); a case a device cannot run is skipped with the reason")
+    if checkpoint:
+        p.add_argument("--checkpoint", default=None, metavar="FILE",
+                       help="pose_error: the weights of this trained checkpoint (vptbench or a release's) for the "
+                            "cases of its backbone, T and size (default: a short synthetic training)")
+    p.add_argument("--pose-steps", type=int, default=None, metavar="N",
+                   help="pose_error: steps of the synthetic training where no checkpoint fits (default: 30)")
 
 
 def strategy_options(p: argparse.ArgumentParser) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import sys
@@ -38,6 +39,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
                    help=f"comma list of {', '.join(options.METRIC_GROUPS)} (default: all but stream, which "
                         "vptbench stream runs; none with --trace)")
     p.add_argument("--runtime", default="eager", help="how the forward runs when timed: eager (default), compile, onnxruntime")
+    options.precision_options(p, checkpoint=False)  # --checkpoint is below: it is the profiled model too
     p.add_argument("--save-onnx", default=None, metavar="DIR", help="onnxruntime: write the exported .onnx file into DIR")
     p.add_argument("--onnx-exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
                    help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
@@ -45,7 +47,8 @@ def add_parser(sub: Any, **kw: Any) -> None:
     options.min_time_option(p)
     options.allocator_option(p)
     p.add_argument("--json", action="store_true", help="print the records as one JSON list, nothing else")
-    options.checkpoint_options(p, "profile the model of this checkpoint (a release's file or a vptbench one)")
+    options.checkpoint_options(p, "profile the model of this checkpoint (a release's file or a vptbench one); "
+                                  "pose_error uses its weights")
     p.add_argument("--trace", default=None, metavar="FILE",
                    help="write a Chrome/Perfetto trace of a few steady-state forwards, labelled by part and block")
     p.set_defaults(func=main)
@@ -54,10 +57,11 @@ def add_parser(sub: Any, **kw: Any) -> None:
 def main(args: argparse.Namespace) -> int:
     import torch
 
-    from ..core.case import Case
+    from ..core.case import PRECISION_DTYPES, Case
     from ..measure import runtimes
-    from ..run.presets import get_preset, with_min_time, with_threads
+    from ..run.presets import check_precisions, get_preset, with_min_time, with_pose_error, with_threads
     from ..scenarios import METRIC_GROUPS, check_device, measure_case
+    from .run import with_pose_settings
 
     if getattr(args, "checkpoint", None):
         from ..accuracy.checkpoints import profile_model
@@ -75,31 +79,40 @@ def main(args: argparse.Namespace) -> int:
         model = case.build()  # UsageError for what only the model knows (e.g. a block beyond the depth)
     if case.runtime != args.runtime:  # a checkpoint's case
         case = dataclasses.replace(case, runtime=args.runtime)
+    precisions = check_precisions(getattr(args, "precision", None), case.dtype)
     runtimes.check(case.runtime, case.device, case.dtype)
-    if not args.json:
-        print(f"profiling {case.case_id} ...", file=sys.stderr)
+    cases = [dataclasses.replace(case, precision=p, dtype=PRECISION_DTYPES[p]) for p in precisions]
     # The effort of the preset this case would belong to: tiny sizes are smoke tests.
     settings = with_threads(get_preset("smoke" if case.size == "tiny" else "paper").settings, args.threads)
     settings = with_min_time(settings, args.min_time)
     settings = dataclasses.replace(settings, save_onnx=args.save_onnx, onnx_exporter=args.onnx_exporter)
     settings = with_allocator(settings, args.allocator, fresh_processes=False)
-    default = [g for g in METRIC_GROUPS if g != "stream"]  # live streams take seconds each: vptbench stream
-    metrics = args.metrics if args.metrics is not None else ([] if args.trace else default)
+    settings = with_pose_settings(settings, args)  # --checkpoint: the profiled model's weights for pose_error
+    # live streams take seconds each (vptbench stream); pose_error trains weights: with a precision only
+    default = [g for g in METRIC_GROUPS if g not in ("stream", "pose_error")]
+    metrics = args.metrics if args.metrics is not None else ([] if args.trace else with_pose_error(default, cases))
     if args.trace:
         write_profile_trace(case, model, args.trace, settings)
         if not args.json:
             print(f"trace of {case.case_id} written to {args.trace} (open it in ui.perfetto.dev)", file=sys.stderr)
         if not metrics:
             return 0
-    records = list(measure_case(case, metrics, "profile", settings=settings, model=model))
+    # The per-part records fill a screen: as a table only when the breakdown was asked for by name.
+    parts = bool(args.metrics and "breakdown" in args.metrics)
+    records: list[dict[str, Any]] = []
+    for c in cases:
+        if not args.json and len(cases) > 1:
+            print(f"profiling {c.case_id} ...", file=sys.stderr)
+        # measure_case moves the model to the case's dtype: each precision gets the float model's copy
+        mine = list(measure_case(c, metrics, "profile", settings=settings,
+                                 model=copy.deepcopy(model) if len(cases) > 1 else model))  # fmt: skip
+        records += mine
+        if not args.json:
+            print(format_records(c, mine, parts=parts))
     if args.json:
         print(json.dumps(records))
-    else:
-        # The per-part records fill a screen: as a table only when the breakdown was asked for by name.
-        parts = bool(args.metrics and "breakdown" in args.metrics)
-        print(format_records(case, records, parts=parts))
-        if not parts:  # folded: their stability is in the records (--json), not worth a warning here
-            records = [r for r in records if r["metric"] not in PER_PART]
+    elif not parts:  # folded: their stability is in the records (--json), not worth a warning here
+        records = [r for r in records if r["metric"] not in PER_PART]
     warn_unstable(records)
     return 0
 

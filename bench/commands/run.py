@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ..scenarios import Settings
 
 MATRIX_OPTIONS = ("preset", "backbones", "variants", "frames", "batch", "size", "device", "dtype", "metrics", "shard",
-                  "pruners", "recoverers", "runtime")  # fmt: skip
+                  "pruners", "recoverers", "runtime", "precision")  # fmt: skip
 
 
 def add_parser(sub: Any, **kw: Any) -> None:
@@ -37,6 +37,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
     p.add_argument("--metrics", type=options.metric_list, default=None, help=f"comma list of {', '.join(options.METRIC_GROUPS)} (default: the preset's, all)")
     p.add_argument("--runtime", type=options.csv_list, default=None, metavar="R,...",
                    help="runtimes to time, a comma list of eager (default), compile, onnxruntime; a matrix axis")
+    options.precision_options(p)
     p.add_argument("--save-onnx", action="store_true", help="onnxruntime: keep every exported .onnx in <out>/onnx/")
     p.add_argument("--onnx-exporter", choices=("auto", "torchscript", "dynamo"), default="auto",
                    help="onnxruntime: the ONNX exporter (auto: torchscript, then dynamo if it fails)")
@@ -119,6 +120,19 @@ def main(args: argparse.Namespace) -> int:
             return 1 if failed_case_ids(run_dir, [c.case_id for c in cases]) else 0
 
 
+def with_pose_settings(settings: Settings, args: argparse.Namespace) -> Settings:
+    """``settings`` with ``--checkpoint`` (its absolute path, for the case processes) and ``--pose-steps``."""
+    checkpoint, steps = getattr(args, "checkpoint", None), getattr(args, "pose_steps", None)
+    if steps is not None and steps < 0:
+        raise UsageError(f"--pose-steps must be >= 0, got {steps}")
+    if checkpoint:
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise UsageError(f"--checkpoint {checkpoint}: no such file")
+        settings = dataclasses.replace(settings, checkpoint=str(path.resolve()))
+    return settings if steps is None else dataclasses.replace(settings, pose_steps=steps)
+
+
 def _outcome_line(summary: RunSummary) -> str:
     """'12 case(s) measured, 0 already done, 1 record(s) failed in 1 case(s), 24 skipped: DIR'.
 
@@ -151,7 +165,7 @@ def _matrix(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[Preset, l
     from ..core.case import Case
     from ..measure import runtimes
     from ..run import executors
-    from ..run.presets import build_matrix, get_preset, with_min_time, with_strategies, with_threads
+    from ..run.presets import build_matrix, get_preset, with_min_time, with_pose_error, with_strategies, with_threads
     from ..scenarios import Settings, check_device
 
     given = [o for o in MATRIX_OPTIONS if getattr(args, o, None) is not None]
@@ -168,7 +182,7 @@ def _matrix(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[Preset, l
         check_device(cases[0].device if cases else "cpu")
         for runtime, device, dtype in dict.fromkeys((c.runtime, c.device, c.dtype) for c in cases):
             runtimes.check(runtime, device, dtype)  # e.g. the deploy extra uninstalled since
-        settings = with_min_time(with_threads(settings, args.threads), args.min_time)
+        settings = with_pose_settings(with_min_time(with_threads(settings, args.threads), args.min_time), args)
         return preset, cases, list(stored.get("metrics") or preset.metrics), settings
     preset = get_preset(args.preset)
     device = args.device or "cpu"
@@ -180,12 +194,13 @@ def _matrix(args: argparse.Namespace, stored: dict[str, Any]) -> tuple[Preset, l
     cases = build_matrix(
         preset, backbone_names=args.backbones, variants=args.variants, frames=args.frames,
         batch=args.batch, size=args.size, device=device, dtype=dtype, runtimes=runtime_list,
+        precisions=getattr(args, "precision", None),
     )  # fmt: skip
     cases = with_strategies(cases, getattr(args, "pruners", None), getattr(args, "recoverers", None))
     if args.shard:
         cases = executors.shard(cases, args.shard)  # UsageError for a malformed i/n
-    metrics = args.metrics or list((args.resume and stored.get("metrics")) or preset.metrics)
-    settings = with_min_time(with_threads(preset.settings, args.threads), args.min_time)
+    metrics = args.metrics or list((args.resume and stored.get("metrics")) or with_pose_error(preset.metrics, cases))
+    settings = with_pose_settings(with_min_time(with_threads(preset.settings, args.threads), args.min_time), args)
     if not (args.resume and isinstance(stored.get("matrix"), list)):
         return preset, cases, metrics, settings
     before = [Case(**c) for c in stored["matrix"]]

@@ -54,6 +54,7 @@ def add_parser(sub: Any, **kw: Any) -> None:
     g.add_argument("--batch", type=int, default=1, help="batch of the efficiency measurements (default 1)")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument("--runtime", default="eager", help="how each schedule's forward is timed: eager, compile, onnxruntime")
+    options.precision_options(g)
     g.add_argument("--metrics", type=options.metric_list, default=["flops", "latency"],
                    help="metric groups measured for every schedule (default flops,latency)")
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: the preset's)")
@@ -90,9 +91,10 @@ def main(args: argparse.Namespace) -> int:
     check_resume(args, "sweep")  # before the imports: resuming nothing is answered at once
     import backbones
 
+    from ..core.case import PRECISION_DTYPES
     from ..core.results import read_meta, read_records
     from ..run import executors
-    from ..run.presets import get_preset, with_threads
+    from ..run.presets import check_precisions, get_preset, with_threads
     from ..run.store import check_writable, default_run_id, ensure_fresh
     from ..scenarios import check_device
     from ..sweep.front import (
@@ -115,6 +117,7 @@ def main(args: argparse.Namespace) -> int:
         with_references,
     )
     from ..sweep.search import run_accuracy
+    from .run import with_pose_settings
 
     try:
         spec = backbones.spec(args.backbone)
@@ -144,6 +147,14 @@ def main(args: argparse.Namespace) -> int:
         runtimes.check(args.runtime, args.device, "float32")
         cands, refs = ([replace(c, case=replace(c.case, runtime=args.runtime).resolve()) for c in group]
                        for group in (cands, refs))  # fmt: skip
+    precisions = check_precisions(args.precision)
+    if precisions != ["fp32"]:  # every schedule in every precision: the front may mix them (deployment options)
+        if args.accuracy:
+            raise UsageError(f"--precision {','.join(precisions)} with --accuracy: schedules are trained and "
+                             "evaluated in fp32; measure pose_error (--metrics ...,pose_error) in a sweep "
+                             "without --accuracy")  # fmt: skip
+        cands, refs = ([replace(c, case=replace(c.case, precision=p, dtype=PRECISION_DTYPES[p]).resolve())
+                        for c in group for p in precisions] for group in (cands, refs))  # fmt: skip
     everything = with_references(cands, refs)
     extra_refs = sum(not c.keeps for c in everything)
     print(f"sweep {args.backbone} ({size}, T={frames}, depth {depth}): {count_line(cands)}"
@@ -167,12 +178,14 @@ def main(args: argparse.Namespace) -> int:
         chosen = set(cases)
         everything = [c for c in everything if c.case in chosen]
     settings = with_threads(get_preset("smoke" if size == "tiny" else "paper").settings, args.threads)
+    settings = with_pose_settings(settings, args)
     plan = _accuracy_plan(args, out, run_id)
     meta = {"kind": "sweep", "backbone": args.backbone, "size": size, "frames": frames, "depth": depth,
             "grid": grid.describe(), "schedules": len(cands), "references": [c.reference for c in everything
                                                                               if c.reference],
             "objectives": objectives, "flops_counter": args.counter, "search": args.search,
-            "accuracy": args.accuracy, "steps": plan.steps if plan else None, "shard": args.shard}  # fmt: skip
+            "accuracy": args.accuracy, "steps": plan.steps if plan else None, "shard": args.shard,
+            "precisions": precisions}  # fmt: skip
     summary = executors.run_cases(cases, out, run_id=run_id, metrics=args.metrics, resume=args.resume,
                                   settings=settings, meta=meta, args=args)  # fmt: skip
     print(f"efficiency: {summary.measured} case(s) measured, {summary.resumed} already done: {out}", file=sys.stderr)

@@ -14,13 +14,21 @@ from .errors import UsageError
 
 DTYPES = ("float32", "float16", "bfloat16")
 RUNTIMES = ("eager", "compile", "onnxruntime")  # bench.measure.runtimes implements them
+# Inference precisions (bench.measure.precision says where each runs). fp16 and bf16 are the float
+# dtypes (``dtype`` float16/bfloat16); int8 is dynamic quantization of the linear layers: int8
+# weights, float32 activations (``dtype`` float32).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "int8": "float32"}
+DTYPE_PRECISIONS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
 
 
 @dataclass(frozen=True)
 class Case:
-    """(backbone, variant, frames, batch, device, dtype, size, schedule, pruner, recoverer, runtime).
+    """(backbone, variant, frames, batch, device, dtype, size, schedule, pruner, recoverer, runtime, precision).
 
     ``runtime`` is how the forward runs when timed (bench.measure.runtimes: eager, compile, onnxruntime).
+    ``precision`` (:data:`PRECISIONS`) is the inference precision: fp16/bf16 go with ``dtype``
+    float16/bfloat16 (either spelling gives both after :meth:`resolve`), int8 with float32.
     Empty ``schedule``/``pruner``/``recoverer`` and ``size``/``frames`` of None mean the backbone's
     defaults; :meth:`resolve` fills them in so that records always say what was measured.
     """
@@ -36,6 +44,7 @@ class Case:
     pruner: str = ""  # the stages' pruner where they name none
     recoverer: str = ""
     runtime: str = "eager"
+    precision: str = "fp32"
 
     @property
     def case_id(self) -> str:
@@ -43,7 +52,11 @@ class Case:
         parts = [self.backbone, self.variant, f"T{self.frames}", f"B{self.batch}", str(self.size)]
         if self.variant != "rectangle":
             parts += [self.schedule, f"{self.pruner}+{self.recoverer or '-'}"]
-        parts += [self.device, self.dtype]
+        # fp16/bf16 are named by their dtype, as before precisions existed; int8 (float32
+        # activations) is named after it, so fp32 ids stay what the committed baselines hold.
+        parts += [self.device, PRECISION_DTYPES[self.precision] if self.precision in ("fp16", "bf16") else self.dtype]
+        if self.precision == "int8":
+            parts.append("int8")
         if self.runtime != "eager":  # eager ids stay as they were before runtimes existed
             parts.append(self.runtime)
         return "/".join(parts)
@@ -60,6 +73,16 @@ class Case:
             raise UsageError(f"unknown dtype {self.dtype!r}; choose from {', '.join(DTYPES)}")
         if self.runtime not in RUNTIMES:
             raise UsageError(f"unknown runtime {self.runtime!r}; choose from {', '.join(RUNTIMES)}")
+        dtype, precision = self.dtype, self.precision
+        if precision not in PRECISIONS:
+            raise UsageError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+        if precision == "fp32":
+            precision = DTYPE_PRECISIONS[dtype]  # --dtype float16 is precision fp16
+        elif dtype == "float32":
+            dtype = PRECISION_DTYPES[precision]
+        elif PRECISION_DTYPES[precision] != dtype:
+            raise UsageError(f"precision {precision} and dtype {dtype} disagree: {precision} runs in "
+                             f"{PRECISION_DTYPES[precision]}; give one of --precision and --dtype")  # fmt: skip
         if self.batch < 1:
             raise UsageError(f"batch must be >= 1, got {self.batch}")
         if self.frames is not None and self.frames < 1:
@@ -97,7 +120,8 @@ class Case:
                 raise UsageError(f"unknown pruner {name!r}; choose from {', '.join(backbones.pruners())}")
         if recoverer and recoverer not in backbones.recoverers():
             raise UsageError(f"unknown recoverer {recoverer!r}; choose from {', '.join(backbones.recoverers())}")
-        return replace(self, frames=frames, size=size, schedule=schedule, pruner=pruner, recoverer=recoverer)
+        return replace(self, frames=frames, size=size, schedule=schedule, pruner=pruner, recoverer=recoverer,
+                       dtype=dtype, precision=precision)  # fmt: skip
 
     @property
     def pipeline(self) -> str:

@@ -30,7 +30,7 @@ SCHEMA_VERSION = 1
 
 RECORD_FIELDS = (
     "run_id", "case_id", "backbone", "variant", "pipeline", "frames", "batch", "device", "dtype",
-    "size", "schedule", "pruner", "recoverer", "runtime", "metric", "value", "unit", "method", "status", "error",
+    "size", "schedule", "pruner", "recoverer", "runtime", "precision", "metric", "value", "unit", "method", "status", "error",
 )  # fmt: skip
 STATUSES = ("ok", "oom", "error", "skipped")
 # What identifies one measurement: a case can hold several records of a metric (one per FLOP
@@ -70,6 +70,8 @@ METRIC_UNITS = {
     "stream_dropped": "fraction of frames",
     "stream_max_fps": "frames/s",
     "stream_speedup": "x",
+    "pose_error": "mm",
+    "precision_speedup": "x",
 }
 
 

@@ -22,7 +22,10 @@ caller's and the same for every runtime, so latencies compare across runtimes.
 
 Precision: eager and compile take float32, float16 and bfloat16; onnxruntime takes float32 on
 CPU and float16 too on CUDA (the CPU provider has no half-precision kernels for most operators,
-and numpy no bfloat16). :func:`check` refuses the rest with one line.
+and numpy no bfloat16). :func:`check` refuses the rest with one line. int8 (``precision="int8"``,
+bench.measure.precision): the caller passes eager and compile a model it quantized; onnxruntime
+checks the float export's parity (``export_error``), then runs the dynamically quantized model.
+:attr:`Prepared.call` runs the prepared runtime on another input of the same shape (pose error).
 """
 
 from __future__ import annotations
@@ -46,11 +49,12 @@ from ..core.errors import UsageError
 EXPORTERS = ("torchscript", "dynamo")  # the order ``auto`` tries them in
 OPSET = 17  # ONNX opset of the TorchScript exporter: LayerNormalization is native from 17 on
 DEPLOY_HINT = 'pip install -e ".[deploy]"'
-# Metric groups measured on every runtime: parameters and FLOPs are the model's, latency and the
-# paired speed-up (the pruned case and its rectangle both prepared on the runtime) the runtime's.
-# The others (peak memory and training in a fresh eager process, the profiler's breakdown) are
-# measured for the eager runtime only; ONNX Runtime does not train.
-ANY_RUNTIME_GROUPS = ("params", "flops", "latency", "speedup", "stream")
+# Metric groups measured on every runtime: parameters and FLOPs are the model's, latency, the
+# paired speed-up (the pruned case and its rectangle both prepared on the runtime) and the pose
+# error (the runtime's poses against fp32 eager) the runtime's. The others (peak memory and
+# training in a fresh eager process, the profiler's breakdown) are measured for the eager runtime
+# only; ONNX Runtime does not train.
+ANY_RUNTIME_GROUPS = ("params", "flops", "latency", "speedup", "stream", "pose_error")
 
 
 @dataclass
@@ -75,6 +79,7 @@ class Prepared:
     forward: Callable[[], Any]
     fields: dict[str, Any]
     reports: list[Report] = field(default_factory=list)
+    call: Callable[[torch.Tensor], torch.Tensor] | None = None  # any input of the timed one's shape -> output
 
     @property
     def error(self) -> str:
@@ -128,19 +133,22 @@ def prepare(
     name: str = "model",
     exporter: str = "auto",
     compile_backend: str = "inductor",
+    precision: str = "fp32",
 ) -> Prepared:
     """The forward callable of ``model`` on input ``x`` under ``runtime`` (see the module doc).
 
     ``save_dir``: where the .onnx file is written (``name``.onnx); None keeps it in memory.
     ``exporter``: ``auto`` or one of :data:`EXPORTERS`. ``compile_backend``: torch.compile's
     backend (tests use ``eager`` to check the plumbing without minutes of code generation).
+    ``precision``: ``int8`` quantizes the exported model (onnxruntime); eager and compile get the
+    quantized model from the caller (bench.measure.precision.quantize_eager).
     """
     if runtime == "eager":
-        return Prepared(_eager(model, x), {"runtime": "eager"})
+        return Prepared(_eager(model, x), {"runtime": "eager"}, call=_caller(model))
     if runtime == "compile":
         return _compiled(model, x, device, compile_backend)
     if runtime == "onnxruntime":
-        return _onnxruntime(model, x, device, save_dir, name, exporter)
+        return _onnxruntime(model, x, device, save_dir, name, exporter, quantize=precision == "int8")
     raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
 
 
@@ -150,6 +158,14 @@ def _eager(model: nn.Module, x: torch.Tensor) -> Callable[[], torch.Tensor]:
             return model(x)
 
     return forward
+
+
+def _caller(model: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    def call(t: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(t)
+
+    return call
 
 
 def _sync(device: str) -> None:
@@ -185,7 +201,7 @@ def _compiled(model: nn.Module, x: torch.Tensor, device: str, backend: str) -> P
         "max_abs_diff": _max_abs_diff(y, _eager(model, x)()),  # compiled vs eager, for information
     }
     fields = {"runtime": "compile", "backend": backend, "graph_breaks": info["graph_breaks"]}
-    return Prepared(forward, fields, [Report("compile_s", seconds, "compile", info)])
+    return Prepared(forward, fields, [Report("compile_s", seconds, "compile", info)], call=_caller(compiled))
 
 
 def _max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -220,7 +236,8 @@ def export_onnx(model: nn.Module, x: torch.Tensor, exporter: str) -> bytes:
 
 
 def _onnxruntime(
-    model: nn.Module, x: torch.Tensor, device: str, save_dir: str | Path | None, name: str, exporter: str
+    model: nn.Module, x: torch.Tensor, device: str, save_dir: str | Path | None, name: str, exporter: str,
+    quantize: bool = False,
 ) -> Prepared:
     import onnxruntime as ort
 
@@ -287,9 +304,21 @@ def _onnxruntime(
     if not worst <= tol:  # NaN fails too
         error = f"ONNX Runtime output differs from eager by {worst:.3g} of the output scale (> {tol:g}; {used} exporter)"
     fields.update(provider=provider, ort_threads=opts.intra_op_num_threads, ort_spinning=False)
+    if quantize and not error:  # the float export is right (above); time its int8 quantization
+        from .precision import quantize_onnx
+
+        data, qinfo = quantize_onnx(data)
+        info.update(qinfo, parity_of="the float32 export, before quantization (pose_error measures int8)")
+        if path is not None:
+            path.write_bytes(data)
+        session = ort.InferenceSession(data, sess_options=opts, providers=providers)
+        fields.update(quantizer=qinfo["quantizer"])
     x_np = x.detach().cpu().numpy()
 
     def forward() -> Any:
         return session.run(None, {input_name: x_np})
 
-    return Prepared(forward, fields, [Report("export_error", worst, "onnxruntime", info, error=error)])
+    def call(t: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(run(t)).to(t.device)
+
+    return Prepared(forward, fields, [Report("export_error", worst, "onnxruntime", info, error=error)], call=call)

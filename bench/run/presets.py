@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 import backbones
 
-from ..core.case import DTYPES, RUNTIMES, Case
+from ..core.case import DTYPE_PRECISIONS, DTYPES, PRECISION_DTYPES, PRECISIONS, RUNTIMES, Case
 from ..core.errors import UsageError
 from ..measure.stream import StreamSettings
 from ..measure.timing import SpeedSettings
@@ -70,8 +70,10 @@ SMOKE_SETTINGS = Settings(
 # profiled training step: minutes per canonical case on 2 cores), flops_train and stream (seconds of
 # wall time per camera rate and case, plus the max-fps search), so that the default run stays within
 # 5 minutes; ask for them with --metrics ...,breakdown,flops_train,stream.
-# tests/test_breakdown.py and tests/test_stream.py cover them on tiny models.
-PRESET_METRICS = tuple(m for m in METRIC_GROUPS if m not in ("breakdown", "flops_train", "stream"))
+# tests/test_breakdown.py and tests/test_stream.py cover them on tiny models. pose_error trains
+# weights (minutes per backbone at canonical size): a run adds it where it measures a precision
+# other than fp32 (:func:`with_pose_error`), or when --metrics names it.
+PRESET_METRICS = tuple(m for m in METRIC_GROUPS if m not in ("breakdown", "flops_train", "stream", "pose_error"))
 
 PRESETS: dict[str, Preset] = {
     "smoke": Preset("smoke", "tiny sizes, T=27, every backbone x variant: does everything run?",
@@ -103,11 +105,13 @@ def build_matrix(
     device: str = "cpu",
     dtype: str = "float32",
     runtimes: Sequence[str] = ("eager",),
+    precisions: Sequence[str] | None = None,
 ) -> list[Case]:
     """The cases of ``preset`` with the user's overrides, in a fixed order, resolved where possible.
 
     Overrides replace the preset's axes. Names, variants, sizes, batches and dtypes that do not
-    exist raise UsageError (a user mistake); a length that a backbone cannot take is kept as an
+    exist raise UsageError (a user mistake); ``precisions`` (None: the precision of ``dtype``)
+    is an axis like ``runtimes``, fp16/bf16 setting the dtype; a length that a backbone cannot take is kept as an
     unresolved case, which :func:`bench.scenarios.measure.measure_case` records as skipped with the reason.
     A length given by the user that no selected backbone can take is a mistake, though.
     """
@@ -124,6 +128,7 @@ def build_matrix(
     for r in runtimes:
         if r not in RUNTIMES:
             raise UsageError(f"unknown runtime {r!r}; choose from {', '.join(RUNTIMES)}")
+    precision_list = check_precisions(precisions, dtype)
     batches = tuple(batch) if batch else preset.batch
     bad_batch = [b for b in batches if b < 1]
     if bad_batch:
@@ -144,16 +149,37 @@ def build_matrix(
             raise UsageError(f"no selected backbone can take {asked} frames ({reasons})")
 
     cases = []
-    # The variants of one runtime run one after the other: a pruned case and its rectangle are timed
-    # close together in time, under the same machine load.
-    for name, t, b, runtime, variant in itertools.product(names, lengths, batches, runtimes, variant_list):
+    # The variants of one runtime (and precision) run one after the other: a pruned case and its
+    # rectangle are timed close together in time, under the same machine load.
+    axes = itertools.product(names, lengths, batches, runtimes, precision_list, variant_list)
+    for name, t, b, runtime, precision, variant in axes:
         spec = backbones.spec(name)
         case = Case(
-            backbone=name, variant=variant, frames=t or spec.frames, batch=b, device=device, dtype=dtype,
-            size=size or spec.default_size, runtime=runtime,
+            backbone=name, variant=variant, frames=t or spec.frames, batch=b, device=device,
+            dtype=PRECISION_DTYPES[precision], size=size or spec.default_size, runtime=runtime, precision=precision,
         )
         cases.append(prepare(case))
     return cases
+
+
+def check_precisions(precisions: Sequence[str] | None, dtype: str = "float32") -> list[str]:
+    """The precision axis (``--precision``; None: ``--dtype``'s); UsageError for an unknown name or both flags."""
+    if not precisions:
+        return [DTYPE_PRECISIONS[dtype]]
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad:
+        raise UsageError(f"unknown precision {bad[0]!r}; choose from {', '.join(PRECISIONS)}")
+    if dtype != "float32":
+        raise UsageError(f"--dtype {dtype} and --precision {','.join(precisions)}: give one (--precision fp16 and "
+                         "bf16 are --dtype float16 and bfloat16)")  # fmt: skip
+    return list(dict.fromkeys(precisions))
+
+
+def with_pose_error(metrics: Sequence[str], cases: Sequence[Case]) -> list[str]:
+    """``metrics`` plus pose_error where a case runs in a precision other than fp32 (the default metrics)."""
+    if "pose_error" in metrics or all(c.precision == "fp32" and c.dtype == "float32" for c in cases):
+        return list(metrics)
+    return [*metrics, "pose_error"]
 
 
 def prepare(case: Case) -> Case:

@@ -9,17 +9,20 @@ from typing import Any
 
 import torch
 
+from ..accuracy.weights import POSE_STEPS
 from ..core.case import Case
 from ..core.errors import UsageError
 from ..core.results import failure
 from ..measure import memory, timing
 from ..measure.stream import StreamSettings
 
-METRIC_GROUPS = ("params", "flops", "latency", "speedup", "stream", "memory", "train", "breakdown", "flops_train")
+METRIC_GROUPS = ("params", "flops", "latency", "speedup", "stream", "pose_error", "memory", "train", "breakdown",
+                 "flops_train")
 
 # The record standing for a group when the group fails or is skipped as a whole.
 GROUP_METRIC = {"params": "params", "flops": "flops", "latency": "latency", "speedup": "speedup", "train": "train_step",
-                "breakdown": "time_by_part", "flops_train": "flops_train", "stream": "stream_latency"}  # fmt: skip
+                "breakdown": "time_by_part", "flops_train": "flops_train", "stream": "stream_latency",
+                "pose_error": "pose_error"}  # fmt: skip
 REFERENCE_VARIANT = "rectangle"  # what a speed-up is measured against
 
 
@@ -50,6 +53,10 @@ class Settings:
     reference: bool = True  # time the reference workload between samples (machine_slowdown)
     run_budget_s: float | None = None  # latency and pair seconds of the whole run, shared out (bench.run.budget)
     stream: StreamSettings = field(default_factory=StreamSettings)  # the stream group's live streams
+    # pose_error (bench.scenarios.pose_error): the weights of this checkpoint where it fits the case,
+    # else of ``pose_steps`` steps of synthetic training (bench.accuracy.weights)
+    checkpoint: str | None = None
+    pose_steps: int = POSE_STEPS
 
     def latency_effort(self) -> dict[str, Any]:
         """How hard to time a forward, or the speed-up's pairs: the keyword arguments of

@@ -36,12 +36,25 @@ def records(
 def prepare(
     case: Case, model: nn.Module, x: torch.Tensor, settings: Settings, *, save: bool = True
 ) -> runtimes.Prepared:
-    """``model`` ready to be timed on the case's runtime (its .onnx saved where asked, with ``save``)."""
+    """``model`` ready to be timed on the case's runtime (its .onnx saved where asked, with ``save``).
+
+    An int8 case times the model's dynamic quantization (bench.measure.precision): a quantized copy
+    on eager and compile, the quantized export on onnxruntime; ``model`` itself stays float.
+    """
     save_dir = Path(settings.save_onnx) if settings.save_onnx and save else None
-    return runtimes.prepare(
+    extra: dict[str, Any] = {}
+    if case.precision == "int8" and case.runtime != "onnxruntime":
+        from ..measure.precision import EAGER_QUANTIZER, quantize_eager, quantized_linears
+
+        model = quantize_eager(model)
+        extra = {"quantizer": EAGER_QUANTIZER, "quantized_layers": quantized_linears(model)}
+    prepared = runtimes.prepare(
         case.runtime, maybe_compiled(model, settings) if case.runtime == "eager" else model, x,
         device=case.device, save_dir=save_dir, name=_file_name(case), exporter=settings.onnx_exporter,
+        precision=case.precision,
     )  # fmt: skip
+    prepared.fields.update(extra)
+    return prepared
 
 
 def preparation_records(run_id: str, case: Case, prepared: runtimes.Prepared) -> Iterator[dict[str, Any]]:

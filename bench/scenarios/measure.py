@@ -33,6 +33,15 @@ Metric groups (the CLI's ``--metrics``) and the records they yield (SPEC section
   camera rate (``settings.stream``): stream_latency, stream_rtf, stream_dropped (``fps_in`` tells
   the rates apart); stream_max_fps once; stream_speedup for a pruned case (paired with its
   rectangle on one stream). On every runtime.
+- precision (``case.precision``: fp32, fp16, bf16, int8; bench.measure.precision says where each
+  runs, and a case it cannot run is skipped with the reason): the ``speedup`` group of a
+  reduced-precision case (its rectangle too) times it in rounds with its fp32 case, and a pruned
+  one with the fp32 rectangle and its own-precision rectangle as well (bench.scenarios.precision):
+  precision_speedup (method ``paired``: over fp32; ``paired_rectangle``: over the fp32 rectangle)
+  and speedup. An int8 case measures params, flops (of the float model), latency, speedup and
+  pose_error; its memory, training and breakdown are skipped.
+- ``pose_error`` (bench.scenarios.pose_error): pose_error (mm), the MPJPE of the case's poses
+  against fp32 eager poses of the same trained weights, with ``weights`` and ``mpjpe_delta``.
 - ``memory``: per phase (``phase`` inference | train): peak_mem_alloc, peak_mem_reserved and
   peak_mem_device on CUDA, peak_rss on CPU (a fresh process, see bench.measure.memory), and on both
   peak_mem_activations (the step's peak above the memory in use before it).
@@ -75,8 +84,9 @@ from ..core.errors import UsageError
 from ..core.progress import report_progress
 from ..core.results import failure
 from ..measure import allocator, runtimes, timing
+from ..measure import precision as precision_support
 from ..measure.inputs import example_inputs
-from . import breakdown, counts, latency, memory, speedup, stream, train
+from . import breakdown, counts, latency, memory, pose_error, precision, speedup, stream, train
 from .base import METRIC_GROUPS, REFERENCE_VARIANT, Settings, check_device, failure_status, group_metric
 
 
@@ -102,12 +112,15 @@ def measure_case(
     if case.backbone not in backbones.names():
         case.resolve()  # raises the UsageError that names the known backbones
     groups = [g for g in METRIC_GROUPS if g in metrics]  # a fixed order: training changes the weights
-    if case.variant == REFERENCE_VARIANT:
-        groups = [g for g in groups if g != "speedup"]
+    if case.variant == REFERENCE_VARIANT and not precision.reduced(case):
+        groups = [g for g in groups if g != "speedup"]  # a reduced-precision rectangle has its fp32 one
     allocator.apply(settings.allocator)  # this process's malloc, before the model's tensors exist
     try:
         case = case.resolve()
         check_device(case.device)
+        why = precision_support.unsupported(case.precision, case.runtime, case.device)
+        if why:
+            raise UsageError(why)  # e.g. fp16 on a CPU without native half matmul: skipped, with the reason
         runtimes.check(case.runtime, case.device, case.dtype)  # installed, and takes this dtype here
         if model is None:
             torch.manual_seed(0)  # the same weights for every run of a case (tpc's choices depend on them)
@@ -115,25 +128,30 @@ def measure_case(
         model = model.to(case.device, getattr(torch, case.dtype)).eval()
     except UsageError as e:
         for group in groups:
-            yield failure(run_id, case, group_metric(group, case.device), str(e), status="skipped")
+            yield failure(run_id, case, _standing(group, case), str(e), status="skipped")
         return
     except Exception as e:  # a backbone that fails to build must not end the run
         for group in groups:
-            yield failure(run_id, case, group_metric(group, case.device), e, status=failure_status(e))
+            yield failure(run_id, case, _standing(group, case), e, status=failure_status(e))
         return
     applies = METRIC_GROUPS if case.runtime == "eager" else runtimes.ANY_RUNTIME_GROUPS
     for group in [g for g in groups if g not in applies]:
         why = f"{group} is measured on the eager runtime only (the {case.runtime} case times latency and speed-up)"
         yield failure(run_id, case, group_metric(group, case.device), why, status="skipped")
     groups = [g for g in groups if g in applies]
+    if case.precision == "int8":
+        for group in [g for g in groups if g not in INT8_GROUPS]:
+            why = f"{group} is measured in float precisions only (int8 dynamic quantization is for inference)"
+            yield failure(run_id, case, group_metric(group, case.device), why, status="skipped")
+        groups = [g for g in groups if g in INT8_GROUPS]
     x, y = example_inputs(case, model)
     on_cpu = torch.device(case.device).type == "cpu"
     if on_cpu and "memory" in groups and "train" in groups and not settings.speed.compile:
         # The fresh process of the memory group runs steady-state training steps anyway: time
         # those instead of running the (most expensive) training steps a second time here.
         groups = [g if g != "memory" else "memory+train" for g in groups if g != "train"]
-    if case.variant != REFERENCE_VARIANT and {"latency", "speedup"} <= set(groups):
-        # The pairs time the pruned model anyway: its latency is the pruned half of them.
+    if (case.variant != REFERENCE_VARIANT or precision.reduced(case)) and {"latency", "speedup"} <= set(groups):
+        # The pairs (rounds) time the case's model anyway: its latency is its half (share) of them.
         groups = [g if g != "latency" else "latency+speedup" for g in groups if g != "speedup"]
     seen: list[dict[str, Any]] = []  # this case's records so far: later groups reuse them
     train_too = bool({"train", "flops_train"} & set(metrics))  # the breakdown of a training step too
@@ -149,18 +167,31 @@ def measure_case(
         torch.cuda.empty_cache()  # the next case starts with the device's memory free
 
 
+def _standing(group: str, case: Case) -> str:
+    """The record standing for ``group`` of ``case`` when the group fails or is skipped as a whole."""
+    if group == "speedup" and case.variant == REFERENCE_VARIANT:
+        return "precision_speedup"  # only a reduced-precision rectangle has a speed-up: over fp32
+    return group_metric(group, case.device)
+
+
+# What an int8 case measures: the float model's counts, the quantized model's speed and pose error.
+INT8_GROUPS = ("params", "flops", "latency", "speedup", "pose_error")
+
+
 def _guarded(
     group: str, run_id: str, case: Case, model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: Settings,
     seen: Sequence[dict[str, Any]] = (), run_dir: str | Path | None = None, train_too: bool = True,
 ) -> Iterator[dict[str, Any]]:
     """The group's records; if it raises, a failure record for the group (unless already written)."""
+    paired: Any = precision if precision.reduced(case) else speedup  # over fp32 too, or over the rectangle
     records = {
         "params": lambda: counts.params_records(run_id, case, model),
         "flops": lambda: counts.flops_records(run_id, case, model, x),
         "latency": lambda: latency.records(run_id, case, model, x, settings),
-        "speedup": lambda: speedup.records(run_id, case, model, x, settings),
+        "speedup": lambda: paired.records(run_id, case, model, x, settings),
         "stream": lambda: stream.records(run_id, case, model, x, settings),
-        "latency+speedup": lambda: speedup.records(run_id, case, model, x, settings, with_latency=True),
+        "latency+speedup": lambda: paired.records(run_id, case, model, x, settings, with_latency=True),
+        "pose_error": lambda: pose_error.records(run_id, case, settings, run_dir),
         "memory": lambda: memory.records(run_id, case, model, x, y, settings),
         "memory+train": lambda: memory.cpu_records(run_id, case, settings, timed=True),
         "train": lambda: train.records(run_id, case, model, x, y, settings),
@@ -177,6 +208,6 @@ def _guarded(
         if status == "oom" and torch.device(case.device).type == "cuda":
             torch.cuda.empty_cache()
         for g in group.split("+"):
-            metric = group_metric(g, case.device)
+            metric = _standing(g, case)
             if metric not in produced:
                 yield failure(run_id, case, metric, e, status=status)

@@ -63,7 +63,7 @@ def sweep_table(candidates: Sequence[Candidate], records: Sequence[dict[str, Any
             "keep": ",".join(c.keeps), "schedule": c.case.schedule, "pruner": c.case.pruner,
             "stage_pruners": "+".join(c.pruner_plan),
             "recoverer": c.case.recoverer, "backbone": c.case.backbone, "frames": c.case.frames,
-            "size": c.case.size, "batch": c.case.batch, "device": c.case.device,
+            "size": c.case.size, "batch": c.case.batch, "device": c.case.device, "precision": c.case.precision,
         }  # fmt: skip
         for counter in COUNTERS:
             row[f"gflops_{counter}"] = latest.get((k, "flops", counter), math.nan)
@@ -75,6 +75,8 @@ def sweep_table(candidates: Sequence[Candidate], records: Sequence[dict[str, Any
         row["latency_n"] = lat.get("n")
         row["latency_stable"] = lat.get("stable")
         row["peak_mem_mib"] = any_method.get((k, "peak_rss"), any_method.get((k, "peak_mem_alloc"), math.nan))
+        row["pose_error_mm"] = any_method.get((k, "pose_error"), math.nan)  # --precision with --metrics pose_error
+        row["precision_speedup"] = latest.get((k, "precision_speedup", "paired"), math.nan)
         acc = (accuracy or {}).get(k)
         final = bool(acc and acc.get("final"))
         row["mpjpe_mm"] = acc["mpjpe"] if acc and final else math.nan
@@ -159,6 +161,8 @@ def ready_options(row: pd.Series) -> str:
         opts.append(f"--pruner {row['pruner']}")
     if row["recoverer"]:
         opts.append(f"--recoverer {row['recoverer']}")
+    if row.get("precision", "fp32") not in ("fp32", None, ""):
+        opts.append(f"--precision {row['precision']}")
     return " ".join(opts)
 
 

@@ -9,12 +9,13 @@ This package holds the registry (:func:`register`, :func:`render_all`) and those
 figures live in one module per family, each registering its own: :mod:`.efficiency` (speed-up vs
 FLOPs, efficiency vs accuracy), :mod:`.costs` (cost per variant, scaling), :mod:`.blocks` (the
 hourglass, FLOPs per block), :mod:`.breakdown` (time by part, roofline, memory by part) and
-:mod:`.stream` (live video: latency against the camera rate).
+:mod:`.stream` (live video: latency against the camera rate) and
+:mod:`.precision` (speed-up against pose error per precision).
 """
 
 from __future__ import annotations
 
-from . import blocks, breakdown, costs, efficiency, stream  # noqa: F401  (each registers its figures on import)
+from . import blocks, breakdown, costs, efficiency, precision, stream  # noqa: F401  (each registers its figures on import)
 from .base import (
     FAMILY_COLOURS,
     LINESTYLES,
@@ -43,8 +44,8 @@ from .base import (
 # Drawing order of the shipped figures, whatever order their modules registered them in: what
 # pruning buys and costs first, then the per-block and per-part views. A figure a user registers
 # later comes after them.
-SHIPPED = ("speedup_vs_flops", "cost_per_variant", "efficiency_accuracy", "scaling", "hourglass", "flops_per_block",
-           "time_by_part", "roofline", "mem_by_part", "stream_latency")  # fmt: skip
+SHIPPED = ("speedup_vs_flops", "cost_per_variant", "efficiency_accuracy", "precision_tradeoff", "scaling", "hourglass",
+           "flops_per_block", "time_by_part", "roofline", "mem_by_part", "stream_latency")  # fmt: skip
 for _name in SHIPPED:
     PLOTS[_name] = PLOTS.pop(_name)
 

@@ -88,6 +88,8 @@ class PlotInputs:
     parts: pd.DataFrame | None = None  # the ok time_by_part records (the breakdown group)
     breakdown: pd.DataFrame | None = None  # its other ok records: achieved_gflops, machine_peak_gflops, mem_by_part
     stream: pd.DataFrame | None = None  # the ok stream_* records (the stream group: several per case)
+    # every case of the run, all runtimes and precisions (``summary`` shows one of each; see write_report)
+    all_cases: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
@@ -122,14 +124,16 @@ def title(name: str) -> str:
 def render_all(
     summary: pd.DataFrame, blocks: pd.DataFrame, reported: pd.DataFrame | None, out_dir: Path,
     parts: pd.DataFrame | None = None, breakdown: pd.DataFrame | None = None, stream: pd.DataFrame | None = None,
+    all_cases: pd.DataFrame | None = None,
 ) -> dict[str, list[Path]]:
     """Every registered figure the data allows, name -> written files; :func:`missing` says why one is absent.
 
     An empty chart says nothing, so a figure without data is left out rather than drawn blank.
     ``parts``: the run's ok time_by_part records (the breakdown group); ``breakdown``: the group's
-    other ok records (achieved_gflops, machine_peak_gflops, mem_by_part); ``stream``: the ok stream_* records.
+    other ok records (achieved_gflops, machine_peak_gflops, mem_by_part); ``stream``: the ok stream_* records;
+    ``all_cases``: every case's summary row where ``summary`` holds one runtime and precision of them.
     """
-    data = PlotInputs(summary, blocks, reported, parts, breakdown, stream)
+    data = PlotInputs(summary, blocks, reported, parts, breakdown, stream, all_cases)
     out: dict[str, list[Path]] = {}
     with plt.rc_context(STYLE):  # type: ignore[arg-type]  # the stubs want Literal keys
         for plot in PLOTS.values():
