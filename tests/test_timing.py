@@ -287,6 +287,17 @@ def test_the_small_sample_interval_covers_the_median_about_95_percent_of_log_nor
         assert 0.93 <= covered / len(draws) <= 0.97, (n, covered / len(draws))
 
 
+def test_two_samples_get_an_interval_but_never_a_stable_figure():
+    # Two equal samples have a zero-width interval; the coverage benchmark found two-sample intervals
+    # called tight to miss the long phase's median in a third of the windows, so three are needed.
+    two = timing.stats_fields([10.0, 10.0])
+    assert two["ci_method"] == "student_t_log" and two["ci_low"] == pytest.approx(10.0) == two["ci_high"]
+    assert two["stable"] is False and "too few samples for a stable figure (n = 2 < 3)" in two["unstable_reason"]
+    assert not timing.ci_tight([10.0, 10.0])
+    three = timing.stats_fields([10.0, 10.0, 10.0])
+    assert three["stable"] is True and timing.ci_tight([10.0, 10.0, 10.0])
+
+
 def test_a_slow_machine_makes_a_time_unstable_but_not_a_paired_ratio():
     slow = {"busy": False, "other_cores": 0.0, "machine_slowdown": 1.3}
     t = timing.stats_fields(_seq("stable"), load=slow)

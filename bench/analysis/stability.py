@@ -37,7 +37,7 @@ CAUSES = (
           short="drift"),  # fmt: skip
     Cause("CI half-width", "with too few samples for a CI within 5 % before the time cap", "raise --min-time",
           short="wide CI"),  # fmt: skip
-    Cause("too few samples", "with too few samples for a 95 % CI", "raise --min-time", short="few samples"),
+    Cause("too few samples", "with too few samples for a stable figure", "raise --min-time", short="few samples"),
     Cause("one sample", "of a single sample (no interval)", "raise --min-time to get one", fault=False,
           short="1 sample"),  # fmt: skip
 )

@@ -33,8 +33,8 @@ confidence interval of the median, by the method the sample size allows (``ci_me
 median of the second half of the samples over that of the first half, minus 1, in %.
 
 The stability rule (``stable``; ``unstable_reason`` says which part failed, "" when stable): a
-figure is stable when (1) it has a 95 % CI whose half-width, the larger of median - ci_low and
-ci_high - median, is at most 5 % of the median; (2) the two halves' medians differ by at most 10 %
+figure is stable when (1) it has a 95 % CI from at least 3 samples whose half-width, the larger of
+median - ci_low and ci_high - median, is at most 5 % of the median; (2) the two halves' medians differ by at most 10 %
 (a load that came or went during the timing; judged from 4 samples on); (3) the machine was not
 busy (bench.measure.load: busy = other processes used more than the cores the timing left free,
 plus a quarter); (4) for a time (not a ratio of two alternated calls), the machine ran at its usual
@@ -70,6 +70,9 @@ CI_METHOD_SMALL = "student_t_log"  # 2 <= n < MIN_CI_SAMPLES
 CI_LEVEL = 0.95
 MIN_CI_SAMPLES = 6  # the fewest samples whose [min, max] covers the median with >= 95 %
 MIN_DRIFT_SAMPLES = 4  # rule (2) compares halves of at least 2 samples each
+# Rule (1) also needs this many samples: an interval from 2 (t with 1 degree of freedom) covered the
+# median of 48 pairs in only 69 % of the windows it called tight (tests/benchmarks/coverage.py), from 3 in 97 %.
+MIN_STABLE_SAMPLES = 3
 STABLE_CI_REL = 0.05  # rule (1): CI half-width <= 5 % of the median
 STABLE_DRIFT_REL = 0.10  # rule (2): the halves' medians within 10 % of each other
 STABLE_SLOWDOWN = 1.15  # rule (4): the reference workload at most 15 % slower than usual
@@ -176,7 +179,7 @@ def ci_tight(samples: Sequence[float], rel: float = STABLE_CI_REL) -> bool:
     """Rule (1) of the module docstring: a 95 % CI whose half-width is within ``rel`` of the median."""
     low, high, _, _ = ci(samples)
     med = _median(samples)
-    if low is None or high is None:
+    if low is None or high is None or len(samples) < MIN_STABLE_SAMPLES:
         return False
     return med > 0 and max(med - low, high - med) <= rel * med
 
@@ -205,6 +208,8 @@ def stats_fields(
     reasons = []
     if low is None or high is None:
         reasons.append("one sample: no interval")
+    elif n < MIN_STABLE_SAMPLES:
+        reasons.append(f"too few samples for a stable figure (n = {n} < {MIN_STABLE_SAMPLES})")
     elif not med > 0 or max(med - low, high - med) > STABLE_CI_REL * med:
         width = max(med - low, high - med) / med if med else math.inf
         reasons.append(f"CI half-width {width:.1%} > {STABLE_CI_REL:.0%} of the median (n = {n})")
