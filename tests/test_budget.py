@@ -42,3 +42,13 @@ def test_a_run_records_the_cap_each_case_had(tmp_path):
     run_matrix(cases, tmp_path / "r", run_id="r", metrics=["latency"], settings=s, progress=False)
     caps = [r["time_cap_s"] for r in read_records(tmp_path / "r") if r["metric"] == "latency"]
     assert caps == [0.12, 0.12]  # 10 s shared by 2 would be 5 s: the ceiling is 2.5 x the preset's 0.05 s
+
+
+def test_min_time_scales_the_run_budget_with_the_cap():
+    from bench.run.presets import PAPER_SETTINGS, with_min_time
+
+    assert PAPER_SETTINGS.run_budget_s == 140.0 and PAPER_SETTINGS.max_time_s == 12.0
+    longer = with_min_time(PAPER_SETTINGS, 30.0)
+    assert longer.max_time_s == 90.0 and longer.run_budget_s == 1050.0  # 140 s x 90 / 12
+    shorter = with_min_time(PAPER_SETTINGS, 1.0)  # the cap stays 12 s: so does the budget
+    assert shorter.max_time_s == 12.0 and shorter.run_budget_s == 140.0

@@ -48,14 +48,15 @@ class Preset:
 # Effort. The canonical models take seconds per forward on 2 CPU cores and their training steps
 # several times that, so every repeat costs seconds per case (the default run should finish in
 # under 5 minutes on 2 cores). Latency and the speed-up's pairs: 1 warm-up, then at least 3 timed
-# calls (pairs) and 3 s, more until the median's 95 % CI is within 5 % (which takes at least 6
-# samples) or 12 s are spent. A pruned case has one timed phase, the pairs: its latency is their
-# pruned half (bench.scenarios.measure). Training: 1 warm-up step (it creates AdamW's state), then steps
-# for 1 s: one step of a canonical model, which averages out its own noise, but too few samples
-# for a CI, so it is recorded as not stable.
+# calls (pairs) and 3 s, more until the median's 95 % CI is within 5 % or the phase's cap is spent.
+# The cap is the case's share of a 140 s run budget, never below 12 s (bench.run.budget): the cheap
+# cases end early with tight CIs, and the expensive ones get what they leave. A pruned case has one
+# timed phase, the pairs: its latency is their pruned half (bench.scenarios.measure). Training: 1
+# warm-up step (it creates AdamW's state), then at least 2 steps and 2 s, up to 4 s: an interval
+# for every case, stable where 3 or more steps fit (docs/timing.md has the figures).
 PAPER_SETTINGS = Settings(
-    warmup=1, repeats=3, min_time_s=3.0, max_time_s=12.0, max_repeats=20,
-    train_warmup=1, train_repeats=1, train_min_time_s=1.0,
+    warmup=1, repeats=3, min_time_s=3.0, max_time_s=12.0, max_repeats=40,
+    train_warmup=1, train_repeats=2, train_min_time_s=2.0, train_max_time_s=4.0, run_budget_s=140.0,
 )
 # The tiny models are too small for a second thread to pay for its synchronisation; one thread
 # also keeps the smoke run steady on a shared CI runner, where spinning OpenMP threads that wait
@@ -236,8 +237,14 @@ def with_min_time(settings: Settings, min_time: float | None) -> Settings:
     def most(old: float | None, old_min: float) -> float:
         return max(old if old is not None else old_min, 3 * min_time)
 
+    cap = most(settings.max_time_s, settings.min_time_s)
+    old_cap = settings.max_time_s if settings.max_time_s is not None else settings.min_time_s
+    # the run's budget grows with the per-phase cap, so that it still has something to share out
+    budget = settings.run_budget_s
+    if budget is not None and old_cap:
+        budget = round(budget * max(1.0, cap / old_cap), 1)
     return dataclasses.replace(
-        settings, min_time_s=min_time, max_time_s=most(settings.max_time_s, settings.min_time_s),
+        settings, min_time_s=min_time, max_time_s=cap,
         train_min_time_s=min_time, train_max_time_s=most(settings.train_max_time_s, settings.train_min_time_s),
-        max_repeats=max(settings.max_repeats, 1000),
+        max_repeats=max(settings.max_repeats, 1000), run_budget_s=budget,
     )
