@@ -26,6 +26,10 @@ from tabulate import tabulate
 
 from ..core import numbers
 
+# Poses that move less than this around their mean pose (mm) carry hardly any motion: an error measured on
+# them says little (real poses: 100-200 mm; the synthetic 30-step weights: 45-110 mm for most variants).
+STILL_POSES_MM = 20.0
+
 
 @dataclass
 class Section:
@@ -111,12 +115,12 @@ def section(summary: pd.DataFrame) -> Section | None:
         status = "" if r.get("status") == "ok" else _first_failure(str(r.get("failures", "")))
         rows.append([label, str(r["runtime"]), str(r["precision"]), own,
                      "1 (reference)" if c["how"] == "reference" else _ratio(c["value"], c["low"], c["high"]),
-                     _mm(_get(r, "pose_error_mm")), _mm(_get(r, "pose_mpjpe_delta_mm")), str(r.get("pose_weights") or ""),
-                     status])  # fmt: skip
+                     _mm(_get(r, "pose_error_mm")), _mm(_get(r, "pose_mpjpe_delta_mm")), _spread(_get(r, "pose_spread_mm")),
+                     str(r.get("pose_weights") or ""), status])  # fmt: skip
     if not rows:
         return None
     headers = ["case", "runtime", "precision", "× fp32 (same variant)", "× fp32 rectangle", "pose error (mm)",
-               "ΔMPJPE (mm)", "weights", "not ok"]  # fmt: skip
+               "ΔMPJPE (mm)", "pose spread (mm)", "weights", "not ok"]  # fmt: skip
     if not any(row[-1] for row in rows):
         headers, rows = headers[:-1], [row[:-1] for row in rows]
     remarks = [
@@ -126,6 +130,20 @@ def section(summary: pd.DataFrame) -> Section | None:
         "Pose error: MPJPE between this case's poses and fp32 eager poses of the same weights on fixed synthetic "
         "test clips; ΔMPJPE: its MPJPE against the clips' ground truth minus the fp32 poses' (> 0: less accurate). "
         "Weights 'synthetic:N steps' are a short training that puts the outputs at the scale of real poses, not a "
-        "trained model: the errors are those of int8/half arithmetic on such weights.",
+        "trained model: the errors are those of int8/half arithmetic on such weights. Pose spread: how far the "
+        "fp32 poses move around their mean pose, the scale to read an error against.",
     ]
+    still = sorted({row[0] for row in rows if row[7].endswith("(still)")})
+    if still:
+        remarks.append(f"Still poses: {', '.join(still)}: their fp32 poses move less than {STILL_POSES_MM:g} mm around "
+                       "their mean pose, so their pose error is measured on outputs that carry hardly any motion "
+                       "(the short training left them near the mean pose); measure them with a trained "
+                       "checkpoint (--checkpoint) or more steps (--pose-steps).")  # fmt: skip
     return Section(headers, rows, remarks)
+
+
+def _spread(x: float | None) -> str:
+    """The pose spread, marked ``(still)`` below :data:`STILL_POSES_MM`."""
+    if x is None or math.isnan(x):
+        return ""
+    return f"{x:.0f}" + (" (still)" if x < STILL_POSES_MM else "")

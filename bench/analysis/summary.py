@@ -106,13 +106,16 @@ def summarize(recs: pd.DataFrame, accuracy: pd.DataFrame | None = None) -> pd.Da
 
 
 def _put_pose_error(cases: pd.DataFrame, ok: pd.DataFrame) -> None:
-    """``pose_error_mm``, ``pose_mpjpe_delta_mm`` and ``pose_weights`` (what the weights were) of the pose_error records."""
+    """``pose_error_mm``, ``pose_mpjpe_delta_mm``, ``pose_spread_mm`` (how far the fp32 poses move around
+    their mean pose) and ``pose_weights`` (what the weights were) of the pose_error records."""
     rows = ok[ok["metric"] == "pose_error"].groupby("case_id").last()
     cases["pose_error_mm"] = rows["value"].reindex(cases.index).astype(float) if len(rows) else float("nan")
-    for field_, col in (("mpjpe_delta", "pose_mpjpe_delta_mm"), ("weights", "pose_weights")):
+    fields = (("mpjpe_delta", "pose_mpjpe_delta_mm"), ("pose_spread", "pose_spread_mm"), ("weights", "pose_weights"))
+    for field_, col in fields:
         vals = rows[field_] if field_ in rows else pd.Series(dtype=object)
         cases[col] = vals.reindex(cases.index)
-    cases["pose_mpjpe_delta_mm"] = pd.to_numeric(cases["pose_mpjpe_delta_mm"], errors="coerce").astype(float)
+    for col in ("pose_mpjpe_delta_mm", "pose_spread_mm"):
+        cases[col] = pd.to_numeric(cases[col], errors="coerce").astype(float)
     cases["pose_weights"] = cases["pose_weights"].map(lambda x: x if isinstance(x, str) else "")
 
 

@@ -134,6 +134,7 @@ def prepare(
     exporter: str = "auto",
     compile_backend: str = "inductor",
     precision: str = "fp32",
+    parity_tolerance: float | None = None,
 ) -> Prepared:
     """The forward callable of ``model`` on input ``x`` under ``runtime`` (see the module doc).
 
@@ -141,14 +142,16 @@ def prepare(
     ``exporter``: ``auto`` or one of :data:`EXPORTERS`. ``compile_backend``: torch.compile's
     backend (tests use ``eager`` to check the plumbing without minutes of code generation).
     ``precision``: ``int8`` quantizes the exported model (onnxruntime); eager and compile get the
-    quantized model from the caller (bench.measure.precision.quantize_eager).
+    quantized model from the caller (bench.measure.precision.quantize_eager). ``parity_tolerance``:
+    the export_error above which the export counts as wrong (default :func:`tolerance`).
     """
     if runtime == "eager":
         return Prepared(_eager(model, x), {"runtime": "eager"}, call=_caller(model))
     if runtime == "compile":
         return _compiled(model, x, device, compile_backend)
     if runtime == "onnxruntime":
-        return _onnxruntime(model, x, device, save_dir, name, exporter, quantize=precision == "int8")
+        return _onnxruntime(model, x, device, save_dir, name, exporter, quantize=precision == "int8",
+                            parity_tolerance=parity_tolerance)  # fmt: skip
     raise ValueError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
 
 
@@ -237,7 +240,7 @@ def export_onnx(model: nn.Module, x: torch.Tensor, exporter: str) -> bytes:
 
 def _onnxruntime(
     model: nn.Module, x: torch.Tensor, device: str, save_dir: str | Path | None, name: str, exporter: str,
-    quantize: bool = False,
+    quantize: bool = False, parity_tolerance: float | None = None,
 ) -> Prepared:
     import onnxruntime as ort
 
@@ -294,7 +297,7 @@ def _onnxruntime(
         got = run(inp).astype(np.float64)
         worst = max(worst, float(np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-12)))
     dtype = str(x.dtype).removeprefix("torch.")
-    tol = tolerance(dtype)
+    tol = tolerance(dtype) if parity_tolerance is None else parity_tolerance
     provider = session.get_providers()[0]
     info: dict[str, Any] = {
         "exporter": used, "exporter_failures": failures, "export_s": export_s, "provider": provider,

@@ -34,7 +34,8 @@ def records(
 
 
 def prepare(
-    case: Case, model: nn.Module, x: torch.Tensor, settings: Settings, *, save: bool = True
+    case: Case, model: nn.Module, x: torch.Tensor, settings: Settings, *, save: bool = True,
+    parity_tolerance: float | None = None,
 ) -> runtimes.Prepared:
     """``model`` ready to be timed on the case's runtime (its .onnx saved where asked, with ``save``).
 
@@ -51,7 +52,7 @@ def prepare(
     prepared = runtimes.prepare(
         case.runtime, maybe_compiled(model, settings) if case.runtime == "eager" else model, x,
         device=case.device, save_dir=save_dir, name=_file_name(case), exporter=settings.onnx_exporter,
-        precision=case.precision,
+        precision=case.precision, parity_tolerance=parity_tolerance,
     )  # fmt: skip
     prepared.fields.update(extra)
     return prepared

@@ -37,6 +37,11 @@ from .base import Settings
 from .latency import prepare
 
 METHOD = "fp32_eager"  # what the case's poses are compared with
+# The export check before pose_error quantizes or runs the ONNX model only asks "is the export right?":
+# a wrong export differs by O(1) of the output scale, float arithmetic by 1e-5 to 1e-4 (MotionAGFormer-243
+# with trained weights: 1.1e-4, above the latency group's 1e-4). The difference itself is what pose_error
+# measures, in mm, so here only a difference above 1 % fails the case.
+EXPORT_SANITY = 1e-2
 
 
 def records(run_id: str, case: Case, settings: Settings, run_dir: str | Path | None) -> Iterator[dict[str, Any]]:
@@ -56,7 +61,7 @@ def records(run_id: str, case: Case, settings: Settings, run_dir: str | Path | N
     model = copy.deepcopy(ref_model).to(case.device, getattr(torch, case.dtype)).eval()
     example = _standardised(x[: case.batch], weights.norm, case.device).to(getattr(torch, case.dtype))
     report_progress(f"pose error: {case.precision} {case.runtime}")
-    prepared = prepare(case, model, example, settings, save=False)
+    prepared = prepare(case, model, example, settings, save=False, parity_tolerance=EXPORT_SANITY)
     if prepared.error or prepared.call is None:
         raise RuntimeError(prepared.error or f"the {case.runtime} runtime cannot run other inputs")
     got = poses(prepared.call, x, case.batch, weights.norm, getattr(torch, case.dtype), case.device)
