@@ -144,6 +144,15 @@ def test_latency_is_delay_plus_queue_plus_compute_for_a_model_that_keeps_up():
     assert stream.rtf(log) == pytest.approx(f["compute_ms"] / 1e3 * 30 / 3, rel=1e-4) and stream.sustained(log)
 
 
+def test_a_stream_of_one_window_has_a_latency_without_an_interval():
+    plan = stream.make_plan("seq2seq", window=27, fps=200, frames=27, stride=27, emit="newest")
+    log = stream.run_stream([sleeper(0.005)], plan)
+    assert len(log.processed) == 1
+    f = stream.latency_fields(log, stream.per_frame(log))
+    assert f["n"] == 1 and f["ci_low"] is None and f["ci_high"] is None and f["value"] > 0
+    assert f["ci_method"].startswith("none over windows") and "one sample" in f["unstable_reason"]
+
+
 def test_a_model_slower_than_the_frame_budget_drops_the_expected_share():
     cost, fps = 0.050, 50.0  # 2.5 frame intervals per forward, stride 1 (seq2frame)
     plan = stream.make_plan("seq2frame", window=9, fps=fps, frames=100, stride=1, emit="newest")

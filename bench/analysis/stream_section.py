@@ -42,7 +42,7 @@ def _ms(x: Any) -> str:
 
 
 def _windows(r: Mapping[str, Any]) -> str:
-    """', n windows' where a CI rests on fewer than 6 (then it is [min, max], with less than 95 % coverage)."""
+    """', n windows' where a CI rests on fewer than 6 (Student's t on the logs; one window: none)."""
     n = _num(r.get("n"))
     return f" (n={int(n)})" if n is not None and n < 6 else ""
 
@@ -110,7 +110,8 @@ CAPACITY_REMARK = (
     "given stride (with auto, the window's length: the most the model can follow at all); the delay is the median "
     "latency from a frame's arrival to its pose at that rate. Paired gain: rectangle ms / pruned ms per window, both "
     "models on every window of one stream, alternated (the factor by which pruning divides the real-time factor); "
-    "(n=k): its CI rests on k windows, fewer than 6, so it is their [min, max], with less than 95 % coverage."
+    "(n=k): its CI rests on k windows, fewer than 6: Student's t on the logarithms of the ratios (one window: no "
+    "interval), which assumes they are roughly log-normal."
 )
 
 
@@ -146,7 +147,7 @@ RATE_REMARK = (
     "Latency: from a frame's arrival to its 3D pose, on the wall clock; delay: the wait for the future frames its "
     "window needs (emit newest: up to stride - 1 frames; middle and seq2frame add the look-ahead); queue: the wait "
     "for the model; compute: the window's forward. The CI is over windows (a window's frames share its compute; "
-    "(n=k): k windows, fewer than 6, so the CI is their [min, max]). "
+    "(n=k): k windows, fewer than 6: Student's t on the logarithms; one window: no interval). "
     "Real-time factor: compute seconds per second of video (below 1 keeps up). Dropped: frames whose window was "
     "skipped because a newer one was complete when the model became free."
 )

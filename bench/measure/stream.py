@@ -354,7 +354,7 @@ def latency_fields(log: StreamLog, frames: FrameTimes, load: dict[str, Any] | No
     """stream_latency's value and fields (ms): median, p90, p99, delay_ms, queue_ms, compute_ms, CI.
 
     The CI: the per-frame latencies are not independent samples (the frames of one window share its
-    queue and compute, and their delays are fixed by their position), so the order-statistics CI of
+    queue and compute, and their delays are fixed by their position), so the CI of
     bench.measure.timing.stats_fields is taken over the windows' queue + compute (one sample per
     processed window) and shifted by the fixed delay part: ``ci_method`` says so. ``n`` is the
     number of windows, ``frames_posed`` the frames with a pose.
@@ -366,9 +366,10 @@ def latency_fields(log: StreamLog, frames: FrameTimes, load: dict[str, Any] | No
     per_window = [(w.end or 0.0) - w.trigger for w in log.processed]  # queue + compute of each window
     stats = timing.stats_fields([1e3 * v for v in per_window], load=load)
     mid = 1e3 * float(np.median(per_window))
-    stats.update(ci_low=round(1e3 * value - (mid - stats["ci_low"]), 4),
-                 ci_high=round(1e3 * value + (stats["ci_high"] - mid), 4),
-                 ci_method=f"{timing.CI_METHOD} over windows (queue + compute), shifted by the fixed delay")  # fmt: skip
+    if stats["ci_low"] is not None:  # one window: no interval
+        stats.update(ci_low=round(1e3 * value - (mid - stats["ci_low"]), 4),
+                     ci_high=round(1e3 * value + (stats["ci_high"] - mid), 4))  # fmt: skip
+    stats["ci_method"] = f"{stats['ci_method']} over windows (queue + compute), shifted by the fixed delay"
     produced = frames.produced
     p90, p99 = np.percentile(lat, [90, 99])
     return {

@@ -152,7 +152,8 @@ def stream_records(
     compute_ms = [1e3 * c for c in log.compute_s()]
     per_ms = plan.fps / plan.stride / 1e3  # window ms -> s of compute per s of video
     stats = timing.stats_fields(compute_ms, load=load_fields)
-    stats.update(ci_low=stats["ci_low"] * per_ms, ci_high=stats["ci_high"] * per_ms)
+    if stats["ci_low"] is not None:  # one window: no interval
+        stats.update(ci_low=stats["ci_low"] * per_ms, ci_high=stats["ci_high"] * per_ms)
     busy = sum(log.compute_s()) / log.wall_s if log.wall_s > 0 else None
     yield record(run_id, case, "stream_rtf", stream.rtf(log), method="wall_clock", **where, **stats,
                  rtf_mean=float(np.mean(compute_ms)) * per_ms, busy_share=busy, window_ms=compute_ms,
