@@ -9,11 +9,13 @@ Skipped, with the reason, only where no Chromium is installed (.ci/run installs 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +104,11 @@ def report(tmp_path_factory) -> Path:
     return write_report(full_run(tmp, frames=(81, 243)), accuracy=["reported"], out=tmp / "rep")
 
 
-def test_the_report_renders_in_chromium_with_every_image_and_no_console_error(report, tmp_path):
+@contextlib.contextmanager
+def opened_page(page: Path, profile: Path) -> Iterator[DevTools]:
+    """DevTools of a headless Chromium that has loaded ``page`` (skips without Chromium or websocket-client)."""
     browser = _browser()
     pytest.importorskip("websocket", reason="websocket-client is in the dev extra")
-    profile = tmp_path / "profile"
     proc = subprocess.Popen([browser, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
@@ -113,8 +116,21 @@ def test_the_report_renders_in_chromium_with_every_image_and_no_console_error(re
         for domain in ("Page", "Runtime", "Log"):
             tools.call(f"{domain}.enable")
         tools.events.clear()
-        tools.call("Page.navigate", url=(report / "index.html").resolve().as_uri())
+        tools.call("Page.navigate", url=page.resolve().as_uri())
         tools.wait_for("Page.loadEventFired")
+        yield tools
+        tools.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_report_renders_in_chromium_with_every_image_and_no_console_error(report, tmp_path):
+    with opened_page(report / "index.html", tmp_path / "profile") as tools:
         page = tools.evaluate("""(async () => {
             await Promise.all(Array.from(document.images).map(i => i.decode().catch(() => null)));
             return {
@@ -126,14 +142,6 @@ def test_the_report_renders_in_chromium_with_every_image_and_no_console_error(re
             };
         })()""")
         shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        tools.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     screenshot = report / "screenshot.png"
     screenshot.write_bytes(base64.b64decode(shot["data"]))
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 10_000

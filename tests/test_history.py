@@ -322,24 +322,13 @@ def test_run_history_that_cannot_be_written_is_refused_before_measuring(tmp_path
 
 
 def test_the_history_page_renders_in_chromium_with_one_chart_per_series(eight, tmp_path):
-    from test_browser import FLAGS, DevTools, _browser, _page_socket
+    from test_browser import opened_page
 
-    browser = _browser()
-    pytest.importorskip("websocket", reason="websocket-client is in the dev extra")
     h = build_history([str(eight)], metrics=["latency", "speedup", "peak_rss"])
     page_path = write_history(h, tmp_path / "page") / "index.html"
     expected = {(s.case_id, s.label) for s in next(iter(h.series.values()))}
     assert len(expected) == 2 + 1 + 2  # latency and peak_rss of both cases, the pruned case's speed-up
-    profile = tmp_path / "profile"
-    proc = subprocess.Popen([browser, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        tools = DevTools(_page_socket(profile, proc))
-        for domain in ("Page", "Runtime", "Log"):
-            tools.call(f"{domain}.enable")
-        tools.events.clear()
-        tools.call("Page.navigate", url=page_path.resolve().as_uri())
-        tools.wait_for("Page.loadEventFired")
+    with opened_page(page_path, tmp_path / "profile") as tools:
         page = tools.evaluate("""(() => ({
             title: document.title,
             charts: Array.from(document.querySelectorAll('figure.chart')).map(f => {
@@ -349,14 +338,6 @@ def test_the_history_page_renders_in_chromium_with_one_chart_per_series(eight, t
             }),
             steps: document.querySelectorAll('figure.chart line.step').length,
         }))()""")
-        tools.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     assert page["title"].startswith("vptbench history")
     assert {(c, m) for c, m, *_ in page["charts"]} == expected and len(page["charts"]) == len(expected)
     for _case, metric, width, height, circles, bands in page["charts"]:
