@@ -102,7 +102,7 @@ def section(summary: pd.DataFrame) -> Section | None:
     if set(summary["precision"]) == {"fp32"} and not has_pose:
         return None
     combined = over_fp32_rectangle(summary)
-    rows = []
+    rows, still = [], set()
     for idx, r in summary.iterrows():
         reduced = r["precision"] != "fp32"
         if not reduced and not numbers.finite(r.get("pose_error_mm")) and r["variant"] == "rectangle":
@@ -110,12 +110,15 @@ def section(summary: pd.DataFrame) -> Section | None:
         how = "+".join(p for p in (r["pruner"], r["recoverer"]) if p)
         label = f"{r['backbone']} {r['variant']}" + (f" {r['schedule']} {how}" if r["variant"] != "rectangle" else "")
         c = combined.loc[idx]
+        spread = _get(r, "pose_spread_mm")
+        if spread is not None and spread < STILL_POSES_MM:
+            still.add(label)
         own = _ratio(_get(r, "precision_speedup"), _get(r, "precision_speedup_ci_low"),
                      _get(r, "precision_speedup_ci_high")) if reduced else "—"  # fmt: skip
         status = "" if r.get("status") == "ok" else _first_failure(str(r.get("failures", "")))
         rows.append([label, str(r["runtime"]), str(r["precision"]), own,
                      "1 (reference)" if c["how"] == "reference" else _ratio(c["value"], c["low"], c["high"]),
-                     _mm(_get(r, "pose_error_mm")), _mm(_get(r, "pose_mpjpe_delta_mm")), _spread(_get(r, "pose_spread_mm")),
+                     _mm(_get(r, "pose_error_mm")), _mm(_get(r, "pose_mpjpe_delta_mm")), _spread(spread),
                      str(r.get("pose_weights") or ""), status])  # fmt: skip
     if not rows:
         return None
@@ -133,9 +136,8 @@ def section(summary: pd.DataFrame) -> Section | None:
         "trained model: the errors are those of int8/half arithmetic on such weights. Pose spread: how far the "
         "fp32 poses move around their mean pose, the scale to read an error against.",
     ]
-    still = sorted({row[0] for row in rows if row[7].endswith("(still)")})
     if still:
-        remarks.append(f"Still poses: {', '.join(still)}: their fp32 poses move less than {STILL_POSES_MM:g} mm around "
+        remarks.append(f"Still poses: {', '.join(sorted(still))}: their fp32 poses move less than {STILL_POSES_MM:g} mm around "
                        "their mean pose, so their pose error is measured on outputs that carry hardly any motion "
                        "(the short training left them near the mean pose); measure them with a trained "
                        "checkpoint (--checkpoint) or more steps (--pose-steps).")  # fmt: skip
