@@ -4,6 +4,7 @@
     stats = summarise(samples)                                          # median, p10, p90
     fields = stats_fields(samples, load=monitor.fields())               # n, CI, stable ... (below)
     ref_ms, new_ms = measure_paired(rect_fn, pruned_fn, warmup=1, repeats=6)   # alternated
+    ms = measure_rounds([fp32_rect, fp32_case, int8_case], warmup=1, repeats=6)   # ms[i][k]: fn i, round k
     fps, clips = throughput(stats.median, "seq2seq", batch=1, frames=243)
 
 Timers. On CPU every sample is one ``timeit.Timer.timeit(number=1)`` call of the standard
@@ -319,28 +320,63 @@ def measure_paired(
     as :func:`measure_latency`, the CI goal applying to the per-pair ratios ref / new (the
     speed-up of ``new``): a load that slows the machine for a while slows both calls of a pair,
     and their ratio keeps its value where two medians taken at different times would not.
+    :func:`measure_rounds` with two functions.
     """
+    ref, new = measure_rounds([fn_ref, fn_new], warmup=warmup, repeats=repeats, device=device,
+                              min_time_s=min_time_s, max_repeats=max_repeats, max_time_s=max_time_s,
+                              clock=clock, reference=reference)  # fmt: skip
+    return ref, new
+
+
+def measure_rounds(
+    fns: Sequence[Callable[[], Any]],
+    *,
+    warmup: int,
+    repeats: int,
+    device: str | torch.device = "cpu",
+    min_time_s: float = 0.0,
+    max_repeats: int | None = None,
+    max_time_s: float | None = None,
+    clock: Callable[[], float] | None = None,
+    reference: Between | None = None,
+) -> list[list[float]]:
+    """Milliseconds of every call, per function: ``out[i][k]`` is function i in round k.
+
+    :func:`measure_paired` for more than two forwards (the precision speed-ups compare a
+    reduced-precision case with its fp32 case and the fp32 rectangle in one process). One round
+    calls every function once, in order, so a load that comes and goes slows the whole round and a
+    ratio of two functions within a round keeps its value. Every function warms up ``warmup`` times
+    (alternated). The budget is measure_paired's with the time limits per *pair* of calls, so each
+    function is timed as long as in a pair; the CI goal applies to every ratio of the other
+    functions over the last one (the widest decides; on CUDA the first). ``reference`` is told the
+    ms of every round.
+    """
+    if len(fns) < 2:
+        raise ValueError(f"need two or more functions to alternate, got {len(fns)}")
     if warmup < 0 or repeats < 1:
         raise ValueError(f"need warmup >= 0 and repeats >= 1, got warmup={warmup}, repeats={repeats}")
-    budget = Budget(repeats, min_time_s, max_time_s, max_repeats)
+    scale = len(fns) / 2
+    budget = Budget(repeats, min_time_s * scale, None if max_time_s is None else max_time_s * scale, max_repeats)
     dev = torch.device(device)
     for _ in range(warmup):
-        fn_ref()
-        fn_new()
+        for fn in fns:
+            fn()
     synchronize(dev)
     if dev.type == "cuda":
-        ref_ms, new_ms = _cuda_samples([fn_ref, fn_new], budget, lambda t: t[0] / t[1])
-        return ref_ms, new_ms
-    t_ref = timeit.Timer(fn_ref, timer=clock or timeit.default_timer)
-    t_new = timeit.Timer(fn_new, timer=clock or timeit.default_timer)
-    ref: list[float] = []
-    new: list[float] = []
-    while budget.more([r / m for r, m in zip(ref, new, strict=True)], sum(ref) + sum(new)):
-        ref.append(t_ref.timeit(number=1) * 1e3)
-        new.append(t_new.timeit(number=1) * 1e3)
+        return _cuda_samples(list(fns), budget, lambda t: t[0] / t[-1])
+    timers = [timeit.Timer(fn, timer=clock or timeit.default_timer) for fn in fns]
+    out: list[list[float]] = [[] for _ in fns]
+
+    def more() -> bool:  # one more round while any ratio's CI is still wide
+        spent = sum(sum(s) for s in out)
+        return any(budget.more([a / b for a, b in zip(s, out[-1], strict=True)], spent) for s in out[:-1])
+
+    while more():
+        for timer, samples in zip(timers, out, strict=True):
+            samples.append(timer.timeit(number=1) * 1e3)
         if reference is not None:
-            reference.after(ref[-1] + new[-1])
-    return ref, new
+            reference.after(sum(s[-1] for s in out))
+    return out
 
 
 def _cuda_samples(

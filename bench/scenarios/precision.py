@@ -1,7 +1,7 @@
 """The ``speedup`` group of a reduced-precision case (fp16, bf16, int8): speed-ups over fp32, paired.
 
 The case is timed in rounds with its fp32 counterparts on the same runtime, one call of each per
-round, in one process (bench.measure.rounds, measure_paired for more than two forwards):
+round, in one process (bench.measure.timing.measure_rounds, measure_paired for more than two forwards):
 
 - every reduced-precision case with its fp32 case (same variant, schedule, runtime...):
   ``precision_speedup`` (x, method ``paired``, ``reference`` the fp32 case's id,
@@ -31,7 +31,7 @@ from ..core.case import Case
 from ..core.results import record
 from ..measure import load, timing
 from ..measure.inputs import example_inputs
-from ..measure.rounds import measure_rounds
+from ..measure.timing import measure_rounds
 from .base import REFERENCE_VARIANT, Settings
 from .latency import latency_env, latency_records, preparation_records, prepare, timed_alone
 from .speedup import reference_case
